@@ -1,0 +1,191 @@
+//! Run the entrypoint in the checkout with a documented environment, a timeout and a saved log.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// How long a process group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How long to wait for output still buffered after the entrypoint exited.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// What to run and how.
+#[derive(Debug)]
+pub struct Job<'a> {
+    /// Checkout root: the working directory.
+    pub checkout: &'a Path,
+    /// Entrypoint path relative to the checkout.
+    pub entrypoint: &'a Path,
+    /// `GITOPS_*` variables added to our own environment.
+    pub env: Vec<(&'static str, String)>,
+    /// Kill the process group after this long.
+    pub timeout: Duration,
+    /// Where the combined stdout+stderr is saved.
+    pub log_path: &'a Path,
+}
+
+/// How the entrypoint ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// True when it exited 0.
+    pub success: bool,
+    /// Its exit code, None when killed by a signal or not started.
+    pub exit_code: Option<i32>,
+    /// Why it failed, in one line.
+    pub error: Option<String>,
+}
+
+impl Ran {
+    fn failed(exit_code: Option<i32>, error: String) -> Ran {
+        Ran {
+            success: false,
+            exit_code,
+            error: Some(error),
+        }
+    }
+}
+
+/// Run the entrypoint; Err only when our side fails (the log cannot be written).
+pub fn run(job: &Job) -> anyhow::Result<Ran> {
+    let program = job.checkout.join(job.entrypoint);
+    let shown = job.entrypoint.display();
+    let mut log = File::create(job.log_path)
+        .with_context(|| format!("creating log {}", job.log_path.display()))?;
+    if !program.is_file() {
+        let message = format!(
+            "entrypoint {shown} not found in this commit; add it to the repository or set --entrypoint"
+        );
+        writeln!(log, "gitops: {message}")?;
+        return Ok(Ran::failed(None, message));
+    }
+    let (reader, writer) = std::io::pipe().context("creating the entrypoint's output pipe")?;
+    let mut command = Command::new(&program);
+    command
+        .current_dir(job.checkout)
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().context("duplicating the output pipe")?)
+        .stderr(writer)
+        // Its own process group, so a timeout kills everything it started.
+        .process_group(0);
+    let child = command.spawn();
+    // The parent's copies of the write end must be closed, or the reader never sees EOF.
+    drop(command);
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                "; make it executable (git update-index --chmod=+x) and commit"
+            } else {
+                "; check its #! line"
+            };
+            let message = format!("entrypoint {shown} could not be started: {e}{hint}");
+            writeln!(log, "gitops: {message}")?;
+            return Ok(Ran::failed(None, message));
+        }
+    };
+    let (done_tx, done_rx) = mpsc::channel();
+    let log_copy = log.try_clone().context("sharing the log file")?;
+    std::thread::spawn(move || {
+        stream_output(reader, log_copy);
+        let _ = done_tx.send(());
+    });
+
+    let started = Instant::now();
+    let pgid = child.id() as i32;
+    let status = loop {
+        if let Some(status) = child.try_wait().context("waiting for the entrypoint")? {
+            break Some(status);
+        }
+        if started.elapsed() >= job.timeout {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let ran = match status {
+        Some(status) => judge(status, &shown.to_string()),
+        None => {
+            log::error!(
+                "entrypoint {shown} still running after {:?}; killing its process group",
+                job.timeout
+            );
+            kill_group(pgid, &mut child);
+            Ran::failed(
+                None,
+                format!(
+                    "entrypoint {shown} timed out after {:?} and was killed; raise --apply-timeout or make it faster",
+                    job.timeout
+                ),
+            )
+        }
+    };
+    if done_rx.recv_timeout(DRAIN_WAIT).is_err() {
+        log::warn!("entrypoint {shown} left a process holding its output open; not waiting for it");
+    }
+    if let Some(error) = &ran.error {
+        writeln!(log, "gitops: {error}")?;
+    }
+    log.sync_all().ok();
+    Ok(ran)
+}
+
+fn judge(status: ExitStatus, shown: &str) -> Ran {
+    match (status.code(), status.signal()) {
+        (Some(0), _) => Ran {
+            success: true,
+            exit_code: Some(0),
+            error: None,
+        },
+        (Some(code), _) => Ran::failed(
+            Some(code),
+            format!("entrypoint {shown} exited with code {code}"),
+        ),
+        (None, Some(signal)) => Ran::failed(
+            None,
+            format!("entrypoint {shown} was killed by signal {signal}"),
+        ),
+        (None, None) => Ran::failed(
+            None,
+            format!("entrypoint {shown} ended without an exit status"),
+        ),
+    }
+}
+
+/// SIGTERM the group, give it a grace period, then SIGKILL whatever is left.
+fn kill_group(pgid: i32, child: &mut std::process::Child) {
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+    unsafe { libc::kill(-pgid, libc::SIGTERM) };
+    let deadline = Instant::now() + KILL_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: as above; members that outlived the leader are still in the group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+}
+
+/// Copy the entrypoint's output to its log file and, line by line, to our log.
+fn stream_output(reader: std::io::PipeReader, mut log: File) {
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let _ = log.write_all(&line);
+                let text = String::from_utf8_lossy(&line);
+                log::info!(target: "entrypoint", "{}", text.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}

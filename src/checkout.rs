@@ -1,0 +1,271 @@
+//! Materialise a commit's tree into `revisions/<commit>/` beside the live one, then swap `current` atomically.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, bail};
+use gix::ObjectId;
+
+use crate::state::{Layout, sync_dir};
+
+/// Ensure `revisions/<commit>/` holds the complete tree of `commit` and return its path.
+///
+/// The tree is written to a temporary directory and renamed into place only when complete
+/// and checked, so a directory named after a commit is always whole.
+pub fn materialise(
+    repo: &gix::Repository,
+    layout: &Layout,
+    commit: ObjectId,
+) -> anyhow::Result<PathBuf> {
+    let dest = layout.revisions().join(commit.to_string());
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let tmp = layout
+        .revisions()
+        .join(format!(".tmp-{commit}-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
+    }
+    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let result = write_tree(repo, commit, &tmp).and_then(|()| check_symlinks(&tmp));
+    if let Err(e) = result {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // The files must be on disk before the name that promises they are complete.
+    sync_filesystem(&tmp);
+    fs::rename(&tmp, &dest)
+        .with_context(|| format!("moving checkout into place at {}", dest.display()))?;
+    sync_dir(&layout.revisions()).context("syncing revisions directory")?;
+    Ok(dest)
+}
+
+fn write_tree(repo: &gix::Repository, commit: ObjectId, dir: &Path) -> anyhow::Result<()> {
+    let tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree_id())
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("reading the tree of commit {commit}"))?;
+    let mut index = gix::index::State::from_tree(&tree, &repo.objects, Default::default())
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("commit {commit} has a tree that cannot be checked out safely"))?;
+    let mut options = repo
+        .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
+        .map_err(anyhow::Error::new)
+        .context("reading checkout options")?;
+    options.destination_is_initially_empty = true;
+    options.overwrite_existing = false;
+    let objects = repo
+        .objects
+        .clone()
+        .into_arc()
+        .context("sharing the object database")?;
+    let outcome = gix::worktree::state::checkout(
+        &mut index,
+        dir,
+        objects,
+        &gix::progress::Discard,
+        &gix::progress::Discard,
+        &AtomicBool::new(false),
+        options,
+    )
+    .map_err(anyhow::Error::new)
+    .with_context(|| format!("checking out commit {commit} into {}", dir.display()))?;
+    if let Some(first) = outcome.errors.first() {
+        bail!(
+            "checking out commit {commit}: {} ({} paths failed)",
+            first.path,
+            outcome.errors.len()
+        );
+    }
+    if let Some(first) = outcome.collisions.first() {
+        bail!(
+            "checking out commit {commit}: path {} collides with another path",
+            first.path
+        );
+    }
+    Ok(())
+}
+
+/// Refuse a checkout with a symlink that resolves outside of it (a hostile repository).
+fn check_symlinks(root: &Path) -> anyhow::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_symlink() {
+                let relative = path.strip_prefix(root).unwrap_or(&path);
+                if resolves_inside(root, relative).is_none() {
+                    let target = fs::read_link(&path).unwrap_or_default();
+                    bail!(
+                        "refusing checkout: symlink {} -> {} points outside the repository; make it relative and inside the repo",
+                        relative.display(),
+                        target.display()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolve `relative` below `root` the way the kernel would, following symlinks found on disk;
+/// None when any step leaves `root` (absolute target, too many `..`) or loops.
+fn resolves_inside(root: &Path, relative: &Path) -> Option<PathBuf> {
+    let mut resolved = PathBuf::new();
+    // Components still to walk, front first; a symlink's target is spliced in where the link was.
+    let mut queue: VecDeque<Step> = relative.components().map(Step::from).collect();
+    let mut hops = 0;
+    while let Some(step) = queue.pop_front() {
+        match step {
+            Step::Absolute => return None,
+            Step::Here => {}
+            Step::Up => {
+                if !resolved.pop() {
+                    return None;
+                }
+            }
+            Step::Name(name) => {
+                resolved.push(name);
+                if let Ok(target) = fs::read_link(root.join(&resolved)) {
+                    hops += 1;
+                    if hops > 40 {
+                        return None;
+                    }
+                    resolved.pop();
+                    for step in target.components().rev() {
+                        queue.push_front(Step::from(step));
+                    }
+                }
+            }
+        }
+    }
+    Some(resolved)
+}
+
+/// One path component, owned.
+enum Step {
+    Absolute,
+    Here,
+    Up,
+    Name(OsString),
+}
+
+impl From<Component<'_>> for Step {
+    fn from(c: Component<'_>) -> Self {
+        match c {
+            Component::RootDir | Component::Prefix(_) => Step::Absolute,
+            Component::CurDir => Step::Here,
+            Component::ParentDir => Step::Up,
+            Component::Normal(name) => Step::Name(name.to_os_string()),
+        }
+    }
+}
+
+fn sync_filesystem(dir: &Path) {
+    if let Ok(file) = fs::File::open(dir) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs on a valid open descriptor has no memory-safety preconditions.
+        unsafe { libc::syncfs(file.as_raw_fd()) };
+    }
+}
+
+/// Point `current` at `revisions/<commit>` with one atomic rename of a relative symlink.
+pub fn publish(layout: &Layout, commit: ObjectId) -> anyhow::Result<()> {
+    let target = Path::new("revisions").join(commit.to_string());
+    let tmp = layout
+        .root
+        .join(format!(".current.tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp)
+        .with_context(|| format!("creating symlink {}", tmp.display()))?;
+    fs::rename(&tmp, layout.current())
+        .with_context(|| format!("swapping {}", layout.current().display()))?;
+    sync_dir(&layout.root).context("syncing state directory")?;
+    Ok(())
+}
+
+/// The commit `current` points at, if any.
+pub fn live_commit(layout: &Layout) -> Option<String> {
+    let target = fs::read_link(layout.current()).ok()?;
+    Some(target.file_name()?.to_string_lossy().into_owned())
+}
+
+/// Delete leftovers of interrupted runs and all but the newest `keep` revisions; the live one always stays.
+pub fn prune(layout: &Layout, keep: usize) -> anyhow::Result<()> {
+    let live = live_commit(layout);
+    let mut revisions = Vec::new();
+    for entry in fs::read_dir(layout.revisions()).context("listing revisions")? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp-") {
+            // Another run may be writing it only if it holds the lock, which we hold.
+            fs::remove_dir_all(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+            continue;
+        }
+        let modified = entry.metadata()?.modified()?;
+        revisions.push((modified, name, entry.path()));
+    }
+    revisions.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut kept = usize::from(live.is_some());
+    for (_, name, path) in revisions {
+        if Some(&name) == live.as_ref() {
+            continue;
+        }
+        if kept < keep {
+            kept += 1;
+            continue;
+        }
+        log::debug!("removing old revision {name}");
+        fs::remove_dir_all(&path)
+            .with_context(|| format!("removing old revision {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlink_resolution_stays_inside_or_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir(root.join("sub")).unwrap();
+        symlink("sub", root.join("ok")).unwrap();
+        symlink("../etc", root.join("up")).unwrap();
+        symlink("/etc/passwd", root.join("abs")).unwrap();
+        symlink(".", root.join("dot")).unwrap();
+        // Lexically "etc/passwd", really ../etc/passwd: only on-disk resolution catches it.
+        symlink("dot/../etc/passwd", root.join("sneaky")).unwrap();
+        symlink("sub/../sub/../ok", root.join("fine")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        assert_eq!(
+            resolves_inside(root, Path::new("ok")),
+            Some(PathBuf::from("sub"))
+        );
+        assert_eq!(
+            resolves_inside(root, Path::new("fine")),
+            Some(PathBuf::from("sub"))
+        );
+        assert_eq!(resolves_inside(root, Path::new("up")), None);
+        assert_eq!(resolves_inside(root, Path::new("abs")), None);
+        assert_eq!(resolves_inside(root, Path::new("loop1")), None);
+        assert_eq!(
+            resolves_inside(root, Path::new("dot")),
+            Some(PathBuf::new())
+        );
+        assert_eq!(resolves_inside(root, Path::new("sneaky")), None);
+    }
+}

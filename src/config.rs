@@ -1,0 +1,333 @@
+//! Configuration: flags > environment (the systemd `EnvironmentFile=`) > env file > defaults, validated once.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+
+use crate::cli::SyncArgs;
+
+/// Where the env file is looked for when `--config` is not given.
+pub const DEFAULT_ENV_FILE: &str = "/etc/gitops/gitops.env";
+/// State directory when neither `--state-dir` nor systemd's `$STATE_DIRECTORY` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitops";
+
+/// Validated settings for one `gitops sync` run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Remote repository URL or path, as given.
+    pub repo_url: String,
+    /// Branch to deploy; None follows the remote's HEAD.
+    pub branch: Option<String>,
+    /// Root of all state: lock, state.json, cache, revisions, logs.
+    pub state_dir: PathBuf,
+    /// Entrypoint path relative to the checkout root (no `..`, not absolute).
+    pub entrypoint: PathBuf,
+    /// How long the entrypoint may run before its process group is killed.
+    pub apply_timeout: Duration,
+    /// Revisions kept on disk, the live one included (≥ 1).
+    pub keep_revisions: usize,
+    /// Consecutive failures of one commit before giving up on it (≥ 1).
+    pub max_attempts: u32,
+    /// The ssh command gix runs for ssh remotes, with host-key checking enforced.
+    pub ssh_command: String,
+    /// This host's name as given to the entrypoint.
+    pub hostname: String,
+    /// Print the plan, change nothing.
+    pub dry_run: bool,
+    /// Ignore the max-attempts limit once.
+    pub retry: bool,
+    /// Deploy a rewound branch.
+    pub allow_rewind: bool,
+    /// Deploy a diverged branch.
+    pub allow_diverged: bool,
+}
+
+/// Find the env file named by `--config`/`GITOPS_CONFIG` in raw args, before clap parses them.
+pub fn env_file_from_args(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        let arg = arg.to_string_lossy();
+        if arg == "--" {
+            break;
+        }
+        if arg == "--config" {
+            return iter.next().map(PathBuf::from);
+        }
+        if let Some(value) = arg.strip_prefix("--config=") {
+            return Some(PathBuf::from(value));
+        }
+    }
+    std::env::var_os("GITOPS_CONFIG").map(PathBuf::from)
+}
+
+/// Parse `KEY=VALUE` lines as systemd's `EnvironmentFile=` does (comments, blank lines, optional quotes).
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("line {}: expected KEY=VALUE", n + 1));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "line {}: {key:?} is not a valid variable name",
+                n + 1
+            ));
+        }
+        let value = value.trim();
+        let value = match (value.chars().next(), value.chars().last()) {
+            (Some(q @ ('"' | '\'')), Some(end)) if value.len() >= 2 && end == q => {
+                &value[1..value.len() - 1]
+            }
+            _ => value,
+        };
+        pairs.push((key.to_string(), value.to_string()));
+    }
+    Ok(pairs)
+}
+
+/// Load the env file into the process environment without overriding variables already set.
+///
+/// Must run before any thread starts (it mutates the environment) and before clap parses,
+/// so that a manual run sees exactly the configuration the service sees.
+pub fn load_env_file(explicit: Option<&Path>) -> anyhow::Result<()> {
+    let path = match explicit {
+        Some(path) => path.to_path_buf(),
+        None if Path::new(DEFAULT_ENV_FILE).exists() => PathBuf::from(DEFAULT_ENV_FILE),
+        None => return Ok(()),
+    };
+    let text = fs::read_to_string(&path).with_context(|| {
+        format!(
+            "config file {}: cannot read it; create it or point --config at an existing file",
+            path.display()
+        )
+    })?;
+    let pairs = parse_env_file(&text)
+        .map_err(|e| anyhow!("config file {}: {e}; fix that line", path.display()))?;
+    for (key, value) in pairs {
+        if std::env::var_os(&key).is_none() {
+            // SAFETY: called from main before any other thread exists.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// Validate sync flags into settings; every error names the setting, the reason and the fix.
+    pub fn from_args(args: SyncArgs) -> anyhow::Result<Settings> {
+        let repo_url = args
+            .repo_url
+            .or_else(|| std::env::var("REPO_URL").ok())
+            .filter(|url| !url.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow!(
+                    "no repository configured: pass --repo-url URL or set GITOPS_REPO_URL in {DEFAULT_ENV_FILE}"
+                )
+            })?;
+        if let Some(branch) = &args.branch {
+            gix::validate::reference::name_partial(branch.as_str().into()).map_err(|e| {
+                anyhow!(
+                    "--branch {branch:?} is not a valid branch name ({e}); pass a name like main"
+                )
+            })?;
+        }
+        let state_dir = args
+            .state_dir
+            .or_else(|| {
+                // systemd passes a colon-separated list when the unit names several directories.
+                std::env::var("STATE_DIRECTORY")
+                    .ok()
+                    .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
+                    .filter(|dir| !dir.as_os_str().is_empty())
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let entrypoint = PathBuf::from(&args.entrypoint);
+        if args.entrypoint.is_empty()
+            || !entrypoint
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        {
+            bail!(
+                "--entrypoint {:?} must be a path inside the repository (relative, no '..'); e.g. run.sh or bin/apply",
+                args.entrypoint
+            );
+        }
+        let apply_timeout = parse_duration(&args.apply_timeout).map_err(|e| {
+            anyhow!(
+                "--apply-timeout {:?}: {e}; use e.g. 90s, 30m or 2h",
+                args.apply_timeout
+            )
+        })?;
+        if args.keep_revisions == 0 {
+            bail!("--keep-revisions 0: the live revision must be kept; use 1 or more");
+        }
+        if args.max_attempts == 0 {
+            bail!("--max-attempts 0: at least one attempt is needed; use 1 or more");
+        }
+        if let Some(key) = &args.ssh_key {
+            check_private_file(key, "--ssh-key")?;
+        }
+        if let Some(known_hosts) = &args.known_hosts {
+            fs::metadata(known_hosts).with_context(|| {
+                format!("--known-hosts {}: cannot read it; point it at the file pinning the server's host key", known_hosts.display())
+            })?;
+        }
+        let ssh_command = ssh_command(args.ssh_key.as_deref(), args.known_hosts.as_deref());
+        let hostname = match args.host {
+            Some(host) => host,
+            None => kernel_hostname()?,
+        };
+        Ok(Settings {
+            repo_url,
+            branch: args.branch,
+            state_dir,
+            entrypoint,
+            apply_timeout,
+            keep_revisions: args.keep_revisions,
+            max_attempts: args.max_attempts,
+            ssh_command,
+            hostname,
+            dry_run: args.dry_run,
+            retry: args.retry,
+            allow_rewind: args.allow_rewind,
+            allow_diverged: args.allow_diverged,
+        })
+    }
+}
+
+/// Refuse a secret file that is missing or readable by group/others, as ssh itself does.
+pub fn check_private_file(path: &Path, what: &str) -> anyhow::Result<()> {
+    let meta = fs::metadata(path)
+        .with_context(|| format!("{what} {}: cannot read it; check the path", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{what} {}: permissions {mode:04o} are too open (readable by group/others); run chmod 600 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The ssh command line: batch mode, pinned host keys, only the given identity.
+fn ssh_command(key: Option<&Path>, known_hosts: Option<&Path>) -> String {
+    let mut cmd = String::from(
+        "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=30 -o ServerAliveInterval=15",
+    );
+    if let Some(key) = key {
+        cmd.push_str(" -o IdentitiesOnly=yes -i ");
+        cmd.push_str(&shell_quote(&key.to_string_lossy()));
+    }
+    if let Some(known_hosts) = known_hosts {
+        cmd.push_str(" -o UserKnownHostsFile=");
+        cmd.push_str(&shell_quote(&known_hosts.to_string_lossy()));
+        cmd.push_str(" -o GlobalKnownHostsFile=/dev/null");
+    }
+    cmd
+}
+
+/// Quote for a POSIX shell (gix runs the ssh command through `sh -c`).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn kernel_hostname() -> anyhow::Result<String> {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading /proc/sys/kernel/hostname; pass --host NAME instead")?;
+    Ok(name.trim().to_string())
+}
+
+/// Parse `90s`, `30m`, `2h`, `1d`, `500ms` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| "not a duration".to_string())?;
+    let seconds = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(number)),
+        "" | "s" | "sec" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        other => return Err(format!("unknown unit {other:?}")),
+    };
+    if number == 0 {
+        return Err("must be more than zero".into());
+    }
+    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("3 weeks").is_err());
+    }
+
+    #[test]
+    fn env_file_syntax() {
+        let pairs = parse_env_file(
+            "# c\n\nGITOPS_REPO_URL=\"ssh://g/x\"\nexport REPO_URL='a b'\nGITOPS_BRANCH=main\n",
+        )
+        .unwrap();
+        assert_eq!(
+            pairs,
+            vec![
+                ("GITOPS_REPO_URL".into(), "ssh://g/x".into()),
+                ("REPO_URL".into(), "a b".into()),
+                ("GITOPS_BRANCH".into(), "main".into())
+            ]
+        );
+        assert!(
+            parse_env_file("no equals sign")
+                .unwrap_err()
+                .contains("line 1")
+        );
+        assert!(parse_env_file("BAD-NAME=1").is_err());
+    }
+
+    #[test]
+    fn ssh_command_pins_keys_and_quotes_paths() {
+        let cmd = ssh_command(Some(Path::new("/k/it's key")), Some(Path::new("/k/known")));
+        assert!(cmd.contains("StrictHostKeyChecking=yes"));
+        assert!(cmd.contains("-i '/k/it'\\''s key'"));
+        assert!(cmd.contains("UserKnownHostsFile='/k/known'"));
+        assert!(ssh_command(None, None).contains("StrictHostKeyChecking=yes"));
+    }
+
+    #[test]
+    fn env_file_found_in_args() {
+        let args: Vec<OsString> = ["gitops", "sync", "--config=/x.env"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(env_file_from_args(&args), Some(PathBuf::from("/x.env")));
+        let args: Vec<OsString> = ["gitops", "--config", "/y", "sync"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(env_file_from_args(&args), Some(PathBuf::from("/y")));
+    }
+}

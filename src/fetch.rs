@@ -1,0 +1,159 @@
+//! Fetch one branch of the remote into the bare cache repository and report the remote commit.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, anyhow, bail};
+use gix::ObjectId;
+use gix::remote::Direction;
+
+/// The local ref the fetched branch tip is stored under; keeps its objects reachable.
+const REMOTE_REF: &str = "refs/gitops/remote";
+
+/// The result of a fetch: which commit the remote branch points at.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The remote branch tip, peeled to a commit.
+    pub commit: ObjectId,
+    /// The branch name (resolved from the remote's HEAD when none was configured).
+    pub branch: String,
+}
+
+/// Open the cache repository, creating it on first use and rebuilding it when it is unusable.
+pub fn open_cache(path: &Path, ssh_command: &str) -> anyhow::Result<gix::Repository> {
+    let mut repo = match open_isolated(path) {
+        Ok(repo) => repo,
+        Err(open_error) => {
+            if path.exists() {
+                log::warn!(
+                    "cache repository {} is unusable ({open_error:#}); rebuilding it",
+                    path.display()
+                );
+                std::fs::remove_dir_all(path).with_context(|| {
+                    format!("removing broken cache repository {}", path.display())
+                })?;
+            }
+            gix::init_bare(path)
+                .with_context(|| format!("creating cache repository {}", path.display()))?;
+            open_isolated(path)?
+        }
+    };
+    let mut config = repo.config_snapshot_mut();
+    // Our ssh command wins over GIT_SSH_COMMAND or any config: host keys stay pinned.
+    config
+        .set_value(&gix::config::tree::Core::SSH_COMMAND, ssh_command)
+        .context("setting core.sshCommand")?;
+    config
+        .commit()
+        .context("applying cache repository configuration")?;
+    Ok(repo)
+}
+
+fn open_isolated(path: &Path) -> anyhow::Result<gix::Repository> {
+    // Isolated: neither ~/.gitconfig nor GIT_* variables may redirect what we fetch or trust.
+    let repo = gix::open_opts(path, gix::open::Options::isolated())
+        .with_context(|| format!("opening cache repository {}", path.display()))?;
+    if !repo.is_bare() {
+        bail!("cache repository {} is not bare", path.display());
+    }
+    Ok(repo)
+}
+
+/// Fetch `branch` (or the remote's HEAD) from `url` into the cache and return its tip.
+///
+/// Only the one ref is asked for; when its tip is already in the cache no pack is transferred.
+pub fn fetch(repo: &gix::Repository, url: &str, branch: Option<&str>) -> anyhow::Result<Fetched> {
+    let source = match branch {
+        Some(branch) => format!("refs/heads/{branch}"),
+        None => "HEAD".to_string(),
+    };
+    let spec = format!("+{source}:{REMOTE_REF}");
+    let remote = repo
+        .remote_at(url)
+        .with_context(|| format!("{url:?} is not a repository URL; use a path, file://, git://, http(s)://, ssh:// or user@host:path"))?
+        .with_refspecs(Some(spec.as_str()), Direction::Fetch)
+        .context("building the fetch refspec")?
+        // Tags are not needed to decide or check out, and would make every poll list them all.
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let interrupt = AtomicBool::new(false);
+    let prepare = remote
+        .connect(Direction::Fetch)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("connecting to {url}"))?
+        .prepare_fetch(gix::progress::Discard, Default::default())
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("listing refs of {url}"))?;
+    let mapping = prepare
+        .ref_map()
+        .mappings
+        .iter()
+        .find(|m| {
+            m.remote
+                .as_name()
+                .is_some_and(|name| name == source.as_str())
+        })
+        .cloned()
+        .ok_or_else(|| match branch {
+            Some(branch) => {
+                anyhow!("branch {branch:?} does not exist on {url}; push it or fix --branch")
+            }
+            None => {
+                anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch")
+            }
+        })?;
+    let outcome = prepare
+        .receive(gix::progress::Discard, &interrupt)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("fetching {source} from {url}"))?;
+
+    let tip = mapping
+        .remote
+        .as_id()
+        .ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?
+        .to_owned();
+    let commit = repo
+        .find_object(tip)
+        .with_context(|| format!("fetched tip {tip} of {source} is missing from the cache"))?
+        .peel_to_commit()
+        .with_context(|| format!("{source} on {url} does not point at a commit"))?
+        .id;
+    let branch = match branch {
+        Some(branch) => branch.to_string(),
+        None => head_target_branch(&outcome.ref_map.remote_refs).unwrap_or_else(|| "HEAD".into()),
+    };
+    Ok(Fetched { commit, branch })
+}
+
+/// The branch the remote's HEAD points at, if it told us.
+fn head_target_branch(refs: &[gix::protocol::handshake::Ref]) -> Option<String> {
+    refs.iter().find_map(|r| match r {
+        gix::protocol::handshake::Ref::Symbolic {
+            full_ref_name,
+            target,
+            ..
+        } if full_ref_name == "HEAD" => Some(
+            target
+                .to_string()
+                .trim_start_matches("refs/heads/")
+                .to_string(),
+        ),
+        _ => None,
+    })
+}
+
+/// The merge base of the deployed and remote commits, None when unrelated or the deployed commit is unknown here.
+pub fn merge_base(
+    repo: &gix::Repository,
+    deployed: ObjectId,
+    remote: ObjectId,
+) -> anyhow::Result<Option<ObjectId>> {
+    if !repo.has_object(deployed) {
+        // The deployed commit is not in the remote's history as we know it: treat as diverged, change nothing.
+        return Ok(None);
+    }
+    let base = repo
+        .merge_base(deployed, remote)
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("computing the merge base of {deployed} and {remote}"))?;
+    Ok(base.map(|id| id.detach()))
+}

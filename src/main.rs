@@ -1,0 +1,82 @@
+//! `gitops`: parse arguments, set up logging, run one command, map its result to an exit code (only here).
+
+mod apply;
+mod changes;
+mod checkout;
+mod cli;
+mod config;
+mod decide;
+mod fetch;
+mod outcome;
+mod state;
+mod sync;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Settings;
+use crate::outcome::{Failure, Outcome};
+
+fn main() -> ExitCode {
+    // Checkouts, state and logs are private to root; the entrypoint inherits this too.
+    // SAFETY: umask(2) only sets the process file-mode mask.
+    unsafe { libc::umask(0o077) };
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The env file feeds clap's `env` fallbacks, so it is loaded before parsing.
+    let env_file = config::load_env_file(config::env_file_from_args(&args).as_deref());
+    let cli = Cli::parse_from(&args);
+    init_logging(&cli);
+    let result = env_file.map_err(Failure::usage).and_then(|()| run(cli));
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(failure) => {
+            log::error!("{}", one_line(&failure.error));
+            failure.outcome
+        }
+    };
+    ExitCode::from(outcome.code())
+}
+
+fn run(cli: Cli) -> Result<Outcome, Failure> {
+    match cli.command {
+        Command::Sync(args) => {
+            let settings = Settings::from_args(args).map_err(Failure::usage)?;
+            sync::sync(&settings)
+        }
+    }
+}
+
+/// The error chain on one line: "what failed: why: underlying cause".
+fn one_line(error: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in error.chain() {
+        let text = cause.to_string().replace('\n', " ");
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&format!("{level},gix=warn"));
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&filters);
+    }
+    // Under systemd the journal already stamps every line.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format_timestamp(None);
+    } else {
+        builder.format_timestamp_secs();
+    }
+    builder.init();
+}

@@ -1,0 +1,226 @@
+//! The state directory: its layout, the run lock, and state.json written atomically.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Paths inside the state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The state directory itself.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The lock file held for the whole run.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+    /// The state document.
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    /// The bare cache repository fetched into.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache.git")
+    }
+    /// One checkout per commit lives below here.
+    pub fn revisions(&self) -> PathBuf {
+        self.root.join("revisions")
+    }
+    /// Symlink to the live revision.
+    pub fn current(&self) -> PathBuf {
+        self.root.join("current")
+    }
+    /// Entrypoint logs and changed-file lists.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+}
+
+/// What state.json records between runs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The commit whose entrypoint last succeeded: what this host runs.
+    pub applied_commit: Option<String>,
+    /// When `applied_commit` was applied (RFC 3339).
+    pub applied_at: Option<String>,
+    /// The last apply attempt, successful or not.
+    pub last_attempt: Option<AttemptRecord>,
+}
+
+/// One apply attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    /// The commit attempted.
+    pub commit: String,
+    /// The commit applied before it, if any.
+    pub previous_commit: Option<String>,
+    /// "applied" or "apply-failed".
+    pub result: String,
+    /// Consecutive attempts at this commit, this one included.
+    pub attempts: u32,
+    /// The entrypoint's exit code, None when it was killed or could not start.
+    pub exit_code: Option<i32>,
+    /// Why it failed, in one line.
+    pub error: Option<String>,
+    /// Start time (RFC 3339).
+    pub started_at: String,
+    /// End time (RFC 3339).
+    pub finished_at: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// Path of the entrypoint's log.
+    pub log: PathBuf,
+}
+
+impl State {
+    /// The last failed commit and how many times in a row it failed.
+    pub fn last_failure(&self) -> Option<(&str, u32)> {
+        self.last_attempt
+            .as_ref()
+            .filter(|a| a.result != "applied")
+            .map(|a| (a.commit.as_str(), a.attempts))
+    }
+}
+
+/// Read state.json; a missing file is the empty state (first run).
+pub fn load(path: &Path) -> anyhow::Result<State> {
+    let text = match fs::read(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    serde_json::from_slice(&text).with_context(|| {
+        format!("{} is not valid state ({}); move it aside to start over (the next run re-applies the branch head)", path.display(), "corrupt JSON")
+    })
+}
+
+/// Write state.json atomically: temp file, fsync, rename, fsync the directory.
+pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
+    let mut json = serde_json::to_vec_pretty(state).context("serialising state")?;
+    json.push(b'\n');
+    write_atomic(path, &json)
+}
+
+/// Replace `path` with `bytes` so that a crash leaves either the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .context("state path has no parent directory")?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// fsync a directory so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The exclusive run lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Why the lock could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another process holds it.
+    Held(PathBuf),
+    /// The lock file could not be opened.
+    Io(anyhow::Error),
+}
+
+/// Take the run lock without waiting.
+pub fn lock(path: &Path) -> Result<RunLock, LockError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening lock file {}", path.display()))
+        .map_err(LockError::Io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(RunLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(
+            anyhow::Error::new(e).context(format!("locking {}", path.display())),
+        )),
+    }
+}
+
+/// Create the state directory tree (mode 0700 through the process umask).
+pub fn ensure_dirs(layout: &Layout) -> anyhow::Result<()> {
+    for dir in [layout.root.clone(), layout.revisions(), layout.logs()] {
+        fs::create_dir_all(&dir).with_context(|| {
+            format!(
+                "creating state directory {}; check permissions or pass --state-dir",
+                dir.display()
+            )
+        })?;
+    }
+    if !layout.root.is_dir() {
+        bail!(
+            "state directory {} is not a directory",
+            layout.root.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_atomic_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(load(&path).unwrap(), State::default());
+        let state = State {
+            applied_commit: Some("abc".into()),
+            ..State::default()
+        };
+        save(&path, &state).unwrap();
+        assert_eq!(load(&path).unwrap(), state);
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, "{not json").unwrap();
+        let err = format!("{:#}", load(&path).unwrap_err());
+        assert!(err.contains("state.json"), "{err}");
+    }
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let _held = lock(&path).unwrap();
+        assert!(matches!(lock(&path), Err(LockError::Held(_))));
+    }
+}

@@ -1,0 +1,263 @@
+//! One sync cycle: lock → fetch → decide → checkout → apply → record, read top to bottom.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use gix::ObjectId;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::apply::{self, Job};
+use crate::changes::changed_paths;
+use crate::checkout;
+use crate::config::Settings;
+use crate::decide::{Attempt, Decision, decide, plan_attempt};
+use crate::fetch;
+use crate::outcome::{Failure, Outcome};
+use crate::state::{self, AttemptRecord, Layout, LockError};
+
+/// Run one cycle and return how it ended.
+pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
+    let started = Instant::now();
+    let layout = Layout {
+        root: settings.state_dir.clone(),
+    };
+    state::ensure_dirs(&layout)?;
+    let _lock = state::lock(&layout.lock()).map_err(|e| match e {
+        LockError::Held(path) => Failure {
+            outcome: Outcome::Locked,
+            error: anyhow!(
+                "another gitops run holds the lock {}; it will pick up any change, try again later",
+                path.display()
+            ),
+        },
+        LockError::Io(e) => Failure::from(e),
+    })?;
+    let mut state = state::load(&layout.state_file())?;
+    let deployed = state
+        .applied_commit
+        .as_deref()
+        .map(|hex| parse_id(hex, "applied_commit"))
+        .transpose()?;
+
+    let repo = fetch::open_cache(&layout.cache(), &settings.ssh_command)?;
+    let fetched = fetch::fetch(&repo, &settings.repo_url, settings.branch.as_deref())?;
+    let remote = fetched.commit;
+    let merge_base = match deployed {
+        Some(deployed) if deployed != remote => fetch::merge_base(&repo, deployed, remote)?,
+        _ => None,
+    };
+    let mut decision = decide(deployed, remote, merge_base);
+    let live = checkout::live_commit(&layout);
+    if decision == Decision::UpToDate && live.as_deref() != Some(remote.to_string().as_str()) {
+        // A later commit was checked out but never applied (failed, then reverted): converge on the remote again.
+        log::warn!(
+            "live revision {} is not the applied commit {}; re-applying it",
+            live.as_deref().unwrap_or("none"),
+            short(remote)
+        );
+        decision = Decision::Apply;
+    }
+    let summary = |what: &str| {
+        log::info!(
+            "{what} ({} {} in {:.2?})",
+            fetched.branch,
+            short(remote),
+            started.elapsed()
+        )
+    };
+
+    match decision {
+        Decision::UpToDate => {
+            summary("up-to-date");
+            return Ok(Outcome::UpToDate);
+        }
+        Decision::NeedPush if !settings.allow_rewind => {
+            log::warn!(
+                "remote {} is at {}, behind the deployed commit {}: the branch was rewound; push {} back, or deploy the rewind with --allow-rewind",
+                fetched.branch,
+                short(remote),
+                short_opt(deployed),
+                short_opt(deployed),
+            );
+            return Ok(Outcome::NeedPush);
+        }
+        Decision::Diverged if !settings.allow_diverged => {
+            log::warn!(
+                "remote {} at {} and the deployed commit {} have diverged (force-push?); nothing changed; deploy it anyway with --allow-diverged",
+                fetched.branch,
+                short(remote),
+                short_opt(deployed),
+            );
+            return Ok(Outcome::Diverged);
+        }
+        _ => {}
+    }
+
+    let last_failure = state
+        .last_failure()
+        .map(|(hex, n)| (parse_id(hex, "last_attempt.commit"), n));
+    let last_failure = match last_failure {
+        Some((Ok(id), n)) => Some((id, n)),
+        Some((Err(e), _)) => return Err(e),
+        None => None,
+    };
+    let attempt = match plan_attempt(remote, last_failure, settings.max_attempts, settings.retry) {
+        Attempt::Run(n) => n,
+        Attempt::GiveUp(n) => {
+            log::error!(
+                "commit {} failed {n} times in a row; not retrying it until a newer commit arrives or you run gitops sync --retry (log: {})",
+                short(remote),
+                log_path(&layout, remote).display()
+            );
+            return Ok(Outcome::ApplyFailed);
+        }
+    };
+
+    let changed = changed_paths(&repo, deployed, remote)?;
+    if settings.dry_run {
+        print_plan(
+            settings,
+            decision,
+            deployed,
+            remote,
+            &fetched.branch,
+            attempt,
+            &changed,
+        );
+        return Ok(Outcome::Applied);
+    }
+
+    let checkout_dir = checkout::materialise(&repo, &layout, remote)?;
+    checkout::publish(&layout, remote)?;
+    let changed_file = layout.logs().join(format!("{remote}.changed"));
+    let mut listing = changed.join("\n");
+    if !listing.is_empty() {
+        listing.push('\n');
+    }
+    state::write_atomic(&changed_file, listing.as_bytes())?;
+
+    let log = log_path(&layout, remote);
+    let started_at = now();
+    let apply_started = Instant::now();
+    log::info!(
+        "applying {} (attempt {attempt}, {} changed paths)",
+        short(remote),
+        changed.len()
+    );
+    let ran = apply::run(&Job {
+        checkout: &checkout_dir,
+        entrypoint: &settings.entrypoint,
+        env: vec![
+            ("GITOPS_COMMIT", remote.to_string()),
+            (
+                "GITOPS_PREVIOUS_COMMIT",
+                deployed.map(|d| d.to_string()).unwrap_or_default(),
+            ),
+            ("GITOPS_CHANGED_FILES", changed_file.display().to_string()),
+            ("GITOPS_REPO_URL", settings.repo_url.clone()),
+            ("GITOPS_BRANCH", fetched.branch.clone()),
+            ("GITOPS_STATE_DIR", layout.root.display().to_string()),
+            ("GITOPS_HOSTNAME", settings.hostname.clone()),
+        ],
+        timeout: settings.apply_timeout,
+        log_path: &log,
+    })?;
+
+    let finished_at = now();
+    let outcome = if ran.success {
+        Outcome::Applied
+    } else {
+        Outcome::ApplyFailed
+    };
+    state.last_attempt = Some(AttemptRecord {
+        commit: remote.to_string(),
+        previous_commit: deployed.map(|d| d.to_string()),
+        result: outcome.label().to_string(),
+        attempts: attempt,
+        exit_code: ran.exit_code,
+        error: ran.error.clone(),
+        started_at,
+        finished_at: finished_at.clone(),
+        duration_ms: apply_started.elapsed().as_millis() as u64,
+        log: log.clone(),
+    });
+    if ran.success {
+        state.applied_commit = Some(remote.to_string());
+        state.applied_at = Some(finished_at);
+    }
+    state::save(&layout.state_file(), &state)?;
+    if let Err(e) = checkout::prune(&layout, settings.keep_revisions) {
+        log::warn!("cleaning up old revisions: {e:#}");
+    }
+
+    match &ran.error {
+        None => summary(&format!("applied, was {}", short_opt(deployed))),
+        Some(error) => log::error!(
+            "{error} (commit {}, attempt {attempt} of {}; log: {})",
+            short(remote),
+            settings.max_attempts,
+            log.display()
+        ),
+    }
+    Ok(outcome)
+}
+
+fn print_plan(
+    settings: &Settings,
+    decision: Decision,
+    deployed: Option<ObjectId>,
+    remote: ObjectId,
+    branch: &str,
+    attempt: u32,
+    changed: &[String],
+) {
+    let mut out = String::new();
+    let action = match decision {
+        Decision::NeedPush => "apply (rewind allowed)",
+        Decision::Diverged => "apply (divergence allowed)",
+        _ => "apply",
+    };
+    let _ = writeln!(out, "would: {action}");
+    let _ = writeln!(out, "branch: {branch}");
+    let _ = writeln!(
+        out,
+        "deployed: {}",
+        deployed
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "none".into())
+    );
+    let _ = writeln!(out, "remote: {remote}");
+    let _ = writeln!(out, "entrypoint: {}", settings.entrypoint.display());
+    let _ = writeln!(out, "attempt: {attempt} of {}", settings.max_attempts);
+    let _ = writeln!(out, "changed files ({}):", changed.len());
+    for path in changed {
+        let _ = writeln!(out, "  {path}");
+    }
+    print!("{out}");
+}
+
+fn log_path(layout: &Layout, commit: ObjectId) -> std::path::PathBuf {
+    layout.logs().join(format!("{commit}.log"))
+}
+
+fn parse_id(hex: &str, field: &str) -> Result<ObjectId, Failure> {
+    ObjectId::from_hex(hex.as_bytes())
+        .map_err(|_| anyhow!("state.json field {field} holds {hex:?}, not a commit id; fix or move state.json aside"))
+        .map_err(Failure::from)
+}
+
+fn now() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+fn short(id: ObjectId) -> String {
+    id.to_hex_with_len(12).to_string()
+}
+
+fn short_opt(id: Option<ObjectId>) -> String {
+    id.map(short).unwrap_or_else(|| "none".into())
+}

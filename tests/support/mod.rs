@@ -1,0 +1,300 @@
+//! Fixtures for the integration tests: real repositories made with the git CLI and a host running the built binary.
+#![allow(dead_code)]
+
+pub mod servers;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Exit codes of the documented contract.
+pub const UP_TO_DATE: i32 = 0;
+pub const RUNTIME_ERROR: i32 = 1;
+pub const USAGE: i32 = 2;
+pub const APPLIED: i32 = 10;
+pub const NEED_PUSH: i32 = 20;
+pub const DIVERGED: i32 = 21;
+pub const APPLY_FAILED: i32 = 30;
+pub const LOCKED: i32 = 75;
+
+/// Run the git CLI isolated from the user's configuration; panic with its stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = git_command(dir).args(args).output().expect("running git");
+    assert!(
+        output.status.success(),
+        "git {args:?} in {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+fn git_command(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.invalid");
+    cmd
+}
+
+/// A bare "origin" repository plus a working clone that commits and pushes to it.
+pub struct Remote {
+    /// The bare repository hosts fetch from.
+    pub bare: PathBuf,
+    /// The clone commits are made in.
+    pub work: PathBuf,
+}
+
+impl Remote {
+    /// Create `root/origin.git` (default branch main) and `root/work`.
+    pub fn new(root: &Path) -> Remote {
+        let bare = root.join("origin.git");
+        let work = root.join("work");
+        fs::create_dir_all(&bare).unwrap();
+        git(&bare, &["init", "-q", "--bare", "-b", "main"]);
+        fs::create_dir_all(&work).unwrap();
+        git(&work, &["init", "-q", "-b", "main"]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        Remote { bare, work }
+    }
+
+    /// A remote whose first commit has an executable `run.sh` with `script` as its body.
+    pub fn with_script(root: &Path, script: &str) -> Remote {
+        let remote = Remote::new(root);
+        remote.script("run.sh", script);
+        remote.commit("initial");
+        remote
+    }
+
+    /// Write a file in the working clone.
+    pub fn write(&self, path: &str, content: &str) -> &Self {
+        let file = self.work.join(path);
+        fs::create_dir_all(file.parent().unwrap()).unwrap();
+        fs::write(&file, content).unwrap();
+        self
+    }
+
+    /// Write an executable shell script (a `#!/bin/sh` line is added).
+    pub fn script(&self, path: &str, body: &str) -> &Self {
+        self.write(path, &format!("#!/bin/sh\n{body}\n"));
+        fs::set_permissions(self.work.join(path), fs::Permissions::from_mode(0o755)).unwrap();
+        self
+    }
+
+    /// Create a symlink in the working clone.
+    pub fn symlink(&self, path: &str, target: &str) -> &Self {
+        std::os::unix::fs::symlink(target, self.work.join(path)).unwrap();
+        self
+    }
+
+    /// Delete a file from the working clone.
+    pub fn remove(&self, path: &str) -> &Self {
+        fs::remove_file(self.work.join(path)).unwrap();
+        self
+    }
+
+    /// Commit everything and push main; returns the new commit id.
+    pub fn commit(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(
+            &self.work,
+            &["commit", "-q", "--allow-empty", "-m", message],
+        );
+        git(&self.work, &["push", "-q", "origin", "main"]);
+        self.head()
+    }
+
+    /// The working clone's HEAD commit.
+    pub fn head(&self) -> String {
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Reset main to `rev` and force-push it (rewind or rewrite history).
+    pub fn force_push(&self, rev: &str) {
+        git(&self.work, &["reset", "-q", "--hard", rev]);
+        git(&self.work, &["push", "-q", "--force", "origin", "main"]);
+    }
+
+    /// file:// URL of the bare repository.
+    pub fn file_url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+}
+
+/// A host: a state directory and the flags every run gets.
+pub struct Host {
+    /// The state directory.
+    pub state: PathBuf,
+    /// Where entrypoints in tests write what they saw (exported as TEST_OUT).
+    pub out: PathBuf,
+    url: String,
+    env: Vec<(String, String)>,
+}
+
+/// The result of one `gitops` run.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (the log).
+    pub stderr: String,
+}
+
+impl Run {
+    /// Assert the exit code, showing the log when it differs.
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code; stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Host {
+    /// A host in `root/host` syncing from `url`.
+    pub fn new(root: &Path, url: &str) -> Host {
+        let host_dir = root.join("host");
+        fs::create_dir_all(&host_dir).unwrap();
+        Host {
+            state: host_dir.join("state"),
+            out: host_dir.join("out"),
+            url: url.to_string(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Set an environment variable for every run.
+    pub fn env(mut self, key: &str, value: &str) -> Host {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The command for `gitops ARGS` with this host's environment, isolated from the machine's config.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitops"));
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .env("GITOPS_CONFIG", "/dev/null")
+            .env("TEST_OUT", &self.out)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null");
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
+        cmd
+    }
+
+    /// Run `gitops sync` against this host's remote with `extra` flags.
+    pub fn sync(&self, extra: &[&str]) -> Run {
+        let state = self.state.to_str().unwrap();
+        let mut args = vec![
+            "sync",
+            "--repo-url",
+            &self.url,
+            "--state-dir",
+            state,
+            "--host",
+            "testhost",
+        ];
+        args.extend_from_slice(extra);
+        self.command(&args).output().expect("running gitops").into()
+    }
+
+    /// Parsed state.json.
+    pub fn state_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&fs::read(self.state.join("state.json")).expect("state.json exists"))
+            .unwrap()
+    }
+
+    /// The applied commit recorded in state.json.
+    pub fn applied(&self) -> Option<String> {
+        self.state_json()["applied_commit"]
+            .as_str()
+            .map(String::from)
+    }
+
+    /// The commit the `current` symlink points at.
+    pub fn current(&self) -> Option<String> {
+        let target = fs::read_link(self.state.join("current")).ok()?;
+        Some(target.file_name()?.to_string_lossy().into_owned())
+    }
+
+    /// Lines the entrypoints wrote to TEST_OUT.
+    pub fn out_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Everything in the state dir except the cache repository and the lock, with sizes and file mtimes
+    /// (a directory's mtime moves when a temp entry comes and goes): equal snapshots mean nothing changed.
+    pub fn snapshot(&self) -> Vec<(PathBuf, u64, std::time::SystemTime, Option<PathBuf>)> {
+        let mut entries = Vec::new();
+        let mut stack = vec![self.state.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(listing) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in listing {
+                let entry = entry.unwrap();
+                let path = entry.path();
+                let rel = path.strip_prefix(&self.state).unwrap().to_path_buf();
+                if rel == Path::new("cache.git") || rel == Path::new("lock") {
+                    continue;
+                }
+                let meta = fs::symlink_metadata(&path).unwrap();
+                let link = fs::read_link(&path).ok();
+                if meta.is_dir() {
+                    stack.push(path.clone());
+                }
+                let modified = if meta.is_dir() {
+                    std::time::UNIX_EPOCH
+                } else {
+                    meta.modified().unwrap()
+                };
+                entries.push((rel, meta.len(), modified, link));
+            }
+        }
+        entries.sort();
+        entries.push((
+            PathBuf::from("TEST_OUT"),
+            fs::metadata(&self.out).map(|m| m.len()).unwrap_or(0),
+            std::time::UNIX_EPOCH,
+            None,
+        ));
+        entries
+    }
+}
+
+/// A fresh temporary directory for one test.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("gitops-test-")
+        .tempdir()
+        .expect("creating a temp dir")
+}
+
+/// The script body most tests use: record the commit and the previous one.
+pub const RECORD: &str =
+    r#"echo "applied $GITOPS_COMMIT prev=$GITOPS_PREVIOUS_COMMIT" >> "$TEST_OUT""#;

@@ -1,0 +1,454 @@
+//! Real Git servers (git daemon, smart HTTP, sshd) on 127.0.0.1 for integration tests.
+//! Each one is killed and reaped on Drop so a failing test never leaks a listener.
+#![allow(dead_code)] // each test binary uses a different subset of the servers
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bind :0, read, drop).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 to find a free port");
+    l.local_addr().expect("local_addr of probe socket").port()
+}
+
+/// Wait until something accepts TCP connections on addr:port (poll every 20ms, panic after 10s with the given server's name).
+pub fn wait_for_port(addr: &str, port: u16, what: &str) {
+    wait_ready(None, addr, port, what);
+}
+
+/// Polls for the port; returns false if `child` exits first, so callers can retry a lost port race.
+fn wait_ready(mut child: Option<&mut Child>, addr: &str, port: u16, what: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(c) = child.as_deref_mut() {
+            if c.try_wait().expect("try_wait on server child").is_some() {
+                return false;
+            }
+        }
+        if TcpStream::connect((addr, port)).is_ok() {
+            return true;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {addr}:{port} within 10s"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `git daemon` serving every repo under `base_dir` (export-all) on a random 127.0.0.1 port.
+pub struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    /// Starts the daemon, retrying with a new port if another process grabbed the probed one first.
+    pub fn start(base_dir: &Path) -> GitDaemon {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("git")
+                .arg("daemon")
+                .args(["--reuseaddr", "--export-all", "--enable=upload-pack"])
+                .arg(format!("--base-path={}", base_dir.display()))
+                .args([
+                    "--listen=127.0.0.1",
+                    &format!("--port={port}"),
+                    "--informative-errors",
+                ])
+                .arg(base_dir)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("spawn `git daemon`");
+            if wait_ready(Some(&mut child), "127.0.0.1", port, "git daemon") {
+                return GitDaemon { child, port };
+            }
+        }
+        panic!("git daemon exited early 5 times (port race or bad base dir {base_dir:?})");
+    }
+
+    /// URL of a repo relative to the base dir, e.g. "git://127.0.0.1:PORT/origin.git".
+    pub fn url(&self, repo_rel: &str) -> String {
+        format!(
+            "git://127.0.0.1:{}/{}",
+            self.port,
+            repo_rel.trim_start_matches('/')
+        )
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+/// `git http-backend` (smart HTTP, read-only upload-pack is enough) behind a tiny CGI-capable HTTP/1.1 server written here with std::net, running in background threads.
+pub struct HttpGit {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+    shutdown: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl HttpGit {
+    /// Serves every repo under `project_root`; binding :0 directly means there is no port race.
+    pub fn start(project_root: &Path) -> HttpGit {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind HTTP git server");
+        let port = listener
+            .local_addr()
+            .expect("HTTP server local_addr")
+            .port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (root, reqs, stop) = (
+            project_root.to_path_buf(),
+            requests.clone(),
+            shutdown.clone(),
+        );
+        let acceptor = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let (root, reqs) = (root.clone(), reqs.clone());
+                thread::spawn(move || {
+                    if let Err(e) = serve_one(stream, &root, &reqs) {
+                        eprintln!("HttpGit: connection error: {e}");
+                    }
+                });
+            }
+        });
+        HttpGit {
+            port,
+            requests,
+            shutdown,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// URL of a repo relative to the project root, e.g. "http://127.0.0.1:PORT/origin.git".
+    pub fn url(&self, repo_rel: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            repo_rel.trim_start_matches('/')
+        )
+    }
+
+    /// How many HTTP requests were served, so tests can prove traffic really went through here.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for HttpGit {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        // accept() has no timeout: a dummy connection is the portable way to wake it up.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Handles exactly one request and closes, which HTTP/1.1 allows via `Connection: close`.
+fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(()); // the Drop wake-up connection, or a client that gave up
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("/").to_string();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+
+    // curl sends `Expect: 100-continue` for chunked POSTs and would otherwise stall ~1s.
+    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    let body = if header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        read_chunked(&mut reader)?
+    } else {
+        let len: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut b = vec![0; len];
+        reader.read_exact(&mut b)?;
+        b
+    };
+    requests.fetch_add(1, Ordering::SeqCst);
+
+    let mut cmd = Command::new("git");
+    cmd.arg("http-backend")
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", &method)
+        .env("PATH_INFO", path)
+        .env("QUERY_STRING", query)
+        .env("CONTENT_TYPE", header("content-type").unwrap_or(""))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    for (k, v) in &headers {
+        // Git-Protocol -> HTTP_GIT_PROTOCOL is what turns on protocol v2.
+        cmd.env(
+            format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_")),
+            v,
+        );
+    }
+    let mut child = cmd.spawn()?;
+    let mut stdin = child.stdin.take().expect("http-backend stdin is piped");
+    // Feed stdin on another thread: upload-pack may start writing before it has read everything.
+    let feeder = thread::spawn(move || stdin.write_all(&body));
+    let output = child.wait_with_output()?;
+    let _ = feeder.join();
+
+    let raw = output.stdout;
+    let (head, body) = match find(&raw, b"\r\n\r\n") {
+        Some(i) => (&raw[..i], &raw[i + 4..]),
+        None => match find(&raw, b"\n\n") {
+            Some(i) => (&raw[..i], &raw[i + 2..]),
+            None => (&b""[..], &raw[..]),
+        },
+    };
+    let mut status = "200 OK".to_string();
+    let mut resp_headers = String::new();
+    for l in String::from_utf8_lossy(head)
+        .lines()
+        .filter(|l| !l.is_empty())
+    {
+        match l.split_once(':') {
+            Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_string(),
+            _ => resp_headers.push_str(&format!("{l}\r\n")),
+        }
+    }
+    let head = format!(
+        "HTTP/1.1 {status}\r\n{resp_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    out.write_all(head.as_bytes())?;
+    out.write_all(body)?;
+    out.flush()?;
+    let _ = out.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let size_hex = line.trim().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|e| std::io::Error::other(format!("bad chunk size {line:?}: {e}")))?;
+        if size == 0 {
+            // Skip optional trailers up to the terminating blank line.
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        line.clear();
+        reader.read_line(&mut line)?; // CRLF after each chunk
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `sshd` with a generated ed25519 host key, a generated client (deploy) key authorised for the current user, listening on 127.0.0.1:random port.
+pub struct Sshd {
+    child: Child,
+    dir: PathBuf,
+    addr: String,
+    port: u16,
+    user: String,
+}
+
+impl Sshd {
+    /// Starts on 127.0.0.1 with a random port; keys, config and log live in `dir`.
+    pub fn start(dir: &Path) -> Sshd {
+        for _ in 0..5 {
+            if let Some(s) = Sshd::try_start(dir, "127.0.0.1", free_port()) {
+                return s;
+            }
+        }
+        panic!("sshd exited early 5 times; last log:\n{}", read_log(dir));
+    }
+
+    /// Fixed address/port, for scp-like URLs which cannot carry a port (so port 22 on a random 127.x.y.z).
+    pub fn start_on(dir: &Path, addr: &str, port: u16) -> Sshd {
+        Sshd::try_start(dir, addr, port)
+            .unwrap_or_else(|| panic!("sshd on {addr}:{port} exited early:\n{}", read_log(dir)))
+    }
+
+    fn try_start(dir: &Path, addr: &str, port: u16) -> Option<Sshd> {
+        let host_key = dir.join("ssh_host_ed25519_key");
+        let client_key = dir.join("client_ed25519");
+        for key in [&host_key, &client_key, &dir.join("wrong_host_ed25519_key")] {
+            if !key.exists() {
+                keygen(key);
+            }
+        }
+        let client_pub =
+            fs::read_to_string(dir.join("client_ed25519.pub")).expect("read client pub key");
+        fs::write(dir.join("authorized_keys"), client_pub).expect("write authorized_keys");
+        // Privilege separation needs this as root; harmless to fail when not root.
+        let _ = fs::create_dir_all("/run/sshd");
+
+        let config = dir.join("sshd_config");
+        let body = format!(
+            "ListenAddress {addr}\nPort {port}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
+             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+            host_key.display(),
+            dir.join("sshd.pid").display(),
+            dir.join("authorized_keys").display(),
+        );
+        fs::write(&config, body).expect("write sshd_config");
+        let log = fs::File::create(dir.join("sshd.log")).expect("create sshd.log");
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn /usr/sbin/sshd");
+        if !wait_ready(Some(&mut child), addr, port, "sshd") {
+            return None;
+        }
+        let out = Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("run `id -un`");
+        let user = String::from_utf8(out.stdout)
+            .expect("utf-8 user name")
+            .trim()
+            .to_string();
+        Some(Sshd {
+            child,
+            dir: dir.to_path_buf(),
+            addr: addr.to_string(),
+            port,
+            user,
+        })
+    }
+
+    /// "ssh://USER@ADDR:PORT/abs/path".
+    pub fn url(&self, repo_abs_path: &Path) -> String {
+        format!(
+            "ssh://{}@{}:{}{}",
+            self.user,
+            self.addr,
+            self.port,
+            repo_abs_path.display()
+        )
+    }
+
+    /// "USER@ADDR:/abs/path"; only reaches this sshd when it listens on port 22.
+    pub fn scp_url(&self, repo_abs_path: &Path) -> String {
+        format!("{}@{}:{}", self.user, self.addr, repo_abs_path.display())
+    }
+
+    /// Private deploy key (mode 0600, or ssh refuses it).
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("client_ed25519")
+    }
+
+    /// known_hosts pinning the real host key for "[ADDR]:PORT" (plain "ADDR" on port 22).
+    pub fn known_hosts(&self) -> PathBuf {
+        self.write_known_hosts("known_hosts", "ssh_host_ed25519_key.pub")
+    }
+
+    /// known_hosts pinning a different key for the same host, to prove ssh refuses an impostor.
+    pub fn wrong_known_hosts(&self) -> PathBuf {
+        self.write_known_hosts("wrong_known_hosts", "wrong_host_ed25519_key.pub")
+    }
+
+    /// sshd's stderr so far (sshd -D -e), for failure messages.
+    pub fn log(&self) -> String {
+        read_log(&self.dir)
+    }
+
+    fn write_known_hosts(&self, name: &str, pub_key: &str) -> PathBuf {
+        let key = fs::read_to_string(self.dir.join(pub_key)).expect("read host pub key");
+        // Drop the key comment: known_hosts wants "host type base64".
+        let key: Vec<&str> = key.split_whitespace().take(2).collect();
+        let host = match self.port {
+            22 => self.addr.clone(),
+            p => format!("[{}]:{p}", self.addr),
+        };
+        let path = self.dir.join(name);
+        fs::write(&path, format!("{host} {}\n", key.join(" "))).expect("write known_hosts");
+        path
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        stop(&mut self.child);
+    }
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "gitops-test", "-f"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("spawn ssh-keygen");
+    assert!(status.success(), "ssh-keygen failed for {path:?}");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod 0600 private key");
+}
+
+fn read_log(dir: &Path) -> String {
+    fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+}
