@@ -36,7 +36,19 @@ fn main() -> ExitCode {
             failure.outcome
         }
     };
+    log_peak_rss();
     ExitCode::from(outcome.code())
+}
+
+/// Our own peak RSS (children excluded), for `just bench` and the curious.
+fn log_peak_rss() {
+    if log::log_enabled!(log::Level::Debug) {
+        // SAFETY: getrusage writes into the zeroed struct we pass and nothing else.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } == 0 {
+            log::debug!("peak-rss-kib={}", usage.ru_maxrss);
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<Outcome, Failure> {

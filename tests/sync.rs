@@ -563,3 +563,24 @@ fn help_documents_the_exit_codes() {
         );
     }
 }
+
+#[test]
+fn readme_demo_applies_then_is_up_to_date() {
+    let dir = tempdir();
+    let output = std::process::Command::new("sh")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo.sh"))
+        .env("GITOPS_BIN", env!("CARGO_BIN_EXE_gitops"))
+        .env("XDG_STATE_HOME", dir.path())
+        .env("GITOPS_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    let codes: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("==> exit code "))
+        .collect();
+    assert_eq!(codes, ["10", "0", "10"], "{log}");
+    let motd = fs::read_to_string(dir.path().join("gitops-demo/root/etc/motd")).unwrap();
+    assert!(motd.ends_with("Welcome, operator.\n"), "{motd}");
+}

@@ -1,0 +1,19 @@
+# gitops tasks; `just --list` shows them.
+
+# A real sync cycle against the example config repo (no root, no network).
+demo:
+    sh examples/demo.sh
+
+# The whole test suite (the command CI runs).
+test:
+    cargo test
+
+# Formatting and lints, as CI expects them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --all-targets -- -D warnings
+
+# No-op poll and apply, side by side with the git CLI flow; ratios and peak RSS.
+bench rounds="15":
+    cargo build --release --quiet
+    python3 bench/bench.py --rounds {{rounds}}
