@@ -151,6 +151,9 @@ impl Settings {
                     .filter(|dir| !dir.as_os_str().is_empty())
             })
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        // Absolute, because the entrypoint runs in another working directory and gets this path.
+        let state_dir = std::path::absolute(&state_dir)
+            .with_context(|| format!("--state-dir {}: cannot make it absolute", state_dir.display()))?;
         let entrypoint = PathBuf::from(&args.entrypoint);
         if args.entrypoint.is_empty()
             || !entrypoint
