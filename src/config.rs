@@ -152,8 +152,12 @@ impl Settings {
             })
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         // Absolute, because the entrypoint runs in another working directory and gets this path.
-        let state_dir = std::path::absolute(&state_dir)
-            .with_context(|| format!("--state-dir {}: cannot make it absolute", state_dir.display()))?;
+        let state_dir = std::path::absolute(&state_dir).with_context(|| {
+            format!(
+                "--state-dir {}: cannot make it absolute",
+                state_dir.display()
+            )
+        })?;
         let entrypoint = PathBuf::from(&args.entrypoint);
         if args.entrypoint.is_empty()
             || !entrypoint

@@ -588,16 +588,28 @@ fn readme_demo_applies_then_is_up_to_date() {
 #[test]
 fn relative_state_dir_works_from_the_current_directory() {
     let dir = tempdir();
-    let remote = Remote::with_script(dir.path(), &format!("{RECORD}\necho \"$GITOPS_STATE_DIR\" >> \"$TEST_OUT\""));
+    let remote = Remote::with_script(
+        dir.path(),
+        &format!("{RECORD}\necho \"$GITOPS_STATE_DIR\" >> \"$TEST_OUT\""),
+    );
     let host = Host::new(dir.path(), &remote.file_url());
     let run: Run = host
-        .command(&["sync", "--repo-url", &remote.file_url(), "--state-dir", "relative-state"])
+        .command(&[
+            "sync",
+            "--repo-url",
+            &remote.file_url(),
+            "--state-dir",
+            "relative-state",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap()
         .into();
     run.expect(APPLIED);
     let absolute = dir.path().join("relative-state");
-    assert_eq!(host.out_lines().last().map(String::as_str), absolute.to_str());
+    assert_eq!(
+        host.out_lines().last().map(String::as_str),
+        absolute.to_str()
+    );
     assert!(absolute.join("state.json").exists());
 }

@@ -28,10 +28,10 @@ pub fn wait_for_port(addr: &str, port: u16, what: &str) {
 fn wait_ready(mut child: Option<&mut Child>, addr: &str, port: u16, what: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if let Some(c) = child.as_deref_mut() {
-            if c.try_wait().expect("try_wait on server child").is_some() {
-                return false;
-            }
+        if let Some(c) = child.as_deref_mut()
+            && c.try_wait().expect("try_wait on server child").is_some()
+        {
+            return false;
         }
         if TcpStream::connect((addr, port)).is_ok() {
             return true;
@@ -42,6 +42,19 @@ fn wait_ready(mut child: Option<&mut Child>, addr: &str, port: u16, what: &str) 
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// First line of a helper command's stdout (`git --exec-path`, `id -un`).
+fn stdout_of(prog: &str, arg: &str) -> String {
+    let out = Command::new(prog)
+        .arg(arg)
+        .output()
+        .expect("run helper command");
+    assert!(out.status.success(), "`{prog} {arg}` failed");
+    String::from_utf8(out.stdout)
+        .expect("utf-8 output")
+        .trim()
+        .to_string()
 }
 
 fn stop(child: &mut Child) {
@@ -58,21 +71,30 @@ pub struct GitDaemon {
 impl GitDaemon {
     /// Starts the daemon, retrying with a new port if another process grabbed the probed one first.
     pub fn start(base_dir: &Path) -> GitDaemon {
+        // Run git-daemon itself: `git daemon` forks it as a grandchild that kill() would orphan.
+        let daemon = Path::new(&stdout_of("git", "--exec-path")).join("git-daemon");
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new("git")
-                .arg("daemon")
+            let mut child = Command::new(&daemon)
                 .args(["--reuseaddr", "--export-all", "--enable=upload-pack"])
+                .args(["--listen=127.0.0.1", "--informative-errors"])
+                .arg(format!("--port={port}"))
                 .arg(format!("--base-path={}", base_dir.display()))
-                .args([
-                    "--listen=127.0.0.1",
-                    &format!("--port={port}"),
-                    "--informative-errors",
-                ])
                 .arg(base_dir)
                 .stdin(Stdio::null())
+                .stderr(Stdio::piped())
                 .spawn()
-                .expect("spawn `git daemon`");
+                .expect("spawn git-daemon");
+            let stderr = child.stderr.take().expect("git-daemon stderr is piped");
+            // Our readiness probe connects and hangs up, which the daemon reports as fatal; hide
+            // just that line. The thread inherits the test's output capture, so the rest stays visible.
+            thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if !line.contains("the remote end hung up unexpectedly") {
+                        eprintln!("git daemon: {line}");
+                    }
+                }
+            });
             if wait_ready(Some(&mut child), "127.0.0.1", port, "git daemon") {
                 return GitDaemon { child, port };
             }
@@ -82,11 +104,8 @@ impl GitDaemon {
 
     /// URL of a repo relative to the base dir, e.g. "git://127.0.0.1:PORT/origin.git".
     pub fn url(&self, repo_rel: &str) -> String {
-        format!(
-            "git://127.0.0.1:{}/{}",
-            self.port,
-            repo_rel.trim_start_matches('/')
-        )
+        let rel = repo_rel.trim_start_matches('/');
+        format!("git://127.0.0.1:{}/{rel}", self.port)
     }
 }
 
@@ -108,17 +127,11 @@ impl HttpGit {
     /// Serves every repo under `project_root`; binding :0 directly means there is no port race.
     pub fn start(project_root: &Path) -> HttpGit {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind HTTP git server");
-        let port = listener
-            .local_addr()
-            .expect("HTTP server local_addr")
-            .port();
+        let port = listener.local_addr().expect("HTTP local_addr").port();
         let requests = Arc::new(AtomicUsize::new(0));
         let shutdown = Arc::new(AtomicBool::new(false));
-        let (root, reqs, stop) = (
-            project_root.to_path_buf(),
-            requests.clone(),
-            shutdown.clone(),
-        );
+        let (reqs, stop) = (requests.clone(), shutdown.clone());
+        let root = project_root.to_path_buf();
         let acceptor = thread::spawn(move || {
             for stream in listener.incoming() {
                 if stop.load(Ordering::SeqCst) {
@@ -133,21 +146,19 @@ impl HttpGit {
                 });
             }
         });
+        let acceptor = Some(acceptor);
         HttpGit {
             port,
             requests,
             shutdown,
-            acceptor: Some(acceptor),
+            acceptor,
         }
     }
 
     /// URL of a repo relative to the project root, e.g. "http://127.0.0.1:PORT/origin.git".
     pub fn url(&self, repo_rel: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/{}",
-            self.port,
-            repo_rel.trim_start_matches('/')
-        )
+        let rel = repo_rel.trim_start_matches('/');
+        format!("http://127.0.0.1:{}/{rel}", self.port)
     }
 
     /// How many HTTP requests were served, so tests can prove traffic really went through here.
@@ -365,18 +376,11 @@ impl Sshd {
         if !wait_ready(Some(&mut child), addr, port, "sshd") {
             return None;
         }
-        let out = Command::new("id")
-            .arg("-un")
-            .output()
-            .expect("run `id -un`");
-        let user = String::from_utf8(out.stdout)
-            .expect("utf-8 user name")
-            .trim()
-            .to_string();
+        let (dir, addr, user) = (dir.to_path_buf(), addr.to_string(), stdout_of("id", "-un"));
         Some(Sshd {
             child,
-            dir: dir.to_path_buf(),
-            addr: addr.to_string(),
+            dir,
+            addr,
             port,
             user,
         })
@@ -384,13 +388,8 @@ impl Sshd {
 
     /// "ssh://USER@ADDR:PORT/abs/path".
     pub fn url(&self, repo_abs_path: &Path) -> String {
-        format!(
-            "ssh://{}@{}:{}{}",
-            self.user,
-            self.addr,
-            self.port,
-            repo_abs_path.display()
-        )
+        let (user, addr, port) = (&self.user, &self.addr, self.port);
+        format!("ssh://{user}@{addr}:{port}{}", repo_abs_path.display())
     }
 
     /// "USER@ADDR:/abs/path"; only reaches this sshd when it listens on port 22.
