@@ -43,11 +43,7 @@ pub struct Ran {
 
 impl Ran {
     fn failed(exit_code: Option<i32>, error: String) -> Ran {
-        Ran {
-            success: false,
-            exit_code,
-            error: Some(error),
-        }
+        Ran { success: false, exit_code, error: Some(error) }
     }
 }
 
@@ -55,12 +51,10 @@ impl Ran {
 pub fn run(job: &Job) -> anyhow::Result<Ran> {
     let program = job.checkout.join(job.entrypoint);
     let shown = job.entrypoint.display();
-    let mut log = File::create(job.log_path)
-        .with_context(|| format!("creating log {}", job.log_path.display()))?;
+    let mut log = File::create(job.log_path).with_context(|| format!("creating log {}", job.log_path.display()))?;
     if !program.is_file() {
-        let message = format!(
-            "entrypoint {shown} not found in this commit; add it to the repository or set --entrypoint"
-        );
+        let message =
+            format!("entrypoint {shown} not found in this commit; add it to the repository or set --entrypoint");
         writeln!(log, "gitops: {message}")?;
         return Ok(Ran::failed(None, message));
     }
@@ -111,10 +105,7 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
     let ran = match status {
         Some(status) => judge(status, &shown.to_string()),
         None => {
-            log::error!(
-                "entrypoint {shown} still running after {:?}; killing its process group",
-                job.timeout
-            );
+            log::error!("entrypoint {shown} still running after {:?}; killing its process group", job.timeout);
             kill_group(pgid, &mut child);
             Ran::failed(
                 None,
@@ -137,23 +128,10 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
 
 fn judge(status: ExitStatus, shown: &str) -> Ran {
     match (status.code(), status.signal()) {
-        (Some(0), _) => Ran {
-            success: true,
-            exit_code: Some(0),
-            error: None,
-        },
-        (Some(code), _) => Ran::failed(
-            Some(code),
-            format!("entrypoint {shown} exited with code {code}"),
-        ),
-        (None, Some(signal)) => Ran::failed(
-            None,
-            format!("entrypoint {shown} was killed by signal {signal}"),
-        ),
-        (None, None) => Ran::failed(
-            None,
-            format!("entrypoint {shown} ended without an exit status"),
-        ),
+        (Some(0), _) => Ran { success: true, exit_code: Some(0), error: None },
+        (Some(code), _) => Ran::failed(Some(code), format!("entrypoint {shown} exited with code {code}")),
+        (None, Some(signal)) => Ran::failed(None, format!("entrypoint {shown} was killed by signal {signal}")),
+        (None, None) => Ran::failed(None, format!("entrypoint {shown} ended without an exit status")),
     }
 }
 
@@ -182,8 +160,8 @@ fn stream_output(reader: std::io::PipeReader, mut log: File) {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
-                let _ = log.write_all(&line);
-                let text = String::from_utf8_lossy(&line);
+                let text = crate::redact::redact(&String::from_utf8_lossy(&line));
+                let _ = log.write_all(text.as_bytes());
                 log::info!(target: "entrypoint", "{}", text.trim_end_matches(['\n', '\r']));
             }
         }

@@ -4,11 +4,7 @@ use anyhow::Context;
 use gix::ObjectId;
 
 /// Paths (files and symlinks) added, modified or deleted from `old` to `new`; every path when `old` is None.
-pub fn changed_paths(
-    repo: &gix::Repository,
-    old: Option<ObjectId>,
-    new: ObjectId,
-) -> anyhow::Result<Vec<String>> {
+pub fn changed_paths(repo: &gix::Repository, old: Option<ObjectId>, new: ObjectId) -> anyhow::Result<Vec<String>> {
     let tree_of = |commit: ObjectId| {
         repo.find_commit(commit)
             .and_then(|c| c.tree())

@@ -15,18 +15,12 @@ use crate::state::{Layout, sync_dir};
 ///
 /// The tree is written to a temporary directory and renamed into place only when complete
 /// and checked, so a directory named after a commit is always whole.
-pub fn materialise(
-    repo: &gix::Repository,
-    layout: &Layout,
-    commit: ObjectId,
-) -> anyhow::Result<PathBuf> {
+pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId) -> anyhow::Result<PathBuf> {
     let dest = layout.revisions().join(commit.to_string());
     if dest.is_dir() {
         return Ok(dest);
     }
-    let tmp = layout
-        .revisions()
-        .join(format!(".tmp-{commit}-{}", std::process::id()));
+    let tmp = layout.revisions().join(format!(".tmp-{commit}-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
     }
@@ -38,8 +32,7 @@ pub fn materialise(
     }
     // The files must be on disk before the name that promises they are complete.
     sync_filesystem(&tmp);
-    fs::rename(&tmp, &dest)
-        .with_context(|| format!("moving checkout into place at {}", dest.display()))?;
+    fs::rename(&tmp, &dest).with_context(|| format!("moving checkout into place at {}", dest.display()))?;
     sync_dir(&layout.revisions()).context("syncing revisions directory")?;
     Ok(dest)
 }
@@ -59,11 +52,7 @@ fn write_tree(repo: &gix::Repository, commit: ObjectId, dir: &Path) -> anyhow::R
         .context("reading checkout options")?;
     options.destination_is_initially_empty = true;
     options.overwrite_existing = false;
-    let objects = repo
-        .objects
-        .clone()
-        .into_arc()
-        .context("sharing the object database")?;
+    let objects = repo.objects.clone().into_arc().context("sharing the object database")?;
     let outcome = gix::worktree::state::checkout(
         &mut index,
         dir,
@@ -76,17 +65,10 @@ fn write_tree(repo: &gix::Repository, commit: ObjectId, dir: &Path) -> anyhow::R
     .map_err(anyhow::Error::new)
     .with_context(|| format!("checking out commit {commit} into {}", dir.display()))?;
     if let Some(first) = outcome.errors.first() {
-        bail!(
-            "checking out commit {commit}: {} ({} paths failed)",
-            first.path,
-            outcome.errors.len()
-        );
+        bail!("checking out commit {commit}: {} ({} paths failed)", first.path, outcome.errors.len());
     }
     if let Some(first) = outcome.collisions.first() {
-        bail!(
-            "checking out commit {commit}: path {} collides with another path",
-            first.path
-        );
+        bail!("checking out commit {commit}: path {} collides with another path", first.path);
     }
     Ok(())
 }
@@ -181,14 +163,10 @@ fn sync_filesystem(dir: &Path) {
 /// Point `current` at `revisions/<commit>` with one atomic rename of a relative symlink.
 pub fn publish(layout: &Layout, commit: ObjectId) -> anyhow::Result<()> {
     let target = Path::new("revisions").join(commit.to_string());
-    let tmp = layout
-        .root
-        .join(format!(".current.tmp-{}", std::process::id()));
+    let tmp = layout.root.join(format!(".current.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp)
-        .with_context(|| format!("creating symlink {}", tmp.display()))?;
-    fs::rename(&tmp, layout.current())
-        .with_context(|| format!("swapping {}", layout.current().display()))?;
+    std::os::unix::fs::symlink(&target, &tmp).with_context(|| format!("creating symlink {}", tmp.display()))?;
+    fs::rename(&tmp, layout.current()).with_context(|| format!("swapping {}", layout.current().display()))?;
     sync_dir(&layout.root).context("syncing state directory")?;
     Ok(())
 }
@@ -208,8 +186,7 @@ pub fn prune(layout: &Layout, keep: usize) -> anyhow::Result<()> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(".tmp-") {
             // Another run may be writing it only if it holds the lock, which we hold.
-            fs::remove_dir_all(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
+            fs::remove_dir_all(entry.path()).with_context(|| format!("removing {}", entry.path().display()))?;
             continue;
         }
         let modified = entry.metadata()?.modified()?;
@@ -226,8 +203,7 @@ pub fn prune(layout: &Layout, keep: usize) -> anyhow::Result<()> {
             continue;
         }
         log::debug!("removing old revision {name}");
-        fs::remove_dir_all(&path)
-            .with_context(|| format!("removing old revision {}", path.display()))?;
+        fs::remove_dir_all(&path).with_context(|| format!("removing old revision {}", path.display()))?;
     }
     Ok(())
 }
@@ -251,21 +227,12 @@ mod tests {
         symlink("sub/../sub/../ok", root.join("fine")).unwrap();
         symlink("loop2", root.join("loop1")).unwrap();
         symlink("loop1", root.join("loop2")).unwrap();
-        assert_eq!(
-            resolves_inside(root, Path::new("ok")),
-            Some(PathBuf::from("sub"))
-        );
-        assert_eq!(
-            resolves_inside(root, Path::new("fine")),
-            Some(PathBuf::from("sub"))
-        );
+        assert_eq!(resolves_inside(root, Path::new("ok")), Some(PathBuf::from("sub")));
+        assert_eq!(resolves_inside(root, Path::new("fine")), Some(PathBuf::from("sub")));
         assert_eq!(resolves_inside(root, Path::new("up")), None);
         assert_eq!(resolves_inside(root, Path::new("abs")), None);
         assert_eq!(resolves_inside(root, Path::new("loop1")), None);
-        assert_eq!(
-            resolves_inside(root, Path::new("dot")),
-            Some(PathBuf::new())
-        );
+        assert_eq!(resolves_inside(root, Path::new("dot")), Some(PathBuf::new()));
         assert_eq!(resolves_inside(root, Path::new("sneaky")), None);
     }
 }

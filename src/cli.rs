@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::outcome::EXIT_CODES_HELP;
+use crate::verify::Policy;
 
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
 #[derive(Debug, Parser)]
@@ -29,9 +30,46 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run one fetch → decide → checkout → apply → record cycle and exit with its code.
+    /// Run one fetch → decide → verify → checkout → apply → record cycle and exit with its code.
     #[command(after_help = EXIT_CODES_HELP)]
     Sync(SyncArgs),
+    /// Print the signature verdict for a commit (or range) without applying anything; exit 31 if refused.
+    Verify(VerifyArgs),
+}
+
+/// Signature verification flags, shared by `sync` and `verify`.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// OpenSSH allowed_signers file: when set, only commits signed by these keys are applied
+    /// [default: $CREDENTIALS_DIRECTORY/allowed-signers when present].
+    #[arg(long, env = "GITOPS_ALLOWED_SIGNERS", value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// Which commits must be signed: every new commit (all) or only the one deployed (head).
+    #[arg(long = "verify", env = "GITOPS_VERIFY", value_enum, default_value = "all", value_name = "POLICY")]
+    pub policy: Policy,
+
+    /// Commit (full id) from which on history is signed: it and its ancestors are not checked.
+    #[arg(long, env = "GITOPS_VERIFY_SINCE", value_name = "COMMIT")]
+    pub verify_since: Option<String>,
+}
+
+/// Flags of `gitops verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Commit, ref or range A..B to verify [default: the last fetched remote commit, or HEAD with --repo].
+    pub rev: Option<String>,
+
+    /// Verify in this local repository instead of the state directory's cache (e.g. in the config repo's CI).
+    #[arg(long, value_name = "DIR")]
+    pub repo: Option<PathBuf>,
+
+    /// State directory whose cache and deployed commit are used [default: as for sync].
+    #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 /// Flags of `gitops sync`.
@@ -42,47 +80,31 @@ pub struct SyncArgs {
     pub repo_url: Option<String>,
 
     /// Branch to deploy [default: the remote's default branch].
-    #[arg(long, env = "GITOPS_BRANCH")]
+    #[arg(long, env = "GITOPS_BRANCH", conflicts_with = "reference")]
     pub branch: Option<String>,
+
+    /// Full ref to deploy instead of a branch, e.g. refs/tags/prod (an annotated tag's signature is checked too).
+    #[arg(long = "ref", env = "GITOPS_REF", value_name = "REF")]
+    pub reference: Option<String>,
 
     /// State directory [default: $STATE_DIRECTORY, else /var/lib/gitops].
     #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
     /// Program to run, relative to the repository root.
-    #[arg(
-        long,
-        env = "GITOPS_ENTRYPOINT",
-        default_value = "run.sh",
-        value_name = "PATH"
-    )]
+    #[arg(long, env = "GITOPS_ENTRYPOINT", default_value = "run.sh", value_name = "PATH")]
     pub entrypoint: String,
 
     /// Kill the entrypoint's process group after this long (e.g. 90s, 30m, 2h).
-    #[arg(
-        long,
-        env = "GITOPS_APPLY_TIMEOUT",
-        default_value = "30m",
-        value_name = "DURATION"
-    )]
+    #[arg(long, env = "GITOPS_APPLY_TIMEOUT", default_value = "30m", value_name = "DURATION")]
     pub apply_timeout: String,
 
     /// How many checked-out revisions to keep (the live one included).
-    #[arg(
-        long,
-        env = "GITOPS_KEEP_REVISIONS",
-        default_value_t = 3,
-        value_name = "N"
-    )]
+    #[arg(long, env = "GITOPS_KEEP_REVISIONS", default_value_t = 3, value_name = "N")]
     pub keep_revisions: usize,
 
     /// Consecutive failed applies of one commit before giving up on it until a newer commit or --retry.
-    #[arg(
-        long,
-        env = "GITOPS_MAX_ATTEMPTS",
-        default_value_t = 3,
-        value_name = "N"
-    )]
+    #[arg(long, env = "GITOPS_MAX_ATTEMPTS", default_value_t = 3, value_name = "N")]
     pub max_attempts: u32,
 
     /// Private key for ssh:// and user@host:path remotes (must not be readable by group/others).
@@ -90,8 +112,24 @@ pub struct SyncArgs {
     pub ssh_key: Option<PathBuf>,
 
     /// known_hosts file pinning the server's host key (host-key checking is never disabled).
-    #[arg(long, env = "GITOPS_KNOWN_HOSTS", value_name = "FILE")]
+    #[arg(long, env = "GITOPS_KNOWN_HOSTS", value_name = "FILE", conflicts_with = "accept_new_host_key")]
     pub known_hosts: Option<PathBuf>,
+
+    /// Trust the server's host key on first use, then pin it in the state directory; a changed key is refused.
+    #[arg(long, env = "GITOPS_ACCEPT_NEW_HOST_KEY")]
+    pub accept_new_host_key: bool,
+
+    /// Use this host's own /etc/ssh/ssh_host_ed25519_key as the deploy key (register its .pub with the Git server).
+    #[arg(long, env = "GITOPS_USE_HOST_KEY", conflicts_with = "ssh_key")]
+    pub use_host_key: bool,
+
+    /// File holding an HTTPS token (sent as the password; never logged) [default: $CREDENTIALS_DIRECTORY/http-token].
+    #[arg(long, env = "GITOPS_HTTP_TOKEN_FILE", value_name = "FILE")]
+    pub http_token_file: Option<PathBuf>,
+
+    /// User name sent with the HTTPS token.
+    #[arg(long, env = "GITOPS_HTTP_USER", default_value = "git", value_name = "NAME")]
+    pub http_user: String,
 
     /// Name of this host given to the entrypoint [default: the kernel hostname].
     #[arg(long, env = "GITOPS_HOST", value_name = "NAME")]
@@ -112,4 +150,7 @@ pub struct SyncArgs {
     /// Deploy a remote branch whose history diverged from the deployed commit (otherwise exit 21).
     #[arg(long, env = "GITOPS_ALLOW_DIVERGED")]
     pub allow_diverged: bool,
+
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }

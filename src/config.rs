@@ -8,7 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 
-use crate::cli::SyncArgs;
+use gix::ObjectId;
+
+use crate::cli::{SyncArgs, TrustArgs};
+use crate::redact;
+use crate::signers::AllowedSigners;
+use crate::verify::Policy;
 
 /// Where the env file is looked for when `--config` is not given.
 pub const DEFAULT_ENV_FILE: &str = "/etc/gitops/gitops.env";
@@ -20,8 +25,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitops";
 pub struct Settings {
     /// Remote repository URL or path, as given.
     pub repo_url: String,
-    /// Branch to deploy; None follows the remote's HEAD.
-    pub branch: Option<String>,
+    /// The repository URL with any password replaced, for logs and the entrypoint.
+    pub repo_url_display: String,
+    /// Full ref to fetch (`refs/heads/main`, `refs/tags/prod`); None follows the remote's HEAD.
+    pub source_ref: Option<String>,
     /// Root of all state: lock, state.json, cache, revisions, logs.
     pub state_dir: PathBuf,
     /// Entrypoint path relative to the checkout root (no `..`, not absolute).
@@ -34,6 +41,10 @@ pub struct Settings {
     pub max_attempts: u32,
     /// The ssh command gix runs for ssh remotes, with host-key checking enforced.
     pub ssh_command: String,
+    /// HTTPS credentials (user, token) from a file or systemd credential.
+    pub http_credentials: Option<(String, String)>,
+    /// Signature verification, when an allowed_signers file is configured.
+    pub trust: Option<Trust>,
     /// This host's name as given to the entrypoint.
     pub hostname: String,
     /// Print the plan, change nothing.
@@ -44,6 +55,49 @@ pub struct Settings {
     pub allow_rewind: bool,
     /// Deploy a diverged branch.
     pub allow_diverged: bool,
+}
+
+/// Signature verification settings.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// Who may sign.
+    pub signers: AllowedSigners,
+    /// Which commits must be signed.
+    pub policy: Policy,
+    /// History from this commit back is not checked.
+    pub since: Option<ObjectId>,
+}
+
+impl Trust {
+    /// Build from flags; None when no allowed_signers file is configured or provided as a credential.
+    pub fn from_args(args: TrustArgs) -> anyhow::Result<Option<Trust>> {
+        let Some(path) = args.allowed_signers.or_else(|| credential("allowed-signers")) else {
+            if args.verify_since.is_some() {
+                bail!("--verify-since needs --allowed-signers; set both or neither");
+            }
+            return Ok(None);
+        };
+        check_not_writable_by_others(&path, "--allowed-signers")?;
+        let signers = AllowedSigners::load(&path)?;
+        let since = args
+            .verify_since
+            .map(|hex| {
+                ObjectId::from_hex(hex.as_bytes()).map_err(|_| {
+                    anyhow!(
+                        "--verify-since {hex:?} is not a full commit id; use the 40-hex id of the first signed commit"
+                    )
+                })
+            })
+            .transpose()?;
+        Ok(Some(Trust { signers, policy: args.policy, since }))
+    }
+}
+
+/// A systemd credential file (`LoadCredential=NAME:…`), if the service was given one.
+pub fn credential(name: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+    let path = Path::new(&dir).join(name);
+    path.is_file().then_some(path)
 }
 
 /// Find the env file named by `--config`/`GITOPS_CONFIG` in raw args, before clap parses them.
@@ -78,16 +132,11 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
         };
         let key = key.trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!(
-                "line {}: {key:?} is not a valid variable name",
-                n + 1
-            ));
+            return Err(format!("line {}: {key:?} is not a valid variable name", n + 1));
         }
         let value = value.trim();
         let value = match (value.chars().next(), value.chars().last()) {
-            (Some(q @ ('"' | '\'')), Some(end)) if value.len() >= 2 && end == q => {
-                &value[1..value.len() - 1]
-            }
+            (Some(q @ ('"' | '\'')), Some(end)) if value.len() >= 2 && end == q => &value[1..value.len() - 1],
             _ => value,
         };
         pairs.push((key.to_string(), value.to_string()));
@@ -106,13 +155,9 @@ pub fn load_env_file(explicit: Option<&Path>) -> anyhow::Result<()> {
         None => return Ok(()),
     };
     let text = fs::read_to_string(&path).with_context(|| {
-        format!(
-            "config file {}: cannot read it; create it or point --config at an existing file",
-            path.display()
-        )
+        format!("config file {}: cannot read it; create it or point --config at an existing file", path.display())
     })?;
-    let pairs = parse_env_file(&text)
-        .map_err(|e| anyhow!("config file {}: {e}; fix that line", path.display()))?;
+    let pairs = parse_env_file(&text).map_err(|e| anyhow!("config file {}: {e}; fix that line", path.display()))?;
     for (key, value) in pairs {
         if std::env::var_os(&key).is_none() {
             // SAFETY: called from main before any other thread exists.
@@ -130,17 +175,27 @@ impl Settings {
             .or_else(|| std::env::var("REPO_URL").ok())
             .filter(|url| !url.trim().is_empty())
             .ok_or_else(|| {
-                anyhow!(
-                    "no repository configured: pass --repo-url URL or set GITOPS_REPO_URL in {DEFAULT_ENV_FILE}"
-                )
+                anyhow!("no repository configured: pass --repo-url URL or set GITOPS_REPO_URL in {DEFAULT_ENV_FILE}")
             })?;
-        if let Some(branch) = &args.branch {
-            gix::validate::reference::name_partial(branch.as_str().into()).map_err(|e| {
-                anyhow!(
-                    "--branch {branch:?} is not a valid branch name ({e}); pass a name like main"
-                )
-            })?;
-        }
+        let source_ref = match (&args.branch, &args.reference) {
+            (Some(branch), _) => {
+                let full = format!("refs/heads/{branch}");
+                gix::validate::reference::name(full.as_str().into()).map_err(|e| {
+                    anyhow!("--branch {branch:?} is not a valid branch name ({e}); pass a name like main")
+                })?;
+                Some(full)
+            }
+            (None, Some(reference)) => {
+                if !reference.starts_with("refs/") || gix::validate::reference::name(reference.as_str().into()).is_err()
+                {
+                    bail!(
+                        "--ref {reference:?} is not a full ref name; use e.g. refs/tags/prod (or --branch for a branch)"
+                    );
+                }
+                Some(reference.clone())
+            }
+            (None, None) => None,
+        };
         let state_dir = args
             .state_dir
             .or_else(|| {
@@ -152,57 +207,84 @@ impl Settings {
             })
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
         // Absolute, because the entrypoint runs in another working directory and gets this path.
-        let state_dir = std::path::absolute(&state_dir).with_context(|| {
-            format!(
-                "--state-dir {}: cannot make it absolute",
-                state_dir.display()
-            )
-        })?;
+        let state_dir = std::path::absolute(&state_dir)
+            .with_context(|| format!("--state-dir {}: cannot make it absolute", state_dir.display()))?;
         let entrypoint = PathBuf::from(&args.entrypoint);
         if args.entrypoint.is_empty()
-            || !entrypoint
-                .components()
-                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            || !entrypoint.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
         {
             bail!(
                 "--entrypoint {:?} must be a path inside the repository (relative, no '..'); e.g. run.sh or bin/apply",
                 args.entrypoint
             );
         }
-        let apply_timeout = parse_duration(&args.apply_timeout).map_err(|e| {
-            anyhow!(
-                "--apply-timeout {:?}: {e}; use e.g. 90s, 30m or 2h",
-                args.apply_timeout
-            )
-        })?;
+        let apply_timeout = parse_duration(&args.apply_timeout)
+            .map_err(|e| anyhow!("--apply-timeout {:?}: {e}; use e.g. 90s, 30m or 2h", args.apply_timeout))?;
         if args.keep_revisions == 0 {
             bail!("--keep-revisions 0: the live revision must be kept; use 1 or more");
         }
         if args.max_attempts == 0 {
             bail!("--max-attempts 0: at least one attempt is needed; use 1 or more");
         }
-        if let Some(key) = &args.ssh_key {
-            check_private_file(key, "--ssh-key")?;
+        let ssh_key = match (args.ssh_key, args.use_host_key) {
+            (Some(key), _) => Some((key, "--ssh-key")),
+            (None, true) => Some((PathBuf::from(HOST_KEY), "--use-host-key")),
+            (None, false) => credential("ssh-key").map(|key| (key, "credential ssh-key")),
+        };
+        if let Some((key, what)) = &ssh_key {
+            check_private_file(key, what)?;
         }
-        if let Some(known_hosts) = &args.known_hosts {
-            fs::metadata(known_hosts).with_context(|| {
-                format!("--known-hosts {}: cannot read it; point it at the file pinning the server's host key", known_hosts.display())
-            })?;
-        }
-        let ssh_command = ssh_command(args.ssh_key.as_deref(), args.known_hosts.as_deref());
+        let host_keys = match (args.known_hosts, args.accept_new_host_key) {
+            (Some(known_hosts), _) => {
+                fs::metadata(&known_hosts).with_context(|| {
+                    format!(
+                        "--known-hosts {}: cannot read it; point it at the file pinning the server's host key",
+                        known_hosts.display()
+                    )
+                })?;
+                HostKeys::Pinned(known_hosts)
+            }
+            (None, true) => HostKeys::TrustOnFirstUse(state_dir.join("known_hosts")),
+            (None, false) => HostKeys::SystemDefaults,
+        };
+        let ssh_command = ssh_command(ssh_key.as_ref().map(|(key, _)| key.as_path()), &host_keys);
+        let http_credentials = match args
+            .http_token_file
+            .map(|f| (f, "--http-token-file"))
+            .or_else(|| credential("http-token").map(|f| (f, "credential http-token")))
+        {
+            Some((file, what)) => {
+                check_private_file(&file, what)?;
+                let token = fs::read_to_string(&file)
+                    .with_context(|| format!("{what} {}: cannot read it", file.display()))?
+                    .trim()
+                    .to_string();
+                if token.is_empty() {
+                    bail!("{what} {} is empty; put the token in it", file.display());
+                }
+                redact::register(&token);
+                Some((args.http_user, token))
+            }
+            None => None,
+        };
+        let trust = Trust::from_args(args.trust)?;
         let hostname = match args.host {
             Some(host) => host,
             None => kernel_hostname()?,
         };
+        redact::register_url(&repo_url);
         Ok(Settings {
+            repo_url_display: redact::url(&repo_url),
             repo_url,
-            branch: args.branch,
+            source_ref,
             state_dir,
             entrypoint,
             apply_timeout,
             keep_revisions: args.keep_revisions,
             max_attempts: args.max_attempts,
             ssh_command,
+            http_credentials,
+            trust,
             hostname,
             dry_run: args.dry_run,
             retry: args.retry,
@@ -212,10 +294,23 @@ impl Settings {
     }
 }
 
-/// Refuse a secret file that is missing or readable by group/others, as ssh itself does.
+/// The host's own key, usable as a deploy key (`--use-host-key`).
+const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
+
+/// How the server's host key is checked; never "not at all".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeys {
+    /// Only keys in this known_hosts file.
+    Pinned(PathBuf),
+    /// The first key seen is written to this file and pinned from then on.
+    TrustOnFirstUse(PathBuf),
+    /// ssh's own known_hosts files, strictly.
+    SystemDefaults,
+}
+
+/// Refuse a secret file that is missing, owned by another user, or readable by group/others, as ssh does.
 pub fn check_private_file(path: &Path, what: &str) -> anyhow::Result<()> {
-    let meta = fs::metadata(path)
-        .with_context(|| format!("{what} {}: cannot read it; check the path", path.display()))?;
+    let meta = owned_file(path, what)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         bail!(
@@ -227,18 +322,53 @@ pub fn check_private_file(path: &Path, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The ssh command line: batch mode, pinned host keys, only the given identity.
-fn ssh_command(key: Option<&Path>, known_hosts: Option<&Path>) -> String {
-    let mut cmd = String::from(
-        "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=30 -o ServerAliveInterval=15",
+/// Refuse a trust file (allowed_signers) that others could change.
+fn check_not_writable_by_others(path: &Path, what: &str) -> anyhow::Result<()> {
+    let meta = owned_file(path, what)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        bail!(
+            "{what} {}: permissions {mode:04o} let group/others change who may sign; run chmod 644 {}",
+            path.display(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+fn owned_file(path: &Path, what: &str) -> anyhow::Result<fs::Metadata> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        fs::metadata(path).with_context(|| format!("{what} {}: cannot read it; check the path", path.display()))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        bail!(
+            "{what} {}: owned by uid {}, not by this user ({me}) or root; run chown {me} {}",
+            path.display(),
+            meta.uid(),
+            path.display()
+        );
+    }
+    Ok(meta)
+}
+
+/// The ssh command line: batch mode, checked host keys, only the given identity.
+fn ssh_command(key: Option<&Path>, host_keys: &HostKeys) -> String {
+    let strict = match host_keys {
+        HostKeys::TrustOnFirstUse(_) => "accept-new",
+        HostKeys::Pinned(_) | HostKeys::SystemDefaults => "yes",
+    };
+    let mut cmd = format!(
+        "ssh -o BatchMode=yes -o StrictHostKeyChecking={strict} -o ConnectTimeout=30 -o ServerAliveInterval=15"
     );
     if let Some(key) = key {
         cmd.push_str(" -o IdentitiesOnly=yes -i ");
         cmd.push_str(&shell_quote(&key.to_string_lossy()));
     }
-    if let Some(known_hosts) = known_hosts {
+    if let HostKeys::Pinned(file) | HostKeys::TrustOnFirstUse(file) = host_keys {
         cmd.push_str(" -o UserKnownHostsFile=");
-        cmd.push_str(&shell_quote(&known_hosts.to_string_lossy()));
+        cmd.push_str(&shell_quote(&file.to_string_lossy()));
         cmd.push_str(" -o GlobalKnownHostsFile=/dev/null");
     }
     cmd
@@ -258,9 +388,7 @@ fn kernel_hostname() -> anyhow::Result<String> {
 /// Parse `90s`, `30m`, `2h`, `1d`, `500ms` or plain seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| "not a duration".to_string())?;
     let seconds = match unit.trim() {
@@ -295,10 +423,8 @@ mod tests {
 
     #[test]
     fn env_file_syntax() {
-        let pairs = parse_env_file(
-            "# c\n\nGITOPS_REPO_URL=\"ssh://g/x\"\nexport REPO_URL='a b'\nGITOPS_BRANCH=main\n",
-        )
-        .unwrap();
+        let pairs = parse_env_file("# c\n\nGITOPS_REPO_URL=\"ssh://g/x\"\nexport REPO_URL='a b'\nGITOPS_BRANCH=main\n")
+            .unwrap();
         assert_eq!(
             pairs,
             vec![
@@ -307,34 +433,27 @@ mod tests {
                 ("GITOPS_BRANCH".into(), "main".into())
             ]
         );
-        assert!(
-            parse_env_file("no equals sign")
-                .unwrap_err()
-                .contains("line 1")
-        );
+        assert!(parse_env_file("no equals sign").unwrap_err().contains("line 1"));
         assert!(parse_env_file("BAD-NAME=1").is_err());
     }
 
     #[test]
     fn ssh_command_pins_keys_and_quotes_paths() {
-        let cmd = ssh_command(Some(Path::new("/k/it's key")), Some(Path::new("/k/known")));
+        let cmd = ssh_command(Some(Path::new("/k/it's key")), &HostKeys::Pinned("/k/known".into()));
         assert!(cmd.contains("StrictHostKeyChecking=yes"));
         assert!(cmd.contains("-i '/k/it'\\''s key'"));
         assert!(cmd.contains("UserKnownHostsFile='/k/known'"));
-        assert!(ssh_command(None, None).contains("StrictHostKeyChecking=yes"));
+        assert!(ssh_command(None, &HostKeys::SystemDefaults).contains("StrictHostKeyChecking=yes"));
+        let tofu = ssh_command(None, &HostKeys::TrustOnFirstUse("/s/known_hosts".into()));
+        assert!(tofu.contains("StrictHostKeyChecking=accept-new") && tofu.contains("/s/known_hosts"));
+        assert!(!tofu.contains("=no"));
     }
 
     #[test]
     fn env_file_found_in_args() {
-        let args: Vec<OsString> = ["gitops", "sync", "--config=/x.env"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = ["gitops", "sync", "--config=/x.env"].iter().map(OsString::from).collect();
         assert_eq!(env_file_from_args(&args), Some(PathBuf::from("/x.env")));
-        let args: Vec<OsString> = ["gitops", "--config", "/y", "sync"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> = ["gitops", "--config", "/y", "sync"].iter().map(OsString::from).collect();
         assert_eq!(env_file_from_args(&args), Some(PathBuf::from("/y")));
     }
 }

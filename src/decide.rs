@@ -17,11 +17,7 @@ pub enum Decision {
 
 /// Decide from `deployed` (None before the first deploy), `remote`, and their merge base
 /// (None when they share no history or the deployed commit is not in the cache).
-pub fn decide(
-    deployed: Option<ObjectId>,
-    remote: ObjectId,
-    merge_base: Option<ObjectId>,
-) -> Decision {
+pub fn decide(deployed: Option<ObjectId>, remote: ObjectId, merge_base: Option<ObjectId>) -> Decision {
     let Some(deployed) = deployed else {
         return Decision::Apply;
     };
@@ -58,11 +54,7 @@ mod tests {
             (Some(a), b, None, Decision::Diverged),
         ];
         for (deployed, remote, base, want) in cases {
-            assert_eq!(
-                decide(deployed, remote, base),
-                want,
-                "{deployed:?} {remote:?} {base:?}"
-            );
+            assert_eq!(decide(deployed, remote, base), want, "{deployed:?} {remote:?} {base:?}");
         }
     }
 }
@@ -77,12 +69,7 @@ pub enum Attempt {
 }
 
 /// Plan the attempt at `target`, given the last failed commit and its consecutive failure count.
-pub fn plan_attempt(
-    target: ObjectId,
-    last_failed: Option<(ObjectId, u32)>,
-    max_attempts: u32,
-    retry: bool,
-) -> Attempt {
+pub fn plan_attempt(target: ObjectId, last_failed: Option<(ObjectId, u32)>, max_attempts: u32, retry: bool) -> Attempt {
     match last_failed {
         Some((commit, failures)) if commit == target => {
             if failures >= max_attempts && !retry {
@@ -101,10 +88,7 @@ mod attempt_tests {
 
     #[test]
     fn retries_until_max_then_gives_up_until_new_commit_or_retry() {
-        let (a, b) = (
-            ObjectId::from_bytes_or_panic(&[1; 20]),
-            ObjectId::from_bytes_or_panic(&[2; 20]),
-        );
+        let (a, b) = (ObjectId::from_bytes_or_panic(&[1; 20]), ObjectId::from_bytes_or_panic(&[2; 20]));
         assert_eq!(plan_attempt(a, None, 3, false), Attempt::Run(1));
         assert_eq!(plan_attempt(a, Some((a, 1)), 3, false), Attempt::Run(2));
         assert_eq!(plan_attempt(a, Some((a, 2)), 3, false), Attempt::Run(3));

@@ -10,13 +10,30 @@ use gix::remote::Direction;
 /// The local ref the fetched branch tip is stored under; keeps its objects reachable.
 const REMOTE_REF: &str = "refs/gitops/remote";
 
-/// The result of a fetch: which commit the remote branch points at.
+/// The result of a fetch: which commit the remote ref points at.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    /// The remote branch tip, peeled to a commit.
+    /// The remote ref's tip, peeled to a commit.
     pub commit: ObjectId,
-    /// The branch name (resolved from the remote's HEAD when none was configured).
+    /// The annotated tag object the ref pointed at, if it was one.
+    pub tag: Option<ObjectId>,
+    /// The full ref fetched (resolved from the remote's HEAD when none was configured).
+    pub reference: String,
+    /// Its short name: the branch (or tag) name.
     pub branch: String,
+}
+
+/// What to fetch from where.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// URL or path as configured (may hold credentials: only used to connect).
+    pub url: &'a str,
+    /// The URL as shown in messages.
+    pub display_url: &'a str,
+    /// Full ref name; None follows the remote's HEAD.
+    pub reference: Option<&'a str>,
+    /// HTTPS user and token.
+    pub http_credentials: Option<&'a (String, String)>,
 }
 
 /// Open the cache repository, creating it on first use and rebuilding it when it is unusable.
@@ -25,27 +42,18 @@ pub fn open_cache(path: &Path, ssh_command: &str) -> anyhow::Result<gix::Reposit
         Ok(repo) => repo,
         Err(open_error) => {
             if path.exists() {
-                log::warn!(
-                    "cache repository {} is unusable ({open_error:#}); rebuilding it",
-                    path.display()
-                );
-                std::fs::remove_dir_all(path).with_context(|| {
-                    format!("removing broken cache repository {}", path.display())
-                })?;
+                log::warn!("cache repository {} is unusable ({open_error:#}); rebuilding it", path.display());
+                std::fs::remove_dir_all(path)
+                    .with_context(|| format!("removing broken cache repository {}", path.display()))?;
             }
-            gix::init_bare(path)
-                .with_context(|| format!("creating cache repository {}", path.display()))?;
+            gix::init_bare(path).with_context(|| format!("creating cache repository {}", path.display()))?;
             open_isolated(path)?
         }
     };
     let mut config = repo.config_snapshot_mut();
     // Our ssh command wins over GIT_SSH_COMMAND or any config: host keys stay pinned.
-    config
-        .set_value(&gix::config::tree::Core::SSH_COMMAND, ssh_command)
-        .context("setting core.sshCommand")?;
-    config
-        .commit()
-        .context("applying cache repository configuration")?;
+    config.set_value(&gix::config::tree::Core::SSH_COMMAND, ssh_command).context("setting core.sshCommand")?;
+    config.commit().context("applying cache repository configuration")?;
     Ok(repo)
 }
 
@@ -59,27 +67,44 @@ fn open_isolated(path: &Path) -> anyhow::Result<gix::Repository> {
     Ok(repo)
 }
 
-/// Fetch `branch` (or the remote's HEAD) from `url` into the cache and return its tip.
+/// Fetch one ref (or the remote's HEAD) into the cache and return its tip.
 ///
 /// Only the one ref is asked for; when its tip is already in the cache no pack is transferred.
-pub fn fetch(repo: &gix::Repository, url: &str, branch: Option<&str>) -> anyhow::Result<Fetched> {
-    let source = match branch {
-        Some(branch) => format!("refs/heads/{branch}"),
-        None => "HEAD".to_string(),
-    };
+pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched> {
+    let url = from.display_url;
+    let source = from.reference.unwrap_or("HEAD").to_string();
     let spec = format!("+{source}:{REMOTE_REF}");
     let remote = repo
-        .remote_at(url)
-        .with_context(|| format!("{url:?} is not a repository URL; use a path, file://, git://, http(s)://, ssh:// or user@host:path"))?
+        .remote_at(from.url)
+        .with_context(|| {
+            format!(
+                "{url:?} is not a repository URL; use a path, file://, git://, http(s)://, ssh:// or user@host:path"
+            )
+        })?
         .with_refspecs(Some(spec.as_str()), Direction::Fetch)
         .context("building the fetch refspec")?
         // Tags are not needed to decide or check out, and would make every poll list them all.
         .with_fetch_tags(gix::remote::fetch::Tags::None);
     let interrupt = AtomicBool::new(false);
+    let credentials = from.http_credentials.cloned();
     let prepare = remote
         .connect(Direction::Fetch)
         .map_err(anyhow::Error::new)
         .with_context(|| format!("connecting to {url}"))?
+        // Only our configured token answers an authentication request: no helpers, no prompts.
+        .with_credentials(move |action| match (action, &credentials) {
+            (gix::credentials::helper::Action::Get(context), Some((user, token))) => {
+                Ok(Some(gix::credentials::protocol::Outcome {
+                    identity: gix::sec::identity::Account {
+                        username: user.clone(),
+                        password: token.clone(),
+                        oauth_refresh_token: None,
+                    },
+                    next: context.into(),
+                }))
+            }
+            _ => Ok(None),
+        })
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(anyhow::Error::new)
         .with_context(|| format!("listing refs of {url}"))?;
@@ -87,66 +112,50 @@ pub fn fetch(repo: &gix::Repository, url: &str, branch: Option<&str>) -> anyhow:
         .ref_map()
         .mappings
         .iter()
-        .find(|m| {
-            m.remote
-                .as_name()
-                .is_some_and(|name| name == source.as_str())
-        })
+        .find(|m| m.remote.as_name().is_some_and(|name| name == source.as_str()))
         .cloned()
-        .ok_or_else(|| match branch {
-            Some(branch) => {
-                anyhow!("branch {branch:?} does not exist on {url}; push it or fix --branch")
-            }
-            None => {
-                anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch")
-            }
+        .ok_or_else(|| match from.reference {
+            Some(reference) => match reference.strip_prefix("refs/heads/") {
+                Some(branch) => anyhow!("branch {branch:?} does not exist on {url}; push it or fix --branch"),
+                None => anyhow!("ref {reference:?} does not exist on {url}; push it or fix --ref"),
+            },
+            None => anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch"),
         })?;
     let outcome = prepare
         .receive(gix::progress::Discard, &interrupt)
         .map_err(anyhow::Error::new)
         .with_context(|| format!("fetching {source} from {url}"))?;
 
-    let tip = mapping
-        .remote
-        .as_id()
-        .ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?
-        .to_owned();
-    let commit = repo
-        .find_object(tip)
-        .with_context(|| format!("fetched tip {tip} of {source} is missing from the cache"))?
-        .peel_to_commit()
-        .with_context(|| format!("{source} on {url} does not point at a commit"))?
-        .id;
-    let branch = match branch {
-        Some(branch) => branch.to_string(),
-        None => head_target_branch(&outcome.ref_map.remote_refs).unwrap_or_else(|| "HEAD".into()),
+    let tip =
+        mapping.remote.as_id().ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?.to_owned();
+    let object =
+        repo.find_object(tip).with_context(|| format!("fetched tip {tip} of {source} is missing from the cache"))?;
+    let tag = (object.kind == gix::object::Kind::Tag).then_some(tip);
+    let commit = object.peel_to_commit().with_context(|| format!("{source} on {url} does not point at a commit"))?.id;
+    let reference = match from.reference {
+        Some(reference) => reference.to_string(),
+        None => head_target(&outcome.ref_map.remote_refs).unwrap_or_else(|| "HEAD".into()),
     };
-    Ok(Fetched { commit, branch })
+    let branch = reference
+        .strip_prefix("refs/heads/")
+        .or_else(|| reference.strip_prefix("refs/tags/"))
+        .unwrap_or(&reference)
+        .to_string();
+    Ok(Fetched { commit, tag, reference, branch })
 }
 
-/// The branch the remote's HEAD points at, if it told us.
-fn head_target_branch(refs: &[gix::protocol::handshake::Ref]) -> Option<String> {
+/// The ref the remote's HEAD points at, if it told us.
+fn head_target(refs: &[gix::protocol::handshake::Ref]) -> Option<String> {
     refs.iter().find_map(|r| match r {
-        gix::protocol::handshake::Ref::Symbolic {
-            full_ref_name,
-            target,
-            ..
-        } if full_ref_name == "HEAD" => Some(
-            target
-                .to_string()
-                .trim_start_matches("refs/heads/")
-                .to_string(),
-        ),
+        gix::protocol::handshake::Ref::Symbolic { full_ref_name, target, .. } if full_ref_name == "HEAD" => {
+            Some(target.to_string())
+        }
         _ => None,
     })
 }
 
 /// The merge base of the deployed and remote commits, None when unrelated or the deployed commit is unknown here.
-pub fn merge_base(
-    repo: &gix::Repository,
-    deployed: ObjectId,
-    remote: ObjectId,
-) -> anyhow::Result<Option<ObjectId>> {
+pub fn merge_base(repo: &gix::Repository, deployed: ObjectId, remote: ObjectId) -> anyhow::Result<Option<ObjectId>> {
     if !repo.has_object(deployed) {
         // The deployed commit is not in the remote's history as we know it: treat as diverged, change nothing.
         return Ok(None);

@@ -8,8 +8,12 @@ mod config;
 mod decide;
 mod fetch;
 mod outcome;
+mod redact;
+mod signers;
 mod state;
 mod sync;
+mod verify;
+mod verify_command;
 
 use std::process::ExitCode;
 
@@ -57,6 +61,17 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             let settings = Settings::from_args(args).map_err(Failure::usage)?;
             sync::sync(&settings)
         }
+        Command::Verify(args) => verify_command::run(args),
+    }
+}
+
+/// sd-daemon priority prefix, so journald files each line at the right level.
+fn syslog_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
     }
 }
 
@@ -85,10 +100,18 @@ fn init_logging(cli: &Cli) {
         builder.parse_filters(&filters);
     }
     // Under systemd the journal already stamps every line.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.format_timestamp(None);
-    } else {
-        builder.format_timestamp_secs();
-    }
+    let stamp = std::env::var_os("JOURNAL_STREAM").is_none();
+    builder.format(move |out, record| {
+        use std::io::Write;
+        // Every line passes the redactor: gix or ssh may quote a URL with its token in an error.
+        let message = redact::redact(&record.args().to_string());
+        if stamp {
+            let now = time::OffsetDateTime::now_utc();
+            let at = now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            writeln!(out, "[{} {:<5} {}] {message}", &at[..at.len().min(19)], record.level(), record.target())
+        } else {
+            writeln!(out, "<{}>{}: {message}", syslog_priority(record.level()), record.target())
+        }
+    });
     builder.init();
 }

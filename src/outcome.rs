@@ -15,6 +15,8 @@ pub enum Outcome {
     Diverged,
     /// The entrypoint failed or timed out; it is retried on the next run.
     ApplyFailed,
+    /// A commit or tag that must be signed was not signed by an allowed key.
+    VerifyFailed,
     /// Fetch, disk or other runtime failure.
     Runtime,
     /// Bad flags, environment or configuration file.
@@ -34,6 +36,7 @@ impl Outcome {
             Outcome::NeedPush => 20,
             Outcome::Diverged => 21,
             Outcome::ApplyFailed => 30,
+            Outcome::VerifyFailed => 31,
             Outcome::Locked => 75,
         }
     }
@@ -46,6 +49,7 @@ impl Outcome {
             Outcome::NeedPush => "need-push",
             Outcome::Diverged => "diverged",
             Outcome::ApplyFailed => "apply-failed",
+            Outcome::VerifyFailed => "verify-failed",
             Outcome::Runtime => "error",
             Outcome::Usage => "usage-error",
             Outcome::Locked => "locked",
@@ -67,6 +71,7 @@ Exit codes:
   20  need-push: the remote branch is behind the deployed commit; nothing changed
   21  diverged: remote and deployed histories diverged; nothing changed
   30  apply failed: entrypoint exited non-zero or timed out (retried next run)
+  31  verification failed: a commit is not signed by an allowed key; nothing changed
    1  runtime error (fetch failed, repo unreachable, disk)
    2  usage or configuration error
   75  another run holds the lock";
@@ -83,19 +88,13 @@ pub struct Failure {
 impl Failure {
     /// A configuration or usage error (exit 2).
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
-        Failure {
-            outcome: Outcome::Usage,
-            error: error.into(),
-        }
+        Failure { outcome: Outcome::Usage, error: error.into() }
     }
 }
 
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
-        Failure {
-            outcome: Outcome::Runtime,
-            error,
-        }
+        Failure { outcome: Outcome::Runtime, error }
     }
 }
 
@@ -103,7 +102,8 @@ impl From<anyhow::Error> for Failure {
 mod tests {
     use super::*;
 
-    const ALL: [Outcome; 8] = [
+    const ALL: [Outcome; 9] = [
+        Outcome::VerifyFailed,
         Outcome::UpToDate,
         Outcome::Applied,
         Outcome::NeedPush,
@@ -122,10 +122,7 @@ mod tests {
         assert_eq!(codes.len(), ALL.len());
         for outcome in ALL {
             let line = format!("{:>4}  ", outcome.code());
-            assert!(
-                EXIT_CODES_HELP.contains(&line),
-                "{outcome} missing from help"
-            );
+            assert!(EXIT_CODES_HELP.contains(&line), "{outcome} missing from help");
         }
     }
 }

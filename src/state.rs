@@ -50,6 +50,37 @@ pub struct State {
     pub applied_at: Option<String>,
     /// The last apply attempt, successful or not.
     pub last_attempt: Option<AttemptRecord>,
+    /// The last signature verdict (when verification is configured).
+    #[serde(default)]
+    pub verification: Option<VerificationRecord>,
+    /// Commits applied on this host, oldest first (bounded): the high-water marks that tell a
+    /// rollback to any of them apart from new work even when the cache repository is gone.
+    #[serde(default)]
+    pub applied_history: Vec<String>,
+}
+
+/// How many applied commits `applied_history` remembers.
+pub const HISTORY_LEN: usize = 100;
+
+/// The outcome of checking signatures for one deploy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationRecord {
+    /// The commit that was to be deployed.
+    pub commit: String,
+    /// "verified" or "rejected".
+    pub result: String,
+    /// The commit or tag that failed (or the head, when verified).
+    pub object: String,
+    /// Principals of the signer that matched, when verified.
+    pub principal: Option<String>,
+    /// Fingerprint of the signing key, when there was a readable signature.
+    pub fingerprint: Option<String>,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    /// How many commits were checked.
+    pub commits_checked: usize,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 /// One apply attempt.
@@ -78,12 +109,19 @@ pub struct AttemptRecord {
 }
 
 impl State {
+    /// Record a successful apply of `commit`.
+    pub fn record_applied(&mut self, commit: &str, at: String) {
+        self.applied_commit = Some(commit.to_string());
+        self.applied_at = Some(at);
+        self.applied_history.retain(|c| c != commit);
+        self.applied_history.push(commit.to_string());
+        let excess = self.applied_history.len().saturating_sub(HISTORY_LEN);
+        self.applied_history.drain(..excess);
+    }
+
     /// The last failed commit and how many times in a row it failed.
     pub fn last_failure(&self) -> Option<(&str, u32)> {
-        self.last_attempt
-            .as_ref()
-            .filter(|a| a.result != "applied")
-            .map(|a| (a.commit.as_str(), a.attempts))
+        self.last_attempt.as_ref().filter(|a| a.result != "applied").map(|a| (a.commit.as_str(), a.attempts))
     }
 }
 
@@ -95,7 +133,11 @@ pub fn load(path: &Path) -> anyhow::Result<State> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     serde_json::from_slice(&text).with_context(|| {
-        format!("{} is not valid state ({}); move it aside to start over (the next run re-applies the branch head)", path.display(), "corrupt JSON")
+        format!(
+            "{} is not valid state ({}); move it aside to start over (the next run re-applies the branch head)",
+            path.display(),
+            "corrupt JSON"
+        )
     })
 }
 
@@ -108,14 +150,10 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
 
 /// Replace `path` with `bytes` so that a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .context("state path has no parent directory")?;
+    let dir = path.parent().context("state path has no parent directory")?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
         std::process::id()
     ));
     let result = (|| {
@@ -163,9 +201,9 @@ pub fn lock(path: &Path) -> Result<RunLock, LockError> {
     match file.try_lock() {
         Ok(()) => Ok(RunLock { _file: file }),
         Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held(path.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(LockError::Io(
-            anyhow::Error::new(e).context(format!("locking {}", path.display())),
-        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(LockError::Io(anyhow::Error::new(e).context(format!("locking {}", path.display()))))
+        }
     }
 }
 
@@ -173,17 +211,11 @@ pub fn lock(path: &Path) -> Result<RunLock, LockError> {
 pub fn ensure_dirs(layout: &Layout) -> anyhow::Result<()> {
     for dir in [layout.root.clone(), layout.revisions(), layout.logs()] {
         fs::create_dir_all(&dir).with_context(|| {
-            format!(
-                "creating state directory {}; check permissions or pass --state-dir",
-                dir.display()
-            )
+            format!("creating state directory {}; check permissions or pass --state-dir", dir.display())
         })?;
     }
     if !layout.root.is_dir() {
-        bail!(
-            "state directory {} is not a directory",
-            layout.root.display()
-        );
+        bail!("state directory {} is not a directory", layout.root.display());
     }
     Ok(())
 }
@@ -197,10 +229,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         assert_eq!(load(&path).unwrap(), State::default());
-        let state = State {
-            applied_commit: Some("abc".into()),
-            ..State::default()
-        };
+        let state = State { applied_commit: Some("abc".into()), ..State::default() };
         save(&path, &state).unwrap();
         assert_eq!(load(&path).unwrap(), state);
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();

@@ -1,4 +1,4 @@
-//! One sync cycle: lock → fetch → decide → checkout → apply → record, read top to bottom.
+//! One sync cycle: lock → fetch → decide → verify → checkout → apply → record, read top to bottom.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -11,44 +11,42 @@ use time::format_description::well_known::Rfc3339;
 use crate::apply::{self, Job};
 use crate::changes::changed_paths;
 use crate::checkout;
-use crate::config::Settings;
+use crate::config::{Settings, Trust};
 use crate::decide::{Attempt, Decision, decide, plan_attempt};
-use crate::fetch;
+use crate::fetch::{self, Fetched, Source};
 use crate::outcome::{Failure, Outcome};
-use crate::state::{self, AttemptRecord, Layout, LockError};
+use crate::state::{self, AttemptRecord, Layout, LockError, VerificationRecord};
+use crate::verify;
 
 /// Run one cycle and return how it ended.
 pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     let started = Instant::now();
-    let layout = Layout {
-        root: settings.state_dir.clone(),
-    };
+    let layout = Layout { root: settings.state_dir.clone() };
     state::ensure_dirs(&layout)?;
-    let _lock = state::lock(&layout.lock()).map_err(|e| match e {
-        LockError::Held(path) => Failure {
-            outcome: Outcome::Locked,
-            error: anyhow!(
-                "another gitops run holds the lock {}; it will pick up any change, try again later",
-                path.display()
-            ),
-        },
-        LockError::Io(e) => Failure::from(e),
-    })?;
+    let _lock = lock(&layout)?;
     let mut state = state::load(&layout.state_file())?;
-    let deployed = state
-        .applied_commit
-        .as_deref()
-        .map(|hex| parse_id(hex, "applied_commit"))
-        .transpose()?;
+    let deployed = state.applied_commit.as_deref().map(|hex| parse_id(hex, "applied_commit")).transpose()?;
 
     let repo = fetch::open_cache(&layout.cache(), &settings.ssh_command)?;
-    let fetched = fetch::fetch(&repo, &settings.repo_url, settings.branch.as_deref())?;
+    let fetched = fetch::fetch(
+        &repo,
+        Source {
+            url: &settings.repo_url,
+            display_url: &settings.repo_url_display,
+            reference: settings.source_ref.as_deref(),
+            http_credentials: settings.http_credentials.as_ref(),
+        },
+    )?;
     let remote = fetched.commit;
     let merge_base = match deployed {
         Some(deployed) if deployed != remote => fetch::merge_base(&repo, deployed, remote)?,
         _ => None,
     };
     let mut decision = decide(deployed, remote, merge_base);
+    if decision == Decision::Diverged && state.applied_history.contains(&remote.to_string()) {
+        // A commit this host applied before: a rollback, even if the cache no longer knows the history.
+        decision = Decision::NeedPush;
+    }
     let live = checkout::live_commit(&layout);
     if decision == Decision::UpToDate && live.as_deref() != Some(remote.to_string().as_str()) {
         // A later commit was checked out but never applied (failed, then reverted): converge on the remote again.
@@ -59,14 +57,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         );
         decision = Decision::Apply;
     }
-    let summary = |what: &str| {
-        log::info!(
-            "{what} ({} {} in {:.2?})",
-            fetched.branch,
-            short(remote),
-            started.elapsed()
-        )
-    };
+    let summary = |what: &str| log::info!("{what} ({} {} in {:.2?})", fetched.branch, short(remote), started.elapsed());
 
     match decision {
         Decision::UpToDate => {
@@ -75,7 +66,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         }
         Decision::NeedPush if !settings.allow_rewind => {
             log::warn!(
-                "remote {} is at {}, behind the deployed commit {}: the branch was rewound; push {} back, or deploy the rewind with --allow-rewind",
+                "remote {} is at {}, behind the deployed commit {}: it was rewound; push {} back (or revert forward), or deploy the rewind with --allow-rewind",
                 fetched.branch,
                 short(remote),
                 short_opt(deployed),
@@ -95,12 +86,22 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         _ => {}
     }
 
-    let last_failure = state
-        .last_failure()
-        .map(|(hex, n)| (parse_id(hex, "last_attempt.commit"), n));
-    let last_failure = match last_failure {
-        Some((Ok(id), n)) => Some((id, n)),
-        Some((Err(e), _)) => return Err(e),
+    if let Some(trust) = &settings.trust {
+        let record = verify_signatures(&repo, trust, &fetched, deployed)?;
+        let rejected = record.result != "verified";
+        if !settings.dry_run {
+            state.verification = Some(record);
+            if rejected {
+                state::save(&layout.state_file(), &state)?;
+            }
+        }
+        if rejected {
+            return Ok(Outcome::VerifyFailed);
+        }
+    }
+
+    let last_failure = match state.last_failure() {
+        Some((hex, n)) => Some((parse_id(hex, "last_attempt.commit")?, n)),
         None => None,
     };
     let attempt = match plan_attempt(remote, last_failure, settings.max_attempts, settings.retry) {
@@ -117,15 +118,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
 
     let changed = changed_paths(&repo, deployed, remote)?;
     if settings.dry_run {
-        print_plan(
-            settings,
-            decision,
-            deployed,
-            remote,
-            &fetched.branch,
-            attempt,
-            &changed,
-        );
+        print_plan(settings, decision, deployed, &fetched, attempt, &changed);
         return Ok(Outcome::Applied);
     }
 
@@ -141,23 +134,17 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     let log = log_path(&layout, remote);
     let started_at = now();
     let apply_started = Instant::now();
-    log::info!(
-        "applying {} (attempt {attempt}, {} changed paths)",
-        short(remote),
-        changed.len()
-    );
+    log::info!("applying {} (attempt {attempt}, {} changed paths)", short(remote), changed.len());
     let ran = apply::run(&Job {
         checkout: &checkout_dir,
         entrypoint: &settings.entrypoint,
         env: vec![
             ("GITOPS_COMMIT", remote.to_string()),
-            (
-                "GITOPS_PREVIOUS_COMMIT",
-                deployed.map(|d| d.to_string()).unwrap_or_default(),
-            ),
+            ("GITOPS_PREVIOUS_COMMIT", deployed.map(|d| d.to_string()).unwrap_or_default()),
             ("GITOPS_CHANGED_FILES", changed_file.display().to_string()),
-            ("GITOPS_REPO_URL", settings.repo_url.clone()),
+            ("GITOPS_REPO_URL", settings.repo_url_display.clone()),
             ("GITOPS_BRANCH", fetched.branch.clone()),
+            ("GITOPS_REF", fetched.reference.clone()),
             ("GITOPS_STATE_DIR", layout.root.display().to_string()),
             ("GITOPS_HOSTNAME", settings.hostname.clone()),
         ],
@@ -166,11 +153,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     })?;
 
     let finished_at = now();
-    let outcome = if ran.success {
-        Outcome::Applied
-    } else {
-        Outcome::ApplyFailed
-    };
+    let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
     state.last_attempt = Some(AttemptRecord {
         commit: remote.to_string(),
         previous_commit: deployed.map(|d| d.to_string()),
@@ -184,8 +167,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         log: log.clone(),
     });
     if ran.success {
-        state.applied_commit = Some(remote.to_string());
-        state.applied_at = Some(finished_at);
+        state.record_applied(&remote.to_string(), finished_at);
     }
     state::save(&layout.state_file(), &state)?;
     if let Err(e) = checkout::prune(&layout, settings.keep_revisions) {
@@ -204,12 +186,85 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     Ok(outcome)
 }
 
+fn lock(layout: &Layout) -> Result<state::RunLock, Failure> {
+    state::lock(&layout.lock()).map_err(|e| match e {
+        LockError::Held(path) => Failure {
+            outcome: Outcome::Locked,
+            error: anyhow!(
+                "another gitops run holds the lock {}; it will pick up any change, try again later",
+                path.display()
+            ),
+        },
+        LockError::Io(e) => Failure::from(e),
+    })
+}
+
+/// Check the tag (if any) and the commits the policy requires; log and return the verdict.
+fn verify_signatures(
+    repo: &gix::Repository,
+    trust: &Trust,
+    fetched: &Fetched,
+    deployed: Option<ObjectId>,
+) -> anyhow::Result<VerificationRecord> {
+    let trusted: Vec<ObjectId> = deployed.into_iter().chain(trust.since).collect();
+    let mut commits = verify::commits_to_check(repo, fetched.commit, &trusted, trust.policy)?;
+    if !commits.contains(&fetched.commit) {
+        // A rewind deploys an ancestor of what was verified before: check it all the same.
+        commits.push(fetched.commit);
+    }
+    let tag_verdict = match fetched.tag {
+        Some(tag) => Some(verify::verify_tag(repo, tag, &trust.signers)?),
+        None => None,
+    };
+    let verdict = match tag_verdict {
+        Some(Err(rejected)) => Err(rejected),
+        _ => verify::verify_commits(repo, &commits, &trust.signers)?.map(|mut signed| signed.pop()),
+    };
+    let mut record = VerificationRecord {
+        commit: fetched.commit.to_string(),
+        result: "verified".into(),
+        object: fetched.commit.to_string(),
+        principal: None,
+        fingerprint: None,
+        reason: None,
+        commits_checked: commits.len(),
+        at: now(),
+    };
+    match verdict {
+        Ok(head) => {
+            let head = head.unwrap_or_else(|| verify::Signed { principal: String::new(), fingerprint: String::new() });
+            log::info!(
+                "verified {} commit(s) up to {}: signed by {} ({})",
+                commits.len(),
+                short(fetched.commit),
+                head.principal,
+                head.fingerprint
+            );
+            record.principal = Some(head.principal);
+            record.fingerprint = Some(head.fingerprint);
+        }
+        Err(rejected) => {
+            log::error!(
+                "refusing to deploy {}: {} {} {}; nothing changed (the live revision stays); sign it with an allowed key and push again",
+                short(fetched.commit),
+                if Some(rejected.object) == fetched.tag { "tag" } else { "commit" },
+                rejected.object,
+                rejected.reason,
+            );
+            record.result = "rejected".into();
+            record.object = rejected.object.to_string();
+            record.fingerprint = rejected.fingerprint;
+            record.reason = Some(rejected.reason);
+        }
+    }
+    Ok(record)
+}
+
 fn print_plan(
     settings: &Settings,
     decision: Decision,
     deployed: Option<ObjectId>,
-    remote: ObjectId,
-    branch: &str,
+    fetched: &Fetched,
     attempt: u32,
     changed: &[String],
 ) {
@@ -220,38 +275,33 @@ fn print_plan(
         _ => "apply",
     };
     let _ = writeln!(out, "would: {action}");
-    let _ = writeln!(out, "branch: {branch}");
-    let _ = writeln!(
-        out,
-        "deployed: {}",
-        deployed
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "none".into())
-    );
-    let _ = writeln!(out, "remote: {remote}");
+    let _ = writeln!(out, "repository: {}", settings.repo_url_display);
+    let _ = writeln!(out, "ref: {}", fetched.reference);
+    let _ = writeln!(out, "deployed: {}", deployed.map(|d| d.to_string()).unwrap_or_else(|| "none".into()));
+    let _ = writeln!(out, "remote: {}", fetched.commit);
     let _ = writeln!(out, "entrypoint: {}", settings.entrypoint.display());
     let _ = writeln!(out, "attempt: {attempt} of {}", settings.max_attempts);
     let _ = writeln!(out, "changed files ({}):", changed.len());
     for path in changed {
         let _ = writeln!(out, "  {path}");
     }
-    print!("{out}");
+    print!("{}", crate::redact::redact(&out));
 }
 
 fn log_path(layout: &Layout, commit: ObjectId) -> std::path::PathBuf {
     layout.logs().join(format!("{commit}.log"))
 }
 
-fn parse_id(hex: &str, field: &str) -> Result<ObjectId, Failure> {
+/// Parse a commit id stored in state.json.
+pub fn parse_id(hex: &str, field: &str) -> Result<ObjectId, Failure> {
     ObjectId::from_hex(hex.as_bytes())
         .map_err(|_| anyhow!("state.json field {field} holds {hex:?}, not a commit id; fix or move state.json aside"))
         .map_err(Failure::from)
 }
 
-fn now() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default()
+/// Now, as RFC 3339.
+pub fn now() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
 }
 
 fn short(id: ObjectId) -> String {

@@ -34,11 +34,7 @@ fn git(dir: &Path, args: &[&str], envs: &[(&str, String)]) -> Output {
 
 fn git_ok(dir: &Path, args: &[&str], envs: &[(&str, String)]) -> String {
     let out = git(dir, args, envs);
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("git output is utf-8")
 }
 
@@ -52,24 +48,15 @@ fn origin() -> (TempDir, PathBuf, String) {
     std::fs::write(work.join("app.conf"), "v1\n").expect("write file");
     git_ok(&work, &["add", "."], &[]);
     git_ok(&work, &["commit", "-q", "-m", "first"], &[]);
-    let sha = git_ok(&work, &["rev-parse", "HEAD"], &[])
-        .trim()
-        .to_string();
-    git_ok(
-        tmp.path(),
-        &["clone", "-q", "--bare", "work", "srv/origin.git"],
-        &[],
-    );
+    let sha = git_ok(&work, &["rev-parse", "HEAD"], &[]).trim().to_string();
+    git_ok(tmp.path(), &["clone", "-q", "--bare", "work", "srv/origin.git"], &[]);
     (tmp, srv, sha)
 }
 
 /// ls-remote and clone through `url`, checking both see the commit.
 fn assert_serves(tmp: &Path, url: &str, sha: &str, envs: &[(&str, String)]) {
     let refs = git_ok(tmp, &["ls-remote", url], envs);
-    assert!(
-        refs.contains(&format!("{sha}\trefs/heads/main")),
-        "ls-remote {url}: {refs}"
-    );
+    assert!(refs.contains(&format!("{sha}\trefs/heads/main")), "ls-remote {url}: {refs}");
     git_ok(tmp, &["clone", "-q", url, "out"], envs);
     let head = git_ok(&tmp.join("out"), &["rev-parse", "HEAD"], &[]);
     assert_eq!(head.trim(), sha);
@@ -101,11 +88,7 @@ fn http_backend_serves_clone_over_protocol_v2() {
 
     // Proves the Git-Protocol header reaches http-backend, otherwise it silently falls back to v0.
     let env = [("GIT_TRACE_PACKET", "1".to_string())];
-    let out = git(
-        tmp.path(),
-        &["-c", "protocol.version=2", "ls-remote", &url],
-        &env,
-    );
+    let out = git(tmp.path(), &["-c", "protocol.version=2", "ls-remote", &url], &env);
     assert!(out.status.success());
     let trace = String::from_utf8_lossy(&out.stderr);
     assert!(trace.contains("< version 2"), "not protocol v2:\n{trace}");
@@ -115,13 +98,7 @@ fn http_backend_serves_clone_over_protocol_v2() {
 fn http_backend_accepts_chunked_post_with_expect_continue() {
     let (_tmp, srv, sha) = origin();
     let http = HttpGit::start(&srv);
-    let port = http
-        .url("")
-        .rsplit(':')
-        .next()
-        .expect("port in url")
-        .trim_end_matches('/')
-        .to_string();
+    let port = http.url("").rsplit(':').next().expect("port in url").trim_end_matches('/').to_string();
     let mut s = TcpStream::connect(format!("127.0.0.1:{port}")).expect("connect to HttpGit");
     // A v2 ls-refs request, split across two chunks the way curl streams an unknown-length body.
     let (a, b) = ("0014command=ls-refs\n", "00010000");
@@ -135,10 +112,7 @@ fn http_backend_accepts_chunked_post_with_expect_continue() {
     s.write_all(req.as_bytes()).expect("send request");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read response");
-    assert!(
-        resp.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"),
-        "{resp}"
-    );
+    assert!(resp.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200"), "{resp}");
     assert!(resp.contains(&format!("{sha} refs/heads/main")), "{resp}");
     assert_eq!(http.requests(), 1);
 }
@@ -162,10 +136,7 @@ fn sshd_serves_clone_and_rejects_wrong_host_key() {
     let bad = ssh_env(&sshd.client_key(), &sshd.wrong_known_hosts());
     let out = git(tmp.path(), &["clone", "-q", &url, "impostor"], &bad);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "clone with a wrong pinned host key must fail"
-    );
+    assert!(!out.status.success(), "clone with a wrong pinned host key must fail");
     assert!(err.contains("Host key verification failed"), "{err}");
 }
 
@@ -176,15 +147,8 @@ fn sshd_serves_scp_like_url_on_port_22() {
         eprintln!("skipping: binding port 22 needs root");
         return;
     }
-    let r = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let addr = format!(
-        "127.{}.{}.{}",
-        1 + r % 254,
-        (r >> 8) % 256,
-        1 + (r >> 16) % 254
-    );
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let addr = format!("127.{}.{}.{}", 1 + r % 254, (r >> 8) % 256, 1 + (r >> 16) % 254);
     let (tmp, srv, sha) = origin();
     let sshd = Sshd::start_on(tmp.path(), &addr, 22);
     let url = sshd.scp_url(&srv.join("origin.git"));

@@ -25,47 +25,24 @@ fn first_deploy_checks_out_applies_and_records() {
     assert_eq!(host.current().as_deref(), Some(commit.as_str()));
     assert_eq!(host.applied().as_deref(), Some(commit.as_str()));
     let live = host.state.join("current");
-    let mode = fs::metadata(live.join("bin/tool"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let mode = fs::metadata(live.join("bin/tool")).unwrap().permissions().mode();
     assert!(mode & 0o100 != 0, "exec bit lost: {mode:o}");
-    assert_eq!(
-        fs::read_link(live.join("conf/link.conf")).unwrap().to_str(),
-        Some("app.conf")
-    );
-    assert_eq!(
-        fs::read_to_string(live.join("conf/link.conf")).unwrap(),
-        "x=1\n"
-    );
-    assert!(
-        !live.join(".git").exists(),
-        "a checkout is a tree, not a clone"
-    );
+    assert_eq!(fs::read_link(live.join("conf/link.conf")).unwrap().to_str(), Some("app.conf"));
+    assert_eq!(fs::read_to_string(live.join("conf/link.conf")).unwrap(), "x=1\n");
+    assert!(!live.join(".git").exists(), "a checkout is a tree, not a clone");
 
     let out = host.out_lines();
     assert_eq!(out[0], format!("applied {commit} prev="));
-    let env = |key: &str| {
-        out.iter()
-            .find_map(|l| l.strip_prefix(&format!("{key}=")))
-            .map(String::from)
-    };
+    let env = |key: &str| out.iter().find_map(|l| l.strip_prefix(&format!("{key}="))).map(String::from);
     assert_eq!(env("GITOPS_COMMIT"), Some(commit.clone()));
     assert_eq!(env("GITOPS_PREVIOUS_COMMIT"), Some(String::new()));
-    assert_eq!(
-        env("GITOPS_BRANCH").as_deref(),
-        Some("main"),
-        "default branch comes from the remote's HEAD"
-    );
+    assert_eq!(env("GITOPS_BRANCH").as_deref(), Some("main"), "default branch comes from the remote's HEAD");
     assert_eq!(env("GITOPS_REPO_URL"), Some(remote.file_url()));
     assert_eq!(env("GITOPS_STATE_DIR").as_deref(), host.state.to_str());
     assert_eq!(env("GITOPS_HOSTNAME").as_deref(), Some("testhost"));
     let changed = fs::read_to_string(env("GITOPS_CHANGED_FILES").unwrap()).unwrap();
     assert_eq!(changed, "bin/tool\nconf/app.conf\nconf/link.conf\nrun.sh\n");
-    assert_eq!(
-        out.last().map(String::as_str),
-        host.state.join("revisions").join(&commit).to_str()
-    );
+    assert_eq!(out.last().map(String::as_str), host.state.join("revisions").join(&commit).to_str());
 
     let state = host.state_json();
     let attempt = &state["last_attempt"];
@@ -78,11 +55,7 @@ fn first_deploy_checks_out_applies_and_records() {
 
     // Everything gitops writes is private: umask 077.
     for path in ["state.json", "revisions", "logs", "cache.git"] {
-        let mode = fs::metadata(host.state.join(path))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = fs::metadata(host.state.join(path)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode & 0o077, 0, "{path} is {mode:o}");
     }
 }
@@ -105,29 +78,18 @@ fn second_run_is_up_to_date_and_runs_nothing() {
 #[test]
 fn new_commit_is_applied_with_previous_commit_and_changed_files() {
     let dir = tempdir();
-    let remote = Remote::with_script(
-        dir.path(),
-        &format!("{RECORD}\ncp \"$GITOPS_CHANGED_FILES\" \"$TEST_OUT.changed\""),
-    );
-    remote
-        .write("a.txt", "a")
-        .write("b.txt", "b")
-        .write("keep.txt", "k");
+    let remote =
+        Remote::with_script(dir.path(), &format!("{RECORD}\ncp \"$GITOPS_CHANGED_FILES\" \"$TEST_OUT.changed\""));
+    remote.write("a.txt", "a").write("b.txt", "b").write("keep.txt", "k");
     let first = remote.commit("files");
     let host = Host::new(dir.path(), &remote.file_url());
     host.sync(&[]).expect(APPLIED);
 
-    remote
-        .write("a.txt", "changed")
-        .remove("b.txt")
-        .write("dir/new.txt", "n");
+    remote.write("a.txt", "changed").remove("b.txt").write("dir/new.txt", "n");
     let second = remote.commit("change");
     host.sync(&[]).expect(APPLIED);
 
-    assert_eq!(
-        host.out_lines().last().unwrap(),
-        &format!("applied {second} prev={first}")
-    );
+    assert_eq!(host.out_lines().last().unwrap(), &format!("applied {second} prev={first}"));
     let changed = fs::read_to_string(format!("{}.changed", host.out.display())).unwrap();
     assert_eq!(changed, "a.txt\nb.txt\ndir/new.txt\n");
     assert_eq!(host.current(), Some(second.clone()));
@@ -178,10 +140,7 @@ fn force_push_exits_diverged_until_allowed() {
 
     host.sync(&["--allow-diverged"]).expect(APPLIED);
     assert_eq!(host.current(), Some(rewritten.clone()));
-    assert_eq!(
-        host.out_lines().last().unwrap(),
-        &format!("applied {rewritten} prev={deployed}")
-    );
+    assert_eq!(host.out_lines().last().unwrap(), &format!("applied {rewritten} prev={deployed}"));
 }
 
 #[test]
@@ -207,14 +166,9 @@ fn failed_apply_is_retried_up_to_max_attempts_then_waits_for_a_new_commit() {
 
     let run = host.sync(&["--max-attempts", "2"]).expect(APPLY_FAILED);
     assert!(run.stderr.contains("--retry"), "{}", run.stderr);
-    assert_eq!(
-        host.out_lines().len(),
-        2,
-        "gave up: entrypoint not run a third time"
-    );
+    assert_eq!(host.out_lines().len(), 2, "gave up: entrypoint not run a third time");
 
-    host.sync(&["--max-attempts", "2", "--retry"])
-        .expect(APPLY_FAILED);
+    host.sync(&["--max-attempts", "2", "--retry"]).expect(APPLY_FAILED);
     assert_eq!(host.out_lines().len(), 3, "--retry runs it once more");
 
     remote.script("run.sh", RECORD);
@@ -227,30 +181,16 @@ fn failed_apply_is_retried_up_to_max_attempts_then_waits_for_a_new_commit() {
 #[test]
 fn timeout_kills_the_entrypoint_and_its_children() {
     let dir = tempdir();
-    let remote = Remote::with_script(
-        dir.path(),
-        "sleep 300 &\necho $! > \"$TEST_OUT.child\"\nsleep 300",
-    );
+    let remote = Remote::with_script(dir.path(), "sleep 300 &\necho $! > \"$TEST_OUT.child\"\nsleep 300");
     let host = Host::new(dir.path(), &remote.file_url());
     let started = Instant::now();
 
     let run = host.sync(&["--apply-timeout", "1s"]).expect(APPLY_FAILED);
 
     assert!(run.stderr.contains("timed out"), "{}", run.stderr);
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
-    );
-    let child: i32 = fs::read_to_string(format!("{}.child", host.out.display()))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(
-        !alive(child),
-        "background child {child} survived the timeout"
-    );
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    let child: i32 = fs::read_to_string(format!("{}.child", host.out.display())).unwrap().trim().parse().unwrap();
+    assert!(!alive(child), "background child {child} survived the timeout");
     assert!(host.state_json()["last_attempt"]["exit_code"].is_null());
 }
 
@@ -267,25 +207,16 @@ fn concurrent_run_exits_locked_at_once() {
     let gate = dir.path().join("gate");
     let remote = Remote::with_script(
         dir.path(),
-        &format!(
-            "touch \"$TEST_OUT.started\"\nwhile [ ! -e {} ]; do sleep 0.05; done",
-            gate.display()
-        ),
+        &format!("touch \"$TEST_OUT.started\"\nwhile [ ! -e {} ]; do sleep 0.05; done", gate.display()),
     );
     let host = Host::new(dir.path(), &remote.file_url());
     let state = host.state.to_str().unwrap().to_string();
     let url = remote.file_url();
-    let mut first = host
-        .command(&["sync", "--repo-url", &url, "--state-dir", &state])
-        .spawn()
-        .unwrap();
+    let mut first = host.command(&["sync", "--repo-url", &url, "--state-dir", &state]).spawn().unwrap();
     let started = format!("{}.started", host.out.display());
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::path::Path::new(&started).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "first run never started its entrypoint"
-        );
+        assert!(Instant::now() < deadline, "first run never started its entrypoint");
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -312,16 +243,8 @@ fn dry_run_prints_the_plan_and_changes_nothing() {
     let run = host.sync(&["--dry-run"]).expect(APPLIED);
 
     assert!(run.stdout.contains("would: apply"), "{}", run.stdout);
-    assert!(
-        run.stdout.contains(&format!("deployed: {first}")),
-        "{}",
-        run.stdout
-    );
-    assert!(
-        run.stdout.contains(&format!("remote: {second}")),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains(&format!("deployed: {first}")), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("remote: {second}")), "{}", run.stdout);
     assert!(run.stdout.contains("  new.conf"), "{}", run.stdout);
     assert_eq!(host.snapshot(), before);
 
@@ -346,11 +269,7 @@ fn symlink_escaping_the_checkout_is_refused() {
     let run = host.sync(&[]).expect(RUNTIME_ERROR);
 
     assert!(run.stderr.contains("symlink passwd"), "{}", run.stderr);
-    assert!(
-        run.stderr.lines().filter(|l| l.contains("ERROR")).count() == 1,
-        "one error line: {}",
-        run.stderr
-    );
+    assert!(run.stderr.lines().filter(|l| l.contains("ERROR")).count() == 1, "one error line: {}", run.stderr);
     assert_eq!(host.snapshot(), before);
     assert_eq!(host.current(), Some(good));
     assert!(!host.state.join("revisions").join(hostile).exists());
@@ -369,11 +288,7 @@ fn unreachable_remote_exits_1_and_leaves_state_alone() {
 
     let run = down.sync(&[]).expect(RUNTIME_ERROR);
 
-    assert!(
-        run.stderr.contains(&url),
-        "names the remote: {}",
-        run.stderr
-    );
+    assert!(run.stderr.contains(&url), "names the remote: {}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
     assert_eq!(host.snapshot(), before);
 
@@ -392,11 +307,7 @@ fn missing_entrypoint_is_a_failed_apply_naming_it() {
 
     let run = host.sync(&[]).expect(APPLY_FAILED);
 
-    assert!(
-        run.stderr.contains("entrypoint run.sh not found"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("entrypoint run.sh not found"), "{}", run.stderr);
     host.sync(&["--entrypoint", "README"]).expect(APPLY_FAILED);
 }
 
@@ -440,11 +351,7 @@ fn configured_branch_is_followed() {
     assert_eq!(host.current(), Some(prod));
 
     let run = host.sync(&["--branch", "nope"]).expect(RUNTIME_ERROR);
-    assert!(
-        run.stderr.contains("branch \"nope\" does not exist"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("branch \"nope\" does not exist"), "{}", run.stderr);
 }
 
 #[test]
@@ -463,23 +370,13 @@ fn env_file_configures_a_manual_run_like_the_service() {
     )
     .unwrap();
 
-    let run: Run = host
-        .command(&["sync", "--config", env_file.to_str().unwrap()])
-        .output()
-        .unwrap()
-        .into();
+    let run: Run = host.command(&["sync", "--config", env_file.to_str().unwrap()]).output().unwrap().into();
     run.expect(APPLIED);
     assert_eq!(host.applied(), Some(remote.head()));
 
     // The real environment wins over the file, and flags win over both.
     let run: Run = host
-        .command(&[
-            "sync",
-            "--config",
-            env_file.to_str().unwrap(),
-            "--branch",
-            "nope",
-        ])
+        .command(&["sync", "--config", env_file.to_str().unwrap(), "--branch", "nope"])
         .env("GITOPS_REPO_URL", remote.file_url())
         .output()
         .unwrap()
@@ -506,29 +403,15 @@ fn bad_flags_and_config_exit_2_with_one_clear_line() {
         (vec!["--entrypoint", "../escape.sh"], "--entrypoint"),
         (vec!["--branch", "bad..name"], "--branch"),
         (vec!["--ssh-key", key.to_str().unwrap()], "chmod 600"),
-        (
-            vec!["--known-hosts", "/nonexistent/known_hosts"],
-            "--known-hosts",
-        ),
+        (vec!["--known-hosts", "/nonexistent/known_hosts"], "--known-hosts"),
         (vec!["--config", bad_env.to_str().unwrap()], "line 1"),
-        (
-            vec!["--config", "/nonexistent/gitops.env"],
-            "/nonexistent/gitops.env",
-        ),
+        (vec!["--config", "/nonexistent/gitops.env"], "/nonexistent/gitops.env"),
     ];
     for (args, needle) in cases {
         let run = host.sync(&args);
         assert_eq!(run.code, USAGE, "{args:?}: {}", run.stderr);
-        assert!(
-            run.stderr.contains(needle),
-            "{args:?} should mention {needle}: {}",
-            run.stderr
-        );
-        assert!(
-            !run.stderr.contains("panicked") && !run.stderr.contains("backtrace"),
-            "{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(needle), "{args:?} should mention {needle}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked") && !run.stderr.contains("backtrace"), "{}", run.stderr);
     }
     assert!(!host.state.exists(), "a usage error touches nothing");
 
@@ -548,19 +431,9 @@ fn help_documents_the_exit_codes() {
     let host = Host::new(dir.path(), "unused");
     let run: Run = host.command(&["sync", "--help"]).output().unwrap().into();
     let run = run.expect(0);
-    for line in [
-        "0  up-to-date",
-        "10  applied",
-        "20  need-push",
-        "21  diverged",
-        "30  apply failed",
-        "75  another run",
-    ] {
-        assert!(
-            run.stdout.contains(line),
-            "--help lacks {line:?}: {}",
-            run.stdout
-        );
+    for line in ["0  up-to-date", "10  applied", "20  need-push", "21  diverged", "30  apply failed", "75  another run"]
+    {
+        assert!(run.stdout.contains(line), "--help lacks {line:?}: {}", run.stdout);
     }
 }
 
@@ -576,10 +449,7 @@ fn readme_demo_applies_then_is_up_to_date() {
         .unwrap();
     let log = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{log}");
-    let codes: Vec<&str> = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("==> exit code "))
-        .collect();
+    let codes: Vec<&str> = log.lines().filter_map(|l| l.strip_prefix("==> exit code ")).collect();
     assert_eq!(codes, ["10", "0", "10"], "{log}");
     let motd = fs::read_to_string(dir.path().join("gitops-demo/root/etc/motd")).unwrap();
     assert!(motd.ends_with("Welcome, operator.\n"), "{motd}");
@@ -588,28 +458,16 @@ fn readme_demo_applies_then_is_up_to_date() {
 #[test]
 fn relative_state_dir_works_from_the_current_directory() {
     let dir = tempdir();
-    let remote = Remote::with_script(
-        dir.path(),
-        &format!("{RECORD}\necho \"$GITOPS_STATE_DIR\" >> \"$TEST_OUT\""),
-    );
+    let remote = Remote::with_script(dir.path(), &format!("{RECORD}\necho \"$GITOPS_STATE_DIR\" >> \"$TEST_OUT\""));
     let host = Host::new(dir.path(), &remote.file_url());
     let run: Run = host
-        .command(&[
-            "sync",
-            "--repo-url",
-            &remote.file_url(),
-            "--state-dir",
-            "relative-state",
-        ])
+        .command(&["sync", "--repo-url", &remote.file_url(), "--state-dir", "relative-state"])
         .current_dir(dir.path())
         .output()
         .unwrap()
         .into();
     run.expect(APPLIED);
     let absolute = dir.path().join("relative-state");
-    assert_eq!(
-        host.out_lines().last().map(String::as_str),
-        absolute.to_str()
-    );
+    assert_eq!(host.out_lines().last().map(String::as_str), absolute.to_str());
     assert!(absolute.join("state.json").exists());
 }

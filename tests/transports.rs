@@ -18,13 +18,7 @@ fn full_cycle(dir: &Path, remote: &Remote, url: &str, extra: &[&str]) -> Host {
     let second = remote.commit("second");
     host.sync(extra).expect(APPLIED);
     assert_eq!(host.applied(), Some(second.clone()));
-    assert_eq!(
-        host.out_lines(),
-        [
-            format!("applied {first} prev="),
-            format!("applied {second} prev={first}")
-        ]
-    );
+    assert_eq!(host.out_lines(), [format!("applied {first} prev="), format!("applied {second} prev={first}")]);
     host
 }
 
@@ -32,12 +26,7 @@ fn full_cycle(dir: &Path, remote: &Remote, url: &str, extra: &[&str]) -> Host {
 fn plain_path_and_file_url() {
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);
-    full_cycle(
-        &dir.path().join("a"),
-        &remote,
-        remote.bare.to_str().unwrap(),
-        &[],
-    );
+    full_cycle(&dir.path().join("a"), &remote, remote.bare.to_str().unwrap(), &[]);
     full_cycle(&dir.path().join("b"), &remote, &remote.file_url(), &[]);
 }
 
@@ -55,11 +44,7 @@ fn smart_http() {
     let remote = Remote::with_script(dir.path(), RECORD);
     let server = HttpGit::start(dir.path());
     full_cycle(dir.path(), &remote, &server.url("origin.git"), &[]);
-    assert!(
-        server.requests() >= 3,
-        "traffic went through http-backend: {}",
-        server.requests()
-    );
+    assert!(server.requests() >= 3, "traffic went through http-backend: {}", server.requests());
 }
 
 #[test]
@@ -69,12 +54,7 @@ fn ssh_url_with_deploy_key_and_pinned_host_key() {
     let sshd = Sshd::start(&sshd_dir(dir.path()));
     let key = sshd.client_key();
     let known = sshd.known_hosts();
-    let flags = [
-        "--ssh-key",
-        key.to_str().unwrap(),
-        "--known-hosts",
-        known.to_str().unwrap(),
-    ];
+    let flags = ["--ssh-key", key.to_str().unwrap(), "--known-hosts", known.to_str().unwrap()];
     full_cycle(dir.path(), &remote, &sshd.url(&remote.bare), &flags);
 }
 
@@ -87,28 +67,16 @@ fn ssh_wrong_host_key_is_refused_and_nothing_changes() {
     let key = sshd.client_key();
     let host = Host::new(dir.path(), &url)
         // An operator's environment must not be able to switch host-key checking off.
-        .env(
-            "GIT_SSH_COMMAND",
-            "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
-        );
-    let good = [
-        "--ssh-key",
-        key.to_str().unwrap(),
-        "--known-hosts",
-        sshd.known_hosts().to_str().unwrap().to_string().leak(),
-    ];
+        .env("GIT_SSH_COMMAND", "ssh -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null");
+    let good =
+        ["--ssh-key", key.to_str().unwrap(), "--known-hosts", sshd.known_hosts().to_str().unwrap().to_string().leak()];
     host.sync(&good).expect(APPLIED);
     remote.write("x", "1");
     remote.commit("second");
     let before = host.snapshot();
 
     let wrong = sshd.wrong_known_hosts();
-    let run = host.sync(&[
-        "--ssh-key",
-        key.to_str().unwrap(),
-        "--known-hosts",
-        wrong.to_str().unwrap(),
-    ]);
+    let run = host.sync(&["--ssh-key", key.to_str().unwrap(), "--known-hosts", wrong.to_str().unwrap()]);
     let run = run.expect(RUNTIME_ERROR);
 
     assert!(
@@ -124,20 +92,13 @@ fn ssh_wrong_host_key_is_refused_and_nothing_changes() {
 #[test]
 fn scp_like_url() {
     if !is_root() {
-        eprintln!(
-            "skipped: an scp-like URL cannot carry a port, so this needs sshd on port 22 (root)"
-        );
+        eprintln!("skipped: an scp-like URL cannot carry a port, so this needs sshd on port 22 (root)");
         return;
     }
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);
     let nonce = std::process::id();
-    let addr = format!(
-        "127.{}.{}.{}",
-        1 + nonce % 250,
-        (nonce >> 8) % 250,
-        2 + (nonce >> 16) % 250
-    );
+    let addr = format!("127.{}.{}.{}", 1 + nonce % 250, (nonce >> 8) % 250, 2 + (nonce >> 16) % 250);
     let sshd = Sshd::start_on(&sshd_dir(dir.path()), &addr, 22);
     let url = sshd.scp_url(&remote.bare);
     assert!(!url.contains("://"), "{url}");
@@ -147,21 +108,13 @@ fn scp_like_url() {
         dir.path(),
         &remote,
         &url,
-        &[
-            "--ssh-key",
-            key.to_str().unwrap(),
-            "--known-hosts",
-            known.to_str().unwrap(),
-        ],
+        &["--ssh-key", key.to_str().unwrap(), "--known-hosts", known.to_str().unwrap()],
     );
 }
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
 }
 

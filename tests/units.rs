@@ -12,10 +12,7 @@ fn verify(root: &Path, units: &[&str]) -> (bool, String) {
         .args(units.iter().map(|u| format!("/etc/systemd/system/{u}")))
         .output()
         .expect("systemd-analyze is installed (package systemd)");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 /// A root with the real systemd unit library, /usr/bin/gitops and our units.
@@ -36,11 +33,7 @@ fn scratch_root() -> tempfile::TempDir {
     assert!(copied.success(), "copying /usr/lib/systemd/system");
     for entry in fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd")).unwrap() {
         let entry = entry.unwrap();
-        fs::copy(
-            entry.path(),
-            r.join("etc/systemd/system").join(entry.file_name()),
-        )
-        .unwrap();
+        fs::copy(entry.path(), r.join("etc/systemd/system").join(entry.file_name())).unwrap();
     }
     root
 }
@@ -49,10 +42,7 @@ fn scratch_root() -> tempfile::TempDir {
 fn units_pass_systemd_analyze_verify() {
     let root = scratch_root();
     let (ok, stderr) = verify(root.path(), &["gitops.service", "gitops.timer"]);
-    assert!(
-        ok && stderr.trim().is_empty(),
-        "systemd-analyze verify complained:\n{stderr}"
-    );
+    assert!(ok && stderr.trim().is_empty(), "systemd-analyze verify complained:\n{stderr}");
 }
 
 #[test]
@@ -60,9 +50,7 @@ fn verify_catches_a_broken_unit() {
     // Guards the test above: a typo must be reported, or passing proves nothing.
     let root = scratch_root();
     let unit = root.path().join("etc/systemd/system/gitops.service");
-    let text = fs::read_to_string(&unit)
-        .unwrap()
-        .replace("Type=oneshot", "Typo=oneshot");
+    let text = fs::read_to_string(&unit).unwrap().replace("Type=oneshot", "Typo=oneshot");
     fs::write(&unit, text).unwrap();
     let (_, stderr) = verify(root.path(), &["gitops.service"]);
     assert!(stderr.contains("Typo"), "{stderr}");

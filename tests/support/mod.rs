@@ -101,10 +101,7 @@ impl Remote {
     /// Commit everything and push main; returns the new commit id.
     pub fn commit(&self, message: &str) -> String {
         git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "-q", "--allow-empty", "-m", message],
-        );
+        git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
         git(&self.work, &["push", "-q", "origin", "main"]);
         self.head()
     }
@@ -150,11 +147,7 @@ pub struct Run {
 impl Run {
     /// Assert the exit code, showing the log when it differs.
     pub fn expect(self, code: i32) -> Run {
-        assert_eq!(
-            self.code, code,
-            "unexpected exit code; stdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
+        assert_eq!(self.code, code, "unexpected exit code; stdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
         self
     }
 }
@@ -174,12 +167,7 @@ impl Host {
     pub fn new(root: &Path, url: &str) -> Host {
         let host_dir = root.join("host");
         fs::create_dir_all(&host_dir).unwrap();
-        Host {
-            state: host_dir.join("state"),
-            out: host_dir.join("out"),
-            url: url.to_string(),
-            env: Vec::new(),
-        }
+        Host { state: host_dir.join("state"), out: host_dir.join("out"), url: url.to_string(), env: Vec::new() }
     }
 
     /// Set an environment variable for every run.
@@ -206,30 +194,19 @@ impl Host {
     /// Run `gitops sync` against this host's remote with `extra` flags.
     pub fn sync(&self, extra: &[&str]) -> Run {
         let state = self.state.to_str().unwrap();
-        let mut args = vec![
-            "sync",
-            "--repo-url",
-            &self.url,
-            "--state-dir",
-            state,
-            "--host",
-            "testhost",
-        ];
+        let mut args = vec!["sync", "--repo-url", &self.url, "--state-dir", state, "--host", "testhost"];
         args.extend_from_slice(extra);
         self.command(&args).output().expect("running gitops").into()
     }
 
     /// Parsed state.json.
     pub fn state_json(&self) -> serde_json::Value {
-        serde_json::from_slice(&fs::read(self.state.join("state.json")).expect("state.json exists"))
-            .unwrap()
+        serde_json::from_slice(&fs::read(self.state.join("state.json")).expect("state.json exists")).unwrap()
     }
 
     /// The applied commit recorded in state.json.
     pub fn applied(&self) -> Option<String> {
-        self.state_json()["applied_commit"]
-            .as_str()
-            .map(String::from)
+        self.state_json()["applied_commit"].as_str().map(String::from)
     }
 
     /// The commit the `current` symlink points at.
@@ -240,11 +217,7 @@ impl Host {
 
     /// Lines the entrypoints wrote to TEST_OUT.
     pub fn out_lines(&self) -> Vec<String> {
-        fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
+        fs::read_to_string(&self.out).unwrap_or_default().lines().map(String::from).collect()
     }
 
     /// Everything in the state dir except the cache repository and the lock, with sizes and file mtimes
@@ -268,11 +241,7 @@ impl Host {
                 if meta.is_dir() {
                     stack.push(path.clone());
                 }
-                let modified = if meta.is_dir() {
-                    std::time::UNIX_EPOCH
-                } else {
-                    meta.modified().unwrap()
-                };
+                let modified = if meta.is_dir() { std::time::UNIX_EPOCH } else { meta.modified().unwrap() };
                 entries.push((rel, meta.len(), modified, link));
             }
         }
@@ -289,12 +258,8 @@ impl Host {
 
 /// A fresh temporary directory for one test.
 pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("gitops-test-")
-        .tempdir()
-        .expect("creating a temp dir")
+    tempfile::Builder::new().prefix("gitops-test-").tempdir().expect("creating a temp dir")
 }
 
 /// The script body most tests use: record the commit and the previous one.
-pub const RECORD: &str =
-    r#"echo "applied $GITOPS_COMMIT prev=$GITOPS_PREVIOUS_COMMIT" >> "$TEST_OUT""#;
+pub const RECORD: &str = r#"echo "applied $GITOPS_COMMIT prev=$GITOPS_PREVIOUS_COMMIT" >> "$TEST_OUT""#;

@@ -36,25 +36,16 @@ fn wait_ready(mut child: Option<&mut Child>, addr: &str, port: u16, what: &str) 
         if TcpStream::connect((addr, port)).is_ok() {
             return true;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on {addr}:{port} within 10s"
-        );
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}:{port} within 10s");
         thread::sleep(Duration::from_millis(20));
     }
 }
 
 /// First line of a helper command's stdout (`git --exec-path`, `id -un`).
 fn stdout_of(prog: &str, arg: &str) -> String {
-    let out = Command::new(prog)
-        .arg(arg)
-        .output()
-        .expect("run helper command");
+    let out = Command::new(prog).arg(arg).output().expect("run helper command");
     assert!(out.status.success(), "`{prog} {arg}` failed");
-    String::from_utf8(out.stdout)
-        .expect("utf-8 output")
-        .trim()
-        .to_string()
+    String::from_utf8(out.stdout).expect("utf-8 output").trim().to_string()
 }
 
 fn stop(child: &mut Child) {
@@ -147,12 +138,7 @@ impl HttpGit {
             }
         });
         let acceptor = Some(acceptor);
-        HttpGit {
-            port,
-            requests,
-            shutdown,
-            acceptor,
-        }
+        HttpGit { port, requests, shutdown, acceptor }
     }
 
     /// URL of a repo relative to the project root, e.g. "http://127.0.0.1:PORT/origin.git".
@@ -203,25 +189,16 @@ fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize) -> std::io:
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
 
     // curl sends `Expect: 100-continue` for chunked POSTs and would otherwise stall ~1s.
     if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
     }
-    let body = if header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
+    let body = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
         read_chunked(&mut reader)?
     } else {
-        let len: usize = header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut b = vec![0; len];
         reader.read_exact(&mut b)?;
         b
@@ -242,10 +219,7 @@ fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize) -> std::io:
         .stdout(Stdio::piped());
     for (k, v) in &headers {
         // Git-Protocol -> HTTP_GIT_PROTOCOL is what turns on protocol v2.
-        cmd.env(
-            format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_")),
-            v,
-        );
+        cmd.env(format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_")), v);
     }
     let mut child = cmd.spawn()?;
     let mut stdin = child.stdin.take().expect("http-backend stdin is piped");
@@ -264,19 +238,14 @@ fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize) -> std::io:
     };
     let mut status = "200 OK".to_string();
     let mut resp_headers = String::new();
-    for l in String::from_utf8_lossy(head)
-        .lines()
-        .filter(|l| !l.is_empty())
-    {
+    for l in String::from_utf8_lossy(head).lines().filter(|l| !l.is_empty()) {
         match l.split_once(':') {
             Some((k, v)) if k.eq_ignore_ascii_case("status") => status = v.trim().to_string(),
             _ => resp_headers.push_str(&format!("{l}\r\n")),
         }
     }
-    let head = format!(
-        "HTTP/1.1 {status}\r\n{resp_headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
+    let head =
+        format!("HTTP/1.1 {status}\r\n{resp_headers}Content-Length: {}\r\nConnection: close\r\n\r\n", body.len());
     out.write_all(head.as_bytes())?;
     out.write_all(body)?;
     out.flush()?;
@@ -348,8 +317,7 @@ impl Sshd {
                 keygen(key);
             }
         }
-        let client_pub =
-            fs::read_to_string(dir.join("client_ed25519.pub")).expect("read client pub key");
+        let client_pub = fs::read_to_string(dir.join("client_ed25519.pub")).expect("read client pub key");
         fs::write(dir.join("authorized_keys"), client_pub).expect("write authorized_keys");
         // Privilege separation needs this as root; harmless to fail when not root.
         let _ = fs::create_dir_all("/run/sshd");
@@ -377,13 +345,7 @@ impl Sshd {
             return None;
         }
         let (dir, addr, user) = (dir.to_path_buf(), addr.to_string(), stdout_of("id", "-un"));
-        Some(Sshd {
-            child,
-            dir,
-            addr,
-            port,
-            user,
-        })
+        Some(Sshd { child, dir, addr, port, user })
     }
 
     /// "ssh://USER@ADDR:PORT/abs/path".
