@@ -32,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Run one fetch → decide → verify → checkout → apply → record cycle and exit with its code.
     #[command(after_help = EXIT_CODES_HELP)]
-    Sync(SyncArgs),
+    Sync(Box<SyncArgs>),
     /// Print the signature verdict for a commit (or range) without applying anything; exit 31 if refused.
     Verify(VerifyArgs),
 }

@@ -58,7 +58,7 @@ fn log_peak_rss() {
 fn run(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
         Command::Sync(args) => {
-            let settings = Settings::from_args(args).map_err(Failure::usage)?;
+            let settings = Settings::from_args(*args).map_err(Failure::usage)?;
             sync::sync(&settings)
         }
         Command::Verify(args) => verify_command::run(args),
