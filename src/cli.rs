@@ -127,6 +127,10 @@ pub struct SyncArgs {
     #[arg(long, env = "GITOPS_HTTP_TOKEN_FILE", value_name = "FILE")]
     pub http_token_file: Option<PathBuf>,
 
+    /// CA certificate(s) to trust for https:// remotes (e.g. a private CA), instead of the system's.
+    #[arg(long, env = "GITOPS_HTTP_CA_FILE", value_name = "FILE")]
+    pub http_ca_file: Option<PathBuf>,
+
     /// User name sent with the HTTPS token.
     #[arg(long, env = "GITOPS_HTTP_USER", default_value = "git", value_name = "NAME")]
     pub http_user: String,

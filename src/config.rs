@@ -43,6 +43,10 @@ pub struct Settings {
     pub ssh_command: String,
     /// HTTPS credentials (user, token) from a file or systemd credential.
     pub http_credentials: Option<(String, String)>,
+    /// CA bundle for https:// remotes.
+    pub http_ca_file: Option<PathBuf>,
+    /// Where the server's host key is pinned (for explaining a refused key).
+    pub host_keys: HostKeys,
     /// Signature verification, when an allowed_signers file is configured.
     pub trust: Option<Trust>,
     /// This host's name as given to the entrypoint.
@@ -247,7 +251,8 @@ impl Settings {
             (None, true) => HostKeys::TrustOnFirstUse(state_dir.join("known_hosts")),
             (None, false) => HostKeys::SystemDefaults,
         };
-        let ssh_command = ssh_command(ssh_key.as_ref().map(|(key, _)| key.as_path()), &host_keys);
+        let ssh_command =
+            ssh_command(ssh_key.as_ref().map(|(key, _)| key.as_path()), &host_keys, &state_dir.join(SSH_LOG));
         let http_credentials = match args
             .http_token_file
             .map(|f| (f, "--http-token-file"))
@@ -267,6 +272,11 @@ impl Settings {
             }
             None => None,
         };
+        if let Some(ca) = &args.http_ca_file {
+            fs::metadata(ca)
+                .with_context(|| format!("--http-ca-file {}: cannot read it; check the path", ca.display()))?;
+        }
+        let http_ca_file = args.http_ca_file.map(|ca| std::path::absolute(&ca).unwrap_or(ca));
         let trust = Trust::from_args(args.trust)?;
         let hostname = match args.host {
             Some(host) => host,
@@ -284,6 +294,8 @@ impl Settings {
             max_attempts: args.max_attempts,
             ssh_command,
             http_credentials,
+            http_ca_file,
+            host_keys,
             trust,
             hostname,
             dry_run: args.dry_run,
@@ -353,14 +365,18 @@ fn owned_file(path: &Path, what: &str) -> anyhow::Result<fs::Metadata> {
     Ok(meta)
 }
 
-/// The ssh command line: batch mode, checked host keys, only the given identity.
-fn ssh_command(key: Option<&Path>, host_keys: &HostKeys) -> String {
+/// ssh's messages go to this file in the state dir (`ssh -E`), to be folded into our one-line errors.
+pub const SSH_LOG: &str = "ssh.log";
+
+/// The ssh command line: batch mode, checked host keys, only the given identity, messages to `log`.
+fn ssh_command(key: Option<&Path>, host_keys: &HostKeys, log: &Path) -> String {
     let strict = match host_keys {
         HostKeys::TrustOnFirstUse(_) => "accept-new",
         HostKeys::Pinned(_) | HostKeys::SystemDefaults => "yes",
     };
     let mut cmd = format!(
-        "ssh -o BatchMode=yes -o StrictHostKeyChecking={strict} -o ConnectTimeout=30 -o ServerAliveInterval=15"
+        "ssh -E {} -o BatchMode=yes -o StrictHostKeyChecking={strict} -o ConnectTimeout=30 -o ServerAliveInterval=15",
+        shell_quote(&log.to_string_lossy())
     );
     if let Some(key) = key {
         cmd.push_str(" -o IdentitiesOnly=yes -i ");
@@ -439,12 +455,13 @@ mod tests {
 
     #[test]
     fn ssh_command_pins_keys_and_quotes_paths() {
-        let cmd = ssh_command(Some(Path::new("/k/it's key")), &HostKeys::Pinned("/k/known".into()));
+        let cmd =
+            ssh_command(Some(Path::new("/k/it's key")), &HostKeys::Pinned("/k/known".into()), Path::new("/s/ssh.log"));
         assert!(cmd.contains("StrictHostKeyChecking=yes"));
         assert!(cmd.contains("-i '/k/it'\\''s key'"));
         assert!(cmd.contains("UserKnownHostsFile='/k/known'"));
-        assert!(ssh_command(None, &HostKeys::SystemDefaults).contains("StrictHostKeyChecking=yes"));
-        let tofu = ssh_command(None, &HostKeys::TrustOnFirstUse("/s/known_hosts".into()));
+        assert!(ssh_command(None, &HostKeys::SystemDefaults, Path::new("/s/l")).contains("StrictHostKeyChecking=yes"));
+        let tofu = ssh_command(None, &HostKeys::TrustOnFirstUse("/s/known_hosts".into()), Path::new("/s/l"));
         assert!(tofu.contains("StrictHostKeyChecking=accept-new") && tofu.contains("/s/known_hosts"));
         assert!(!tofu.contains("=no"));
     }

@@ -37,7 +37,7 @@ pub struct Source<'a> {
 }
 
 /// Open the cache repository, creating it on first use and rebuilding it when it is unusable.
-pub fn open_cache(path: &Path, ssh_command: &str) -> anyhow::Result<gix::Repository> {
+pub fn open_cache(path: &Path, ssh_command: &str, http_ca_file: Option<&Path>) -> anyhow::Result<gix::Repository> {
     let mut repo = match open_isolated(path) {
         Ok(repo) => repo,
         Err(open_error) => {
@@ -53,6 +53,11 @@ pub fn open_cache(path: &Path, ssh_command: &str) -> anyhow::Result<gix::Reposit
     let mut config = repo.config_snapshot_mut();
     // Our ssh command wins over GIT_SSH_COMMAND or any config: host keys stay pinned.
     config.set_value(&gix::config::tree::Core::SSH_COMMAND, ssh_command).context("setting core.sshCommand")?;
+    if let Some(ca) = http_ca_file {
+        config
+            .set_value(&gix::config::tree::Http::SSL_CA_INFO, ca.to_string_lossy().as_ref())
+            .context("setting http.sslCAInfo")?;
+    }
     config.commit().context("applying cache repository configuration")?;
     Ok(repo)
 }

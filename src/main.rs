@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod decide;
 mod fetch;
+mod hostkey;
 mod outcome;
 mod redact;
 mod signers;

@@ -25,11 +25,18 @@ pub fn register(secret: &str) {
     }
 }
 
-/// Register the userinfo of a URL (`https://user:token@host/…`) as a secret.
+/// Register the password of a URL (`https://user:token@host/…`), or a token-like lone user, as a secret.
 pub fn register_url(url: &str) {
-    if let Some((user, password)) = userinfo(url) {
-        register(password.unwrap_or(user));
+    match userinfo(url) {
+        Some((_, Some(password))) => register(password),
+        Some((user, None)) if looks_like_token(user) => register(user),
+        _ => {}
     }
+}
+
+/// A lone URL user this long is a token (`https://ghp_…@host`), not a name like `git`.
+fn looks_like_token(user: &str) -> bool {
+    user.len() >= 20
 }
 
 /// `text` with every registered secret replaced by `***`.
@@ -49,7 +56,7 @@ pub fn redact(text: &str) -> String {
 pub fn url(url: &str) -> String {
     match userinfo(url) {
         Some((user, Some(password))) => url.replacen(&format!("{user}:{password}@"), &format!("{user}:***@"), 1),
-        Some((user, None)) if user.len() >= 20 => url.replacen(&format!("{user}@"), "***@", 1),
+        Some((user, None)) if looks_like_token(user) => url.replacen(&format!("{user}@"), "***@", 1),
         _ => url.to_string(),
     }
 }
@@ -84,5 +91,7 @@ mod tests {
         assert_eq!(redact("auth tok-123456 failed; ab"), "auth *** failed; ab");
         register_url("https://u:pass-9876@h/x");
         assert_eq!(redact("fetching https://u:pass-9876@h/x"), "fetching https://u:***@h/x");
+        register_url("ssh://root@h/x");
+        assert_eq!(redact("/root/key"), "/root/key", "a user name is not a secret");
     }
 }

@@ -14,6 +14,7 @@ use crate::checkout;
 use crate::config::{Settings, Trust};
 use crate::decide::{Attempt, Decision, decide, plan_attempt};
 use crate::fetch::{self, Fetched, Source};
+use crate::hostkey;
 use crate::outcome::{Failure, Outcome};
 use crate::state::{self, AttemptRecord, Layout, LockError, VerificationRecord};
 use crate::verify;
@@ -27,7 +28,9 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     let mut state = state::load(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| parse_id(hex, "applied_commit")).transpose()?;
 
-    let repo = fetch::open_cache(&layout.cache(), &settings.ssh_command)?;
+    let repo = fetch::open_cache(&layout.cache(), &settings.ssh_command, settings.http_ca_file.as_deref())?;
+    let ssh_log = layout.root.join(crate::config::SSH_LOG);
+    let _ = std::fs::remove_file(&ssh_log);
     let fetched = fetch::fetch(
         &repo,
         Source {
@@ -36,7 +39,8 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
             reference: settings.source_ref.as_deref(),
             http_credentials: settings.http_credentials.as_ref(),
         },
-    )?;
+    )
+    .map_err(|e| hostkey::explain(e, &std::fs::read_to_string(&ssh_log).unwrap_or_default(), &settings.host_keys))?;
     let remote = fetched.commit;
     let merge_base = match deployed {
         Some(deployed) if deployed != remote => fetch::merge_base(&repo, deployed, remote)?,

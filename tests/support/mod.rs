@@ -17,6 +17,7 @@ pub const NEED_PUSH: i32 = 20;
 pub const DIVERGED: i32 = 21;
 pub const APPLY_FAILED: i32 = 30;
 pub const LOCKED: i32 = 75;
+pub const VERIFY_FAILED: i32 = 31;
 
 /// Run the git CLI isolated from the user's configuration; panic with its stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
@@ -100,8 +101,24 @@ impl Remote {
 
     /// Commit everything and push main; returns the new commit id.
     pub fn commit(&self, message: &str) -> String {
+        self.commit_with(message, &[])
+    }
+
+    /// Commit everything signed by `key` (git's own `gpg.format=ssh` signing) and push main.
+    pub fn commit_signed(&self, message: &str, key: &SigningKey) -> String {
+        let key = key.private.to_str().unwrap();
+        self.commit_with(message, &["-c", "gpg.format=ssh", "-c", &format!("user.signingkey={key}"), "commit", "-S"])
+    }
+
+    /// Commit with extra git arguments (`-c k=v …`, then the subcommand) and push main.
+    fn commit_with(&self, message: &str, prefix: &[&str]) -> String {
         git(&self.work, &["add", "-A"]);
-        git(&self.work, &["commit", "-q", "--allow-empty", "-m", message]);
+        let mut args: Vec<&str> = prefix.to_vec();
+        if !args.contains(&"commit") {
+            args.push("commit");
+        }
+        args.extend_from_slice(&["-q", "--allow-empty", "-m", message]);
+        git(&self.work, &args);
         git(&self.work, &["push", "-q", "origin", "main"]);
         self.head()
     }
@@ -220,7 +237,7 @@ impl Host {
         fs::read_to_string(&self.out).unwrap_or_default().lines().map(String::from).collect()
     }
 
-    /// Everything in the state dir except the cache repository and the lock, with sizes and file mtimes
+    /// Everything in the state dir except the cache repository, the lock and ssh.log, with sizes and file mtimes
     /// (a directory's mtime moves when a temp entry comes and goes): equal snapshots mean nothing changed.
     pub fn snapshot(&self) -> Vec<(PathBuf, u64, std::time::SystemTime, Option<PathBuf>)> {
         let mut entries = Vec::new();
@@ -233,7 +250,7 @@ impl Host {
                 let entry = entry.unwrap();
                 let path = entry.path();
                 let rel = path.strip_prefix(&self.state).unwrap().to_path_buf();
-                if rel == Path::new("cache.git") || rel == Path::new("lock") {
+                if ["cache.git", "lock", "ssh.log"].iter().any(|scratch| rel == Path::new(scratch)) {
                     continue;
                 }
                 let meta = fs::symlink_metadata(&path).unwrap();
@@ -263,3 +280,50 @@ pub fn tempdir() -> tempfile::TempDir {
 
 /// The script body most tests use: record the commit and the previous one.
 pub const RECORD: &str = r#"echo "applied $GITOPS_COMMIT prev=$GITOPS_PREVIOUS_COMMIT" >> "$TEST_OUT""#;
+
+/// An SSH key pair made with ssh-keygen, for signing commits.
+pub struct SigningKey {
+    /// The private key file.
+    pub private: PathBuf,
+    /// `keytype base64` of the public key.
+    pub public: String,
+}
+
+impl SigningKey {
+    /// Generate a key of `kind` (ed25519, ecdsa, rsa) as `dir/name`.
+    pub fn generate(dir: &Path, name: &str, kind: &str) -> SigningKey {
+        let private = dir.join(name);
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", kind, "-N", "", "-C", name, "-f"])
+            .arg(&private)
+            .status()
+            .expect("running ssh-keygen");
+        assert!(status.success(), "ssh-keygen -t {kind}");
+        let public_line = fs::read_to_string(private.with_extension("pub")).unwrap();
+        let public = public_line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+        SigningKey { private, public }
+    }
+
+    /// An allowed_signers line for this key with `options` (may be empty).
+    pub fn allowed(&self, principal: &str, options: &str) -> String {
+        if options.is_empty() {
+            format!("{principal} {}\n", self.public)
+        } else {
+            format!("{principal} {options} {}\n", self.public)
+        }
+    }
+
+    /// The key's SHA256 fingerprint as ssh-keygen prints it.
+    pub fn fingerprint(&self) -> String {
+        let out = Command::new("ssh-keygen").arg("-lf").arg(self.private.with_extension("pub")).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_string()
+    }
+}
+
+/// Write an allowed_signers file (mode 0644) from lines.
+pub fn allowed_signers(dir: &Path, lines: &[String]) -> PathBuf {
+    let path = dir.join("allowed_signers");
+    fs::write(&path, lines.concat()).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}

@@ -117,6 +117,20 @@ pub struct HttpGit {
 impl HttpGit {
     /// Serves every repo under `project_root`; binding :0 directly means there is no port race.
     pub fn start(project_root: &Path) -> HttpGit {
+        HttpGit::serve(project_root, None)
+    }
+
+    /// Like `start`, but every request must carry HTTP Basic auth for `user`/`password` (401 otherwise).
+    pub fn start_with_auth(project_root: &Path, user: &str, password: &str) -> HttpGit {
+        let encoded = Command::new("sh")
+            .args(["-c", "printf '%s' \"$1\" | base64 -w0", "sh", &format!("{user}:{password}")])
+            .output()
+            .expect("running base64");
+        let expected = format!("Basic {}", String::from_utf8_lossy(&encoded.stdout).trim());
+        HttpGit::serve(project_root, Some(expected))
+    }
+
+    fn serve(project_root: &Path, auth: Option<String>) -> HttpGit {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind HTTP git server");
         let port = listener.local_addr().expect("HTTP local_addr").port();
         let requests = Arc::new(AtomicUsize::new(0));
@@ -129,9 +143,9 @@ impl HttpGit {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let (root, reqs) = (root.clone(), reqs.clone());
+                let (root, reqs, auth) = (root.clone(), reqs.clone(), auth.clone());
                 thread::spawn(move || {
-                    if let Err(e) = serve_one(stream, &root, &reqs) {
+                    if let Err(e) = serve_one(stream, &root, &reqs, auth.as_deref()) {
                         eprintln!("HttpGit: connection error: {e}");
                     }
                 });
@@ -145,6 +159,11 @@ impl HttpGit {
     pub fn url(&self, repo_rel: &str) -> String {
         let rel = repo_rel.trim_start_matches('/');
         format!("http://127.0.0.1:{}/{rel}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// How many HTTP requests were served, so tests can prove traffic really went through here.
@@ -165,7 +184,7 @@ impl Drop for HttpGit {
 }
 
 /// Handles exactly one request and closes, which HTTP/1.1 allows via `Connection: close`.
-fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize) -> std::io::Result<()> {
+fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize, auth: Option<&str>) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     let mut line = String::new();
@@ -191,6 +210,19 @@ fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize) -> std::io:
     }
     let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
 
+    if let Some(expected) = auth
+        && header("authorization") != Some(expected)
+    {
+        requests.fetch_add(1, Ordering::SeqCst);
+        let body = b"authentication required\n";
+        write!(
+            out,
+            "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )?;
+        out.write_all(body)?;
+        return Ok(());
+    }
     // curl sends `Expect: 100-continue` for chunked POSTs and would otherwise stall ~1s.
     if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
@@ -412,4 +444,65 @@ fn keygen(path: &Path) {
 
 fn read_log(dir: &Path) -> String {
     fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+}
+
+/// A TLS terminator (`socat`) in front of a plain HTTP server, with a self-signed certificate for 127.0.0.1.
+pub struct TlsProxy {
+    child: Child,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl TlsProxy {
+    /// Terminate TLS on a random port and forward to 127.0.0.1:`backend_port`.
+    pub fn start(dir: &Path, backend_port: u16) -> TlsProxy {
+        let (cert, key) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
+        let status = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
+            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("running openssl (package openssl)");
+        assert!(status.success(), "openssl req failed");
+        for _ in 0..5 {
+            let port = free_port();
+            let listen = format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},verify=0",
+                cert.display(),
+                key.display()
+            );
+            let mut child = Command::new("socat")
+                .arg(listen)
+                .arg(format!("TCP:127.0.0.1:{backend_port}"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("running socat (package socat)");
+            thread::sleep(Duration::from_millis(50));
+            if child.try_wait().expect("socat status").is_none() {
+                wait_for_port("127.0.0.1", port, "socat TLS proxy");
+                return TlsProxy { child, port, ca: cert };
+            }
+        }
+        panic!("socat could not listen on a free port");
+    }
+
+    /// https URL of a repo behind the proxy.
+    pub fn url(&self, repo_rel: &str) -> String {
+        format!("https://127.0.0.1:{}/{}", self.port, repo_rel.trim_start_matches('/'))
+    }
+
+    /// The self-signed certificate, to trust as a CA.
+    pub fn ca_file(&self) -> PathBuf {
+        self.ca.clone()
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
