@@ -419,3 +419,25 @@ fn read_tree(dir: &Path) -> String {
     }
     out
 }
+
+#[test]
+fn systemd_credentials_supply_the_signers_and_the_deploy_key() {
+    let keys = keys_dir();
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let credentials = dir.path().join("credentials");
+    fs::create_dir_all(&credentials).unwrap();
+    fs::write(credentials.join("allowed-signers"), key.allowed("alice", "")).unwrap();
+    let host = Host::new(dir.path(), &remote.file_url()).env("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap());
+
+    // No --allowed-signers flag: the credential alone turns verification on, and the unsigned commit is refused.
+    let run = host.sync(&[]).expect(VERIFY_FAILED);
+    assert!(run.stderr.contains("commit is not signed"), "{}", run.stderr);
+
+    // A deploy key credential is checked like --ssh-key.
+    fs::write(credentials.join("ssh-key"), "key").unwrap();
+    fs::set_permissions(credentials.join("ssh-key"), fs::Permissions::from_mode(0o644)).unwrap();
+    let run = host.sync(&[]).expect(USAGE);
+    assert!(run.stderr.contains("credential ssh-key"), "{}", run.stderr);
+}
