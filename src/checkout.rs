@@ -208,6 +208,24 @@ pub fn prune(layout: &Layout, keep: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Keep the newest `keep` entrypoint logs (with their changed-file lists); delete older ones.
+pub fn prune_logs(layout: &Layout, keep: usize) -> anyhow::Result<()> {
+    let mut logs = Vec::new();
+    for entry in fs::read_dir(layout.logs()).context("listing logs")? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_some_and(|x| x == "log") {
+            logs.push((entry.metadata()?.modified()?, path));
+        }
+    }
+    logs.sort_by_key(|l| std::cmp::Reverse(l.0));
+    for (_, log) in logs.into_iter().skip(keep) {
+        fs::remove_file(&log).with_context(|| format!("removing {}", log.display()))?;
+        let _ = fs::remove_file(log.with_extension("changed"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::notify::NotifyOn;
 use crate::outcome::EXIT_CODES_HELP;
 use crate::verify::Policy;
 
@@ -35,6 +36,10 @@ pub enum Command {
     Sync(Box<SyncArgs>),
     /// Print the signature verdict for a commit (or range) without applying anything; exit 31 if refused.
     Verify(VerifyArgs),
+    /// Show the deployed commit and the last run from the state directory (no network); exit 1 when unhealthy.
+    Status(StatusArgs),
+    /// Print the entrypoint log of the last run, or of a given commit.
+    Logs(LogsArgs),
 }
 
 /// Signature verification flags, shared by `sync` and `verify`.
@@ -157,4 +162,62 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub trust: TrustArgs,
+
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// Reporting flags of `gitops sync`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Notify this webhook ([discord:|slack:|json:]URL; repeatable; a secret: never logged).
+    #[arg(long = "notify", env = "GITOPS_NOTIFY", value_delimiter = ' ', value_name = "URL")]
+    pub notify: Vec<String>,
+
+    /// File with notification URLs, one per line (mode 0600) [default: $CREDENTIALS_DIRECTORY/notify-url].
+    #[arg(long, env = "GITOPS_NOTIFY_FILE", value_name = "FILE")]
+    pub notify_file: Option<PathBuf>,
+
+    /// Key for the X-Gitops-Signature HMAC on generic JSON notifications [default: $CREDENTIALS_DIRECTORY/notify-secret].
+    #[arg(long, env = "GITOPS_NOTIFY_SECRET_FILE", value_name = "FILE")]
+    pub notify_secret_file: Option<PathBuf>,
+
+    /// Which runs to report.
+    #[arg(long, env = "GITOPS_NOTIFY_ON", value_enum, default_value = "change", value_name = "WHEN")]
+    pub notify_on: NotifyOn,
+
+    /// Rewrite this Prometheus textfile after every run (for node_exporter's textfile collector).
+    #[arg(long, env = "GITOPS_METRICS_FILE", value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+
+    /// Entrypoint logs kept in the state directory.
+    #[arg(long, env = "GITOPS_KEEP_LOGS", default_value_t = 20, value_name = "N")]
+    pub keep_logs: usize,
+}
+
+/// Flags of `gitops status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// State directory [default: as for sync].
+    #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print the machine-readable document instead.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Unhealthy (exit 1) when the last success is older than this.
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub max_age: String,
+}
+
+/// Flags of `gitops logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Commit (or a prefix) whose log to print [default: the last attempt].
+    pub commit: Option<String>,
+
+    /// State directory [default: as for sync].
+    #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }

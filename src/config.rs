@@ -10,8 +10,10 @@ use anyhow::{Context, anyhow, bail};
 
 use gix::ObjectId;
 
-use crate::cli::{SyncArgs, TrustArgs};
+use crate::cli::{ReportArgs, SyncArgs, TrustArgs};
+use crate::notify::Target;
 use crate::redact;
+use crate::report::ReportSettings;
 use crate::signers::AllowedSigners;
 use crate::verify::Policy;
 
@@ -49,6 +51,10 @@ pub struct Settings {
     pub host_keys: HostKeys,
     /// Signature verification, when an allowed_signers file is configured.
     pub trust: Option<Trust>,
+    /// Notifications and metrics.
+    pub report: ReportSettings,
+    /// Entrypoint logs kept.
+    pub keep_logs: usize,
     /// This host's name as given to the entrypoint.
     pub hostname: String,
     /// Print the plan, change nothing.
@@ -97,11 +103,64 @@ impl Trust {
     }
 }
 
+/// Notification targets, HMAC key and metrics file; URLs and key are registered as secrets.
+fn report_settings(args: ReportArgs) -> anyhow::Result<ReportSettings> {
+    let mut specs = args.notify;
+    let file: Option<(PathBuf, &str)> = args
+        .notify_file
+        .map(|f| (f, "--notify-file"))
+        .or_else(|| credential("notify-url").map(|f| (f, "credential notify-url")));
+    if let Some((file, what)) = file {
+        check_private_file(&file, what)?;
+        let text = fs::read_to_string(&file).with_context(|| format!("{what} {}: cannot read it", file.display()))?;
+        specs.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from));
+    }
+    let mut targets = Vec::new();
+    for (index, spec) in specs.iter().enumerate() {
+        redact::register(spec.split_once("://").map_or(spec.as_str(), |(_, rest)| rest));
+        let target = Target::parse(spec)
+            .map_err(|e| anyhow!("notification URL #{} (not shown: it is a secret): {e}", index + 1))?;
+        redact::register(&target.url);
+        targets.push(target);
+    }
+    let secret: Option<(PathBuf, &str)> = args
+        .notify_secret_file
+        .map(|f| (f, "--notify-secret-file"))
+        .or_else(|| credential("notify-secret").map(|f| (f, "credential notify-secret")));
+    let secret = match secret {
+        Some((file, what)) => {
+            check_private_file(&file, what)?;
+            let key =
+                fs::read_to_string(&file).with_context(|| format!("{what} {}: cannot read it", file.display()))?;
+            let key = key.trim().to_string();
+            if key.is_empty() {
+                bail!("{what} {} is empty; put the shared HMAC key in it", file.display());
+            }
+            redact::register(&key);
+            Some(key.into_bytes())
+        }
+        None => None,
+    };
+    Ok(ReportSettings { targets, notify_on: args.notify_on, secret, metrics_file: args.metrics_file })
+}
+
 /// A systemd credential file (`LoadCredential=NAME:…`), if the service was given one.
 pub fn credential(name: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
     let path = Path::new(&dir).join(name);
     path.is_file().then_some(path)
+}
+
+/// The state directory: the flag, else systemd's `$STATE_DIRECTORY`, else the default.
+pub fn state_dir_or_default(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| {
+        // systemd passes a colon-separated list when the unit names several directories.
+        std::env::var("STATE_DIRECTORY")
+            .ok()
+            .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
+            .filter(|dir| !dir.as_os_str().is_empty())
+    })
+    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
 /// Find the env file named by `--config`/`GITOPS_CONFIG` in raw args, before clap parses them.
@@ -200,16 +259,7 @@ impl Settings {
             }
             (None, None) => None,
         };
-        let state_dir = args
-            .state_dir
-            .or_else(|| {
-                // systemd passes a colon-separated list when the unit names several directories.
-                std::env::var("STATE_DIRECTORY")
-                    .ok()
-                    .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
-                    .filter(|dir| !dir.as_os_str().is_empty())
-            })
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        let state_dir = state_dir_or_default(args.state_dir);
         // Absolute, because the entrypoint runs in another working directory and gets this path.
         let state_dir = std::path::absolute(&state_dir)
             .with_context(|| format!("--state-dir {}: cannot make it absolute", state_dir.display()))?;
@@ -278,6 +328,8 @@ impl Settings {
         }
         let http_ca_file = args.http_ca_file.map(|ca| std::path::absolute(&ca).unwrap_or(ca));
         let trust = Trust::from_args(args.trust)?;
+        let keep_logs = args.report.keep_logs.max(1);
+        let report = report_settings(args.report)?;
         let hostname = match args.host {
             Some(host) => host,
             None => kernel_hostname()?,
@@ -297,6 +349,8 @@ impl Settings {
             http_ca_file,
             host_keys,
             trust,
+            report,
+            keep_logs,
             hostname,
             dry_run: args.dry_run,
             retry: args.retry,

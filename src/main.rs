@@ -8,10 +8,14 @@ mod config;
 mod decide;
 mod fetch;
 mod hostkey;
+mod metrics;
+mod notify;
 mod outcome;
 mod redact;
+mod report;
 mod signers;
 mod state;
+mod status;
 mod sync;
 mod verify;
 mod verify_command;
@@ -37,7 +41,7 @@ fn main() -> ExitCode {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(failure) => {
-            log::error!("{}", one_line(&failure.error));
+            log::error!("{}", failure.message());
             failure.outcome
         }
     };
@@ -63,6 +67,8 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
             sync::sync(&settings)
         }
         Command::Verify(args) => verify_command::run(args),
+        Command::Status(args) => status::status(args),
+        Command::Logs(args) => status::logs(args),
     }
 }
 
@@ -74,18 +80,6 @@ fn syslog_priority(level: log::Level) -> u8 {
         log::Level::Info => 6,
         log::Level::Debug | log::Level::Trace => 7,
     }
-}
-
-/// The error chain on one line: "what failed: why: underlying cause".
-fn one_line(error: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in error.chain() {
-        let text = cause.to_string().replace('\n', " ");
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-    }
-    parts.join(": ")
 }
 
 fn init_logging(cli: &Cli) {

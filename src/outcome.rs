@@ -92,6 +92,20 @@ impl Failure {
     }
 }
 
+impl Failure {
+    /// The error chain on one line: "what failed: why: underlying cause".
+    pub fn message(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        for cause in self.error.chain() {
+            let text = cause.to_string().replace('\n', " ");
+            if !parts.iter().any(|p| p.contains(&text)) {
+                parts.push(text);
+            }
+        }
+        parts.join(": ")
+    }
+}
+
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Failure { outcome: Outcome::Runtime, error }

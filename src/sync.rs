@@ -15,16 +15,48 @@ use crate::config::{Settings, Trust};
 use crate::decide::{Attempt, Decision, decide, plan_attempt};
 use crate::fetch::{self, Fetched, Source};
 use crate::hostkey;
+use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
+use crate::report;
 use crate::state::{self, AttemptRecord, Layout, LockError, VerificationRecord};
 use crate::verify;
 
-/// Run one cycle and return how it ended.
+/// How much of an entrypoint log a notification carries (Discord attaches it).
+const LOG_TAIL_MAX: u64 = 1024 * 1024;
+
+/// Run one cycle under the lock, then record and report it (still under the lock).
 pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let layout = Layout { root: settings.state_dir.clone() };
     state::ensure_dirs(&layout)?;
     let _lock = lock(&layout)?;
+    let mut summary = RunSummary {
+        host: settings.hostname.clone(),
+        repository: settings.repo_url_display.clone(),
+        started_at: now(),
+        ..RunSummary::default()
+    };
+    let result = cycle(settings, &layout, &mut summary, started);
+    let outcome = match &result {
+        Ok(outcome) => *outcome,
+        Err(failure) => {
+            summary.error = Some(crate::redact::redact(&failure.message()));
+            failure.outcome
+        }
+    };
+    summary.result = outcome.label().to_string();
+    summary.exit_code = outcome.code();
+    summary.finished_at = now();
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    if !settings.dry_run {
+        report::after_run(&layout, &settings.report, &summary);
+    }
+    result
+}
+
+/// fetch → decide → verify → checkout → apply → record, filling `summary` on the way.
+fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started: Instant) -> Result<Outcome, Failure> {
+    let layout = layout.clone();
     let mut state = state::load(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| parse_id(hex, "applied_commit")).transpose()?;
 
@@ -42,6 +74,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     )
     .map_err(|e| hostkey::explain(e, &std::fs::read_to_string(&ssh_log).unwrap_or_default(), &settings.host_keys))?;
     let remote = fetched.commit;
+    describe(&repo, &fetched, deployed, summary);
     let merge_base = match deployed {
         Some(deployed) if deployed != remote => fetch::merge_base(&repo, deployed, remote)?,
         _ => None,
@@ -61,11 +94,12 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         );
         decision = Decision::Apply;
     }
-    let summary = |what: &str| log::info!("{what} ({} {} in {:.2?})", fetched.branch, short(remote), started.elapsed());
+    let log_result =
+        |what: &str| log::info!("{what} ({} {} in {:.2?})", fetched.branch, short(remote), started.elapsed());
 
     match decision {
         Decision::UpToDate => {
-            summary("up-to-date");
+            log_result("up-to-date");
             return Ok(Outcome::UpToDate);
         }
         Decision::NeedPush if !settings.allow_rewind => {
@@ -174,12 +208,17 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         state.record_applied(&remote.to_string(), finished_at);
     }
     state::save(&layout.state_file(), &state)?;
+    summary.error = ran.error.clone();
+    (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
     if let Err(e) = checkout::prune(&layout, settings.keep_revisions) {
         log::warn!("cleaning up old revisions: {e:#}");
     }
+    if let Err(e) = checkout::prune_logs(&layout, settings.keep_logs) {
+        log::warn!("cleaning up old logs: {e:#}");
+    }
 
     match &ran.error {
-        None => summary(&format!("applied, was {}", short_opt(deployed))),
+        None => log_result(&format!("applied, was {}", short_opt(deployed))),
         Some(error) => log::error!(
             "{error} (commit {}, attempt {attempt} of {}; log: {})",
             short(remote),
@@ -188,6 +227,30 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         ),
     }
     Ok(outcome)
+}
+
+/// Fill in what the run is about: branch, commits, subject and author.
+fn describe(repo: &gix::Repository, fetched: &Fetched, deployed: Option<ObjectId>, summary: &mut RunSummary) {
+    summary.branch = Some(fetched.branch.clone());
+    summary.commit = Some(fetched.commit.to_string());
+    summary.previous_commit = deployed.map(|d| d.to_string());
+    if let Ok(commit) = repo.find_commit(fetched.commit) {
+        summary.subject = commit.message().ok().map(|m| m.summary().to_string());
+        summary.author = commit.author().ok().map(|a| format!("{} <{}>", a.name, a.email));
+    }
+}
+
+/// The last `max` bytes of a log (lossy UTF-8), and whether that is less than all of it.
+fn read_tail(path: &std::path::Path, max: u64) -> (Option<String>, bool) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return (None, false) };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let skip = len.saturating_sub(max);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(skip)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return (None, false);
+    }
+    (Some(String::from_utf8_lossy(&bytes).into_owned()), skip > 0)
 }
 
 fn lock(layout: &Layout) -> Result<state::RunLock, Failure> {

@@ -1,12 +1,10 @@
 //! `gitops verify [REV]`: the signature verdict for commits, printed, nothing applied.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, anyhow};
 use gix::ObjectId;
 
 use crate::cli::VerifyArgs;
-use crate::config::{DEFAULT_STATE_DIR, Trust};
+use crate::config::{Trust, state_dir_or_default};
 use crate::outcome::{Failure, Outcome};
 use crate::state::{self, Layout};
 use crate::verify;
@@ -25,11 +23,7 @@ pub fn run(args: VerifyArgs) -> Result<Outcome, Failure> {
             (repo, "HEAD", None)
         }
         None => {
-            let state_dir = args
-                .state_dir
-                .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-            let layout = Layout { root: state_dir };
+            let layout = Layout { root: state_dir_or_default(args.state_dir) };
             if !layout.cache().exists() {
                 return Err(Failure::usage(anyhow!(
                     "no cache repository in {}: run gitops sync first, or pass --repo DIR",

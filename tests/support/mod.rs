@@ -237,7 +237,7 @@ impl Host {
         fs::read_to_string(&self.out).unwrap_or_default().lines().map(String::from).collect()
     }
 
-    /// Everything in the state dir except the cache repository, the lock and ssh.log, with sizes and file mtimes
+    /// Everything in the state dir except run bookkeeping (cache repository, lock, ssh.log, last_run.json), with sizes and file mtimes
     /// (a directory's mtime moves when a temp entry comes and goes): equal snapshots mean nothing changed.
     pub fn snapshot(&self) -> Vec<(PathBuf, u64, std::time::SystemTime, Option<PathBuf>)> {
         let mut entries = Vec::new();
@@ -250,7 +250,7 @@ impl Host {
                 let entry = entry.unwrap();
                 let path = entry.path();
                 let rel = path.strip_prefix(&self.state).unwrap().to_path_buf();
-                if ["cache.git", "lock", "ssh.log"].iter().any(|scratch| rel == Path::new(scratch)) {
+                if ["cache.git", "lock", "ssh.log", "last_run.json"].iter().any(|scratch| rel == Path::new(scratch)) {
                     continue;
                 }
                 let meta = fs::symlink_metadata(&path).unwrap();

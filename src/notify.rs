@@ -1,0 +1,288 @@
+//! Notification targets and their payloads (Discord, Slack, generic JSON), built as plain data.
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+/// Discord's limit on a message's `content`.
+const DISCORD_CONTENT_MAX: usize = 2000;
+/// How much of the log tail goes into a Slack code block (a section holds 3000 characters).
+const SLACK_LOG_MAX: usize = 2500;
+/// How much of the log tail goes into the generic JSON document.
+pub const JSON_LOG_MAX: usize = 16 * 1024;
+
+/// What one run did: the subject of every notification, of `gitops status` and of the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// This host's name.
+    pub host: String,
+    /// The repository URL, passwords redacted.
+    pub repository: String,
+    /// Branch (or tag) name.
+    pub branch: Option<String>,
+    /// The commit deployed before this run.
+    pub previous_commit: Option<String>,
+    /// The remote commit this run looked at.
+    pub commit: Option<String>,
+    /// Its subject line.
+    pub subject: Option<String>,
+    /// Its author, `Name <email>`.
+    pub author: Option<String>,
+    /// Outcome label: applied, up-to-date, need-push, diverged, apply-failed, verify-failed, error.
+    pub result: String,
+    /// The exit code of the run.
+    pub exit_code: u8,
+    /// One line saying what went wrong, if anything.
+    pub error: Option<String>,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339).
+    pub finished_at: String,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+    /// The tail of the entrypoint's log, when it ran.
+    pub log_tail: Option<String>,
+    /// True when `log_tail` is not the whole log.
+    pub log_truncated: bool,
+}
+
+impl RunSummary {
+    /// A one-line human summary.
+    pub fn headline(&self) -> String {
+        let commit = self.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("?");
+        let branch = self.branch.as_deref().unwrap_or("?");
+        let mut line = format!("{}: {} {branch}@{commit}", self.host, self.result);
+        if let Some(subject) = &self.subject {
+            line.push_str(&format!(" \"{subject}\""));
+        }
+        if let Some(error) = &self.error {
+            line.push_str(&format!(" — {error}"));
+        }
+        line
+    }
+
+    /// Whether this result counts as a failure for `--notify-on failure` and health.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self.exit_code, 0 | 10 | 75)
+    }
+}
+
+/// Where a notification goes and in which dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Discord webhook: multipart with payload_json and the log attached.
+    Discord,
+    /// Slack incoming webhook: JSON text and blocks.
+    Slack,
+    /// Any endpoint: the documented JSON document, optionally HMAC-signed.
+    Json,
+}
+
+/// A configured notification target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Dialect.
+    pub kind: Kind,
+    /// URL (a secret: never logged, never stored).
+    pub url: String,
+}
+
+impl Target {
+    /// Parse `[discord:|slack:|json:]URL`, detecting the kind from the host when no prefix is given.
+    pub fn parse(spec: &str) -> Result<Target, String> {
+        let spec = spec.trim();
+        let (kind, url) = match spec.split_once(':') {
+            Some(("discord", url)) => (Some(Kind::Discord), url),
+            Some(("slack", url)) => (Some(Kind::Slack), url),
+            Some(("json", url)) => (Some(Kind::Json), url),
+            _ => (None, spec),
+        };
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err("a notification URL must start with https:// (or http://), optionally prefixed with discord:, slack: or json:".into());
+        }
+        let host = url.split("://").nth(1).and_then(|rest| rest.split(['/', ':', '?']).next()).unwrap_or("");
+        let kind = kind.unwrap_or(if host.ends_with("discord.com") || host.ends_with("discordapp.com") {
+            Kind::Discord
+        } else if host == "hooks.slack.com" {
+            Kind::Slack
+        } else {
+            Kind::Json
+        });
+        Ok(Target { kind, url: url.to_string() })
+    }
+}
+
+/// Which runs are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NotifyOn {
+    /// Every result except up-to-date.
+    Change,
+    /// Only failures (need-push, diverged, apply and verification failures, errors).
+    Failure,
+    /// Every run.
+    Always,
+}
+
+impl NotifyOn {
+    /// Whether `summary` is to be reported.
+    pub fn wants(self, summary: &RunSummary) -> bool {
+        if matches!(summary.exit_code, 2 | 75) {
+            // A usage error or a skipped run (lock held) is not news for the fleet channel.
+            return false;
+        }
+        match self {
+            NotifyOn::Always => true,
+            NotifyOn::Change => summary.exit_code != 0,
+            NotifyOn::Failure => summary.is_failure(),
+        }
+    }
+}
+
+/// The generic JSON document (documented in the README; `version` changes only with incompatible changes).
+pub fn json_document(summary: &RunSummary) -> serde_json::Value {
+    json!({
+        "version": 1,
+        "host": summary.host,
+        "repository": summary.repository,
+        "branch": summary.branch,
+        "previous_commit": summary.previous_commit,
+        "commit": summary.commit,
+        "subject": summary.subject,
+        "author": summary.author,
+        "result": summary.result,
+        "exit_code": summary.exit_code,
+        "error": summary.error,
+        "duration_ms": summary.duration_ms,
+        "started_at": summary.started_at,
+        "finished_at": summary.finished_at,
+        "log_tail": summary.log_tail.as_deref().map(|log| tail(log, JSON_LOG_MAX)),
+        "log_truncated": summary.log_truncated || summary.log_tail.as_deref().is_some_and(|l| l.len() > JSON_LOG_MAX),
+    })
+}
+
+/// Slack's incoming-webhook body: a text fallback and blocks with the log tail in a code block.
+pub fn slack_body(summary: &RunSummary) -> serde_json::Value {
+    let mut blocks =
+        vec![json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", summary.headline())}})];
+    if let Some(log) = summary.log_tail.as_deref().filter(|l| !l.trim().is_empty()) {
+        let shown = tail(log, SLACK_LOG_MAX);
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("```{shown}```")}}));
+    }
+    json!({"text": summary.headline(), "blocks": blocks})
+}
+
+/// Discord's `payload_json`: content within 2000 characters and an embed coloured by result.
+pub fn discord_payload(summary: &RunSummary, attachment: Option<&str>) -> serde_json::Value {
+    let mut content = summary.headline();
+    if summary.log_truncated {
+        content.push_str(" (log truncated: the attachment keeps its end)");
+    }
+    let content = truncate_chars(&content, DISCORD_CONTENT_MAX);
+    let colour = match summary.result.as_str() {
+        "applied" => 0x2e_cc_71,
+        "up-to-date" => 0x95_a5_a6,
+        "need-push" | "diverged" => 0xf3_9c_12,
+        _ => 0xe7_4c_3c,
+    };
+    let field = |name: &str, value: Option<&str>| json!({"name": name, "value": value.unwrap_or("-"), "inline": true});
+    let mut payload = json!({
+        "content": content,
+        "embeds": [{
+            "title": format!("{} on {}", summary.result, summary.host),
+            "color": colour,
+            "fields": [
+                field("branch", summary.branch.as_deref()),
+                field("commit", summary.commit.as_deref()),
+                field("previous", summary.previous_commit.as_deref()),
+                field("exit code", Some(&summary.exit_code.to_string())),
+            ],
+        }],
+    });
+    if let Some(name) = attachment {
+        payload["attachments"] = json!([{"id": 0, "filename": name}]);
+    }
+    payload
+}
+
+/// The last `max` bytes of `text`, cut at a character boundary.
+pub fn tail(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary() -> RunSummary {
+        RunSummary {
+            host: "web-1".into(),
+            repository: "ssh://git@h/fleet".into(),
+            branch: Some("main".into()),
+            commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+            subject: Some("bump nginx".into()),
+            result: "applied".into(),
+            exit_code: 10,
+            log_tail: Some("line\n".repeat(1000)),
+            ..RunSummary::default()
+        }
+    }
+
+    #[test]
+    fn kinds_are_detected_or_forced() {
+        assert_eq!(Target::parse("https://discord.com/api/webhooks/1/x").unwrap().kind, Kind::Discord);
+        assert_eq!(Target::parse("https://hooks.slack.com/services/T/B/x").unwrap().kind, Kind::Slack);
+        assert_eq!(Target::parse("https://example.com/hook").unwrap().kind, Kind::Json);
+        let forced = Target::parse("discord:http://127.0.0.1:9/hook").unwrap();
+        assert_eq!((forced.kind, forced.url.as_str()), (Kind::Discord, "http://127.0.0.1:9/hook"));
+        assert!(Target::parse("ftp://x").is_err());
+        assert!(Target::parse("slack:nope").is_err());
+    }
+
+    #[test]
+    fn notify_on_policy() {
+        let mut s = summary();
+        for (code, change, failure) in [
+            (0, false, false),
+            (10, true, false),
+            (20, true, true),
+            (30, true, true),
+            (1, true, true),
+            (75, false, false),
+            (2, false, false),
+        ] {
+            s.exit_code = code;
+            assert_eq!(NotifyOn::Change.wants(&s), change, "change {code}");
+            assert_eq!(NotifyOn::Failure.wants(&s), failure, "failure {code}");
+        }
+    }
+
+    #[test]
+    fn payloads_respect_limits() {
+        let mut s = summary();
+        s.subject = Some("x".repeat(5000));
+        let discord = discord_payload(&s, Some("gitops.log"));
+        assert!(discord["content"].as_str().unwrap().chars().count() <= DISCORD_CONTENT_MAX);
+        assert_eq!(discord["attachments"][0]["filename"], "gitops.log");
+        let slack = slack_body(&s);
+        assert!(slack["blocks"][1]["text"]["text"].as_str().unwrap().len() <= SLACK_LOG_MAX + 6);
+        let doc = json_document(&s);
+        assert_eq!(doc["version"], 1);
+        assert_eq!(doc["log_tail"].as_str().unwrap().len(), 5000);
+        assert_eq!(tail("héllo", 4), "llo");
+    }
+}

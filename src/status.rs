@@ -1,0 +1,200 @@
+//! `gitops status` and `gitops logs`: read the state directory, no network.
+
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::anyhow;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::cli::{LogsArgs, StatusArgs};
+use crate::config::{parse_duration, state_dir_or_default};
+use crate::outcome::{Failure, Outcome};
+use crate::report;
+use crate::state::{self, Layout};
+
+/// Print where this host stands; exit 0 when healthy, 1 when the last run failed or success is too old.
+pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
+    let max_age = parse_duration(&args.max_age)
+        .map_err(|e| Failure::usage(anyhow!("--max-age {:?}: {e}; use e.g. 15m or 2h", args.max_age)))?;
+    let layout = Layout { root: state_dir_or_default(args.state_dir) };
+    let state = state::load(&layout.state_file())?;
+    let record = report::load_record(&layout);
+    let now = OffsetDateTime::now_utc();
+    let age = |at: &Option<String>| {
+        at.as_deref().and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()).map(|t| (now - t).whole_seconds().max(0))
+    };
+
+    let applied_commit = state.applied_commit.clone();
+    let (subject, author) = applied_commit.as_deref().map(|c| describe(&layout, c)).unwrap_or((None, None));
+    let mut problems = Vec::new();
+    match &record.last_run {
+        None if applied_commit.is_none() => problems.push("no run recorded yet".to_string()),
+        Some(run) if run.is_failure() => problems.push(format!(
+            "last run failed: {} (exit {}){}",
+            run.result,
+            run.exit_code,
+            run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        )),
+        _ => {}
+    }
+    let success_age = age(&record.last_success_at);
+    if let Some(seconds) = success_age
+        && seconds > max_age.as_secs() as i64
+    {
+        problems.push(format!("last success {} ago, more than --max-age {}", human(seconds), args.max_age));
+    }
+    let retry =
+        state.last_failure().map(|(commit, attempts)| json!({"commit": commit, "consecutive_failures": attempts}));
+    let last_run = record.last_run.as_ref().map(|run| {
+        let mut run = serde_json::to_value(run).unwrap_or_default();
+        if let Some(map) = run.as_object_mut() {
+            map.remove("log_tail");
+        }
+        run
+    });
+    let doc = json!({
+        "version": 1,
+        "state_dir": layout.root,
+        "repository": record.last_run.as_ref().map(|r| r.repository.clone()),
+        "branch": record.last_run.as_ref().and_then(|r| r.branch.clone()),
+        "applied": applied_commit.as_ref().map(|commit| json!({
+            "commit": commit,
+            "subject": subject,
+            "author": author,
+            "applied_at": state.applied_at,
+            "age_seconds": age(&state.applied_at),
+        })),
+        "last_run": last_run,
+        "last_success_at": record.last_success_at,
+        "consecutive_failures": record.consecutive_failures,
+        "apply_failures_total": record.apply_failures_total,
+        "pending_retry": retry,
+        "verification": state.verification,
+        "log": state.last_attempt.as_ref().map(|a| a.log.clone()),
+        "next_run": next_timer_run(),
+        "healthy": problems.is_empty(),
+        "problems": problems,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+    } else {
+        print_human(&doc);
+    }
+    Ok(if problems.is_empty() { Outcome::UpToDate } else { Outcome::Runtime })
+}
+
+fn print_human(doc: &serde_json::Value) {
+    let text = |v: &serde_json::Value| v.as_str().map(String::from).unwrap_or_else(|| "-".into());
+    println!("repository:   {} (branch {})", text(&doc["repository"]), text(&doc["branch"]));
+    match doc["applied"].as_object() {
+        Some(applied) => println!(
+            "applied:      {} \"{}\" by {}, {} ago",
+            &text(&applied["commit"])[..12.min(text(&applied["commit"]).len())],
+            text(&applied["subject"]),
+            text(&applied["author"]),
+            applied["age_seconds"].as_i64().map(human).unwrap_or_else(|| "?".into())
+        ),
+        None => println!("applied:      nothing yet"),
+    }
+    if let Some(run) = doc["last_run"].as_object() {
+        println!(
+            "last run:     {} {} (exit {}) in {:.1}s",
+            text(&run["finished_at"]),
+            text(&run["result"]),
+            run["exit_code"],
+            run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
+        );
+    }
+    println!("last success: {}", text(&doc["last_success_at"]));
+    if let Some(retry) = doc["pending_retry"].as_object() {
+        println!("retrying:     {} failed {} time(s) in a row", text(&retry["commit"]), retry["consecutive_failures"]);
+    }
+    if let Some(v) = doc["verification"].as_object() {
+        match v["result"].as_str() {
+            Some("verified") => {
+                println!("verification: verified, signed by {} ({})", text(&v["principal"]), text(&v["fingerprint"]))
+            }
+            _ => println!("verification: REJECTED {}: {}", text(&v["object"]), text(&v["reason"])),
+        }
+    }
+    println!("log:          {}", text(&doc["log"]));
+    if let Some(next) = doc["next_run"].as_str() {
+        println!("next run:     {next}");
+    }
+    match doc["problems"].as_array().filter(|p| !p.is_empty()) {
+        None => println!("health:       OK"),
+        Some(problems) => {
+            for problem in problems {
+                println!("health:       UNHEALTHY: {}", text(problem));
+            }
+        }
+    }
+}
+
+/// The applied commit's subject and author, from the cache repository.
+fn describe(layout: &Layout, commit: &str) -> (Option<String>, Option<String>) {
+    let Ok(repo) = gix::open_opts(layout.cache(), gix::open::Options::isolated()) else { return (None, None) };
+    let Ok(id) = gix::ObjectId::from_hex(commit.as_bytes()) else { return (None, None) };
+    let Ok(commit) = repo.find_commit(id) else { return (None, None) };
+    (
+        commit.message().ok().map(|m| m.summary().to_string()),
+        commit.author().ok().map(|a| format!("{} <{}>", a.name, a.email)),
+    )
+}
+
+/// When systemd will next start gitops.service, if systemd runs this host.
+fn next_timer_run() -> Option<String> {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        return None;
+    }
+    let out = std::process::Command::new("systemctl")
+        .args(["show", "gitops.timer", "--property=NextElapseUSecRealtime", "--value"])
+        .output()
+        .ok()?;
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !value.is_empty() && value != "n/a").then_some(value)
+}
+
+fn human(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// Print the entrypoint log of the last attempt, or of the newest log whose commit starts with the given prefix.
+pub fn logs(args: LogsArgs) -> Result<Outcome, Failure> {
+    let layout = Layout { root: state_dir_or_default(args.state_dir) };
+    let path: PathBuf = match args.commit {
+        None => state::load(&layout.state_file())?
+            .last_attempt
+            .map(|a| a.log)
+            .ok_or_else(|| anyhow!("no run has logged anything in {} yet", layout.root.display()))?,
+        Some(prefix) => {
+            let mut matches: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(layout.logs())
+                .map_err(|e| anyhow!("reading {}: {e}", layout.logs().display()))?
+                .flatten()
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.starts_with(&prefix) && name.ends_with(".log")
+                })
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            matches.sort();
+            matches.pop().map(|(_, p)| p).ok_or_else(|| {
+                anyhow!(
+                    "no log for a commit starting with {prefix:?} in {}; logs are kept for the last runs only",
+                    layout.logs().display()
+                )
+            })?
+        }
+    };
+    let text = fs::read(&path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(&text);
+    Ok(Outcome::UpToDate)
+}
