@@ -506,3 +506,131 @@ impl Drop for TlsProxy {
         let _ = self.child.wait();
     }
 }
+
+/// One request a `Recorder` received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Request method.
+    pub method: String,
+    /// Request target (path and query).
+    pub path: String,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The (de-chunked) body.
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// The value of header `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// An HTTP server that records every request and answers with a settable status: a webhook receiver.
+pub struct Recorder {
+    port: u16,
+    requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    status: Arc<std::sync::atomic::AtomicU16>,
+    shutdown: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// Listen on a random port.
+    pub fn start() -> Recorder {
+        Recorder::start_on(0)
+    }
+
+    /// Listen on `port` (0: random), e.g. to come back on the port a stopped recorder had.
+    pub fn start_on(port: u16) -> Recorder {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind recorder");
+        let port = listener.local_addr().expect("recorder addr").port();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(204));
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (reqs, code, stop) = (requests.clone(), status.clone(), shutdown.clone());
+        let acceptor = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                if let Err(e) = record_one(stream, &reqs, code.load(Ordering::SeqCst)) {
+                    eprintln!("Recorder: {e}");
+                }
+            }
+        });
+        Recorder { port, requests, status, shutdown, acceptor: Some(acceptor) }
+    }
+
+    /// URL of `path` on this server.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().expect("recorder lock").clone()
+    }
+
+    /// Answer later requests with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn record_one(stream: TcpStream, requests: &std::sync::Mutex<Vec<Recorded>>, status: u16) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Ok(());
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("/").to_string();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    let body = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        read_chunked(&mut reader)?
+    } else {
+        let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        body
+    };
+    requests.lock().expect("recorder lock").push(Recorded { method, path, headers, body });
+    write!(out, "HTTP/1.1 {status} Recorded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    out.flush()
+}
