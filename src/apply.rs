@@ -68,6 +68,16 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
         .stderr(writer)
         // Its own process group, so a timeout kills everything it started.
         .process_group(0);
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            // If gitops is killed (OOM, kill -9), its entrypoint must not go on running beside the next run.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let child = command.spawn();
     // The parent's copies of the write end must be closed, or the reader never sees EOF.
     drop(command);

@@ -11,6 +11,61 @@ use gix::ObjectId;
 
 use crate::state::{Layout, sync_dir};
 
+/// Refuse a hostile tree before anything is written: invalid or duplicate names, `.git` components,
+/// or more than `max_size` bytes of content (a blob reused many times counts each time).
+///
+/// Duplicate names matter twice: git never writes them, and gix's index building may panic on them.
+pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64) -> anyhow::Result<()> {
+    let tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree_id())
+        .map_err(anyhow::Error::new)
+        .with_context(|| format!("reading the tree of commit {commit}"))?
+        .detach();
+    let mut total: u64 = 0;
+    let mut stack = vec![(tree, String::new())];
+    while let Some((id, prefix)) = stack.pop() {
+        let tree = repo.find_tree(id).map_err(anyhow::Error::new).with_context(|| format!("reading tree {id}"))?;
+        let decoded = tree.decode().map_err(anyhow::Error::new).with_context(|| format!("decoding tree {id}"))?;
+        let mut seen = std::collections::HashSet::new();
+        for entry in &decoded.entries {
+            let name = entry.filename.to_string();
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let refuse = |why: &str| {
+                anyhow::anyhow!("refusing commit {commit}: {why} at {path:?}; this is not something git itself writes")
+            };
+            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+                return Err(refuse("an invalid path component"));
+            }
+            if name.eq_ignore_ascii_case(".git") {
+                return Err(refuse("a .git component"));
+            }
+            // Names equal but for case are distinct files on Linux; an exact duplicate is not.
+            if !seen.insert(name.clone()) {
+                return Err(refuse("a duplicate entry"));
+            }
+            if entry.mode.is_tree() {
+                stack.push((entry.oid.to_owned(), path));
+            } else if entry.mode.is_commit() {
+                log::debug!("submodule {path} is not fetched; it stays an empty directory");
+            } else {
+                let size = repo
+                    .find_header(entry.oid)
+                    .map_err(anyhow::Error::new)
+                    .with_context(|| format!("reading the size of {path}"))?
+                    .size();
+                total = total.saturating_add(size);
+                if total > max_size {
+                    bail!(
+                        "refusing commit {commit}: its checkout would exceed --max-checkout-size ({max_size} bytes) at {path:?}; raise the limit if this is intended"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Ensure `revisions/<commit>/` holds the complete tree of `commit` and return its path.
 ///
 /// The tree is written to a temporary directory and renamed into place only when complete
@@ -30,6 +85,7 @@ pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId) ->
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    crate::failpoint::hit("checkout-written");
     // The files must be on disk before the name that promises they are complete.
     sync_filesystem(&tmp);
     fs::rename(&tmp, &dest).with_context(|| format!("moving checkout into place at {}", dest.display()))?;
@@ -166,6 +222,7 @@ pub fn publish(layout: &Layout, commit: ObjectId) -> anyhow::Result<()> {
     let tmp = layout.root.join(format!(".current.tmp-{}", std::process::id()));
     let _ = fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&target, &tmp).with_context(|| format!("creating symlink {}", tmp.display()))?;
+    crate::failpoint::hit("symlink-created");
     fs::rename(&tmp, layout.current()).with_context(|| format!("swapping {}", layout.current().display()))?;
     sync_dir(&layout.root).context("syncing state directory")?;
     Ok(())

@@ -104,6 +104,14 @@ pub struct SyncArgs {
     #[arg(long, env = "GITOPS_APPLY_TIMEOUT", default_value = "30m", value_name = "DURATION")]
     pub apply_timeout: String,
 
+    /// Give up a fetch that has not finished after this long (exit 1, nothing changed).
+    #[arg(long, env = "GITOPS_FETCH_TIMEOUT", default_value = "10m", value_name = "DURATION")]
+    pub fetch_timeout: String,
+
+    /// Refuse a commit whose checkout would be larger than this (e.g. 500M, 2G).
+    #[arg(long, env = "GITOPS_MAX_CHECKOUT_SIZE", default_value = "1G", value_name = "SIZE")]
+    pub max_checkout_size: String,
+
     /// How many checked-out revisions to keep (the live one included).
     #[arg(long, env = "GITOPS_KEEP_REVISIONS", default_value_t = 3, value_name = "N")]
     pub keep_revisions: usize,

@@ -37,6 +37,10 @@ pub struct Settings {
     pub entrypoint: PathBuf,
     /// How long the entrypoint may run before its process group is killed.
     pub apply_timeout: Duration,
+    /// How long a fetch may take.
+    pub fetch_timeout: Duration,
+    /// Largest checkout accepted, in bytes.
+    pub max_checkout_size: u64,
     /// Revisions kept on disk, the live one included (≥ 1).
     pub keep_revisions: usize,
     /// Consecutive failures of one commit before giving up on it (≥ 1).
@@ -194,7 +198,8 @@ pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
             return Err(format!("line {}: expected KEY=VALUE", n + 1));
         };
         let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let valid_start = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !valid_start || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("line {}: {key:?} is not a valid variable name", n + 1));
         }
         let value = value.trim();
@@ -260,6 +265,12 @@ impl Settings {
             (None, None) => None,
         };
         let state_dir = state_dir_or_default(args.state_dir);
+        if state_dir.to_str().is_none() {
+            bail!(
+                "--state-dir {}: the path is not valid UTF-8, which state.json and the entrypoint's environment need; choose another path",
+                state_dir.display()
+            );
+        }
         // Absolute, because the entrypoint runs in another working directory and gets this path.
         let state_dir = std::path::absolute(&state_dir)
             .with_context(|| format!("--state-dir {}: cannot make it absolute", state_dir.display()))?;
@@ -274,6 +285,10 @@ impl Settings {
         }
         let apply_timeout = parse_duration(&args.apply_timeout)
             .map_err(|e| anyhow!("--apply-timeout {:?}: {e}; use e.g. 90s, 30m or 2h", args.apply_timeout))?;
+        let fetch_timeout = parse_duration(&args.fetch_timeout)
+            .map_err(|e| anyhow!("--fetch-timeout {:?}: {e}; use e.g. 90s or 10m", args.fetch_timeout))?;
+        let max_checkout_size = parse_size(&args.max_checkout_size)
+            .map_err(|e| anyhow!("--max-checkout-size {:?}: {e}; use e.g. 500M or 2G", args.max_checkout_size))?;
         if args.keep_revisions == 0 {
             bail!("--keep-revisions 0: the live revision must be kept; use 1 or more");
         }
@@ -342,6 +357,8 @@ impl Settings {
             state_dir,
             entrypoint,
             apply_timeout,
+            fetch_timeout,
+            max_checkout_size,
             keep_revisions: args.keep_revisions,
             max_attempts: args.max_attempts,
             ssh_command,
@@ -455,8 +472,36 @@ fn kernel_hostname() -> anyhow::Result<String> {
     Ok(name.trim().to_string())
 }
 
-/// Parse `90s`, `30m`, `2h`, `1d`, `500ms` or plain seconds.
+/// The longest duration accepted anywhere: beyond it a typo is likelier than intent.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
+
+/// Parse `512K`, `500M`, `2G` (powers of 1024) or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| "not a size".to_string())?;
+    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        other => return Err(format!("unknown unit {other:?}")),
+    };
+    number.checked_mul(factor).filter(|n| *n > 0).ok_or_else(|| "must be more than zero and less than 16 EiB".into())
+}
+
+/// Parse `90s`, `30m`, `2h`, `1d`, `500ms` or plain seconds (at most a year).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_unbounded(text)?;
+    if duration > MAX_DURATION {
+        return Err("longer than a year".into());
+    }
+    Ok(duration)
+}
+
+fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
@@ -489,6 +534,12 @@ mod tests {
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3 weeks").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("400d").is_err());
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512k"), Ok(512 << 10));
+        assert!(parse_size("0").is_err() && parse_size("1Q").is_err() && parse_size("99999999999T").is_err());
     }
 
     #[test]

@@ -36,8 +36,43 @@ pub struct Source<'a> {
     pub http_credentials: Option<&'a (String, String)>,
 }
 
+/// The cache repository turned out to be missing objects it claims to have.
+#[derive(Debug)]
+pub struct CacheDamaged(pub String);
+
+impl std::fmt::Display for CacheDamaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CacheDamaged {}
+
+/// Remove lock and temp files a killed run left in the cache; only we use the cache, under our run lock.
+fn remove_stale_locks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => remove_stale_locks(&path),
+            Ok(_) if name.ends_with(".lock") || name.starts_with("tmp_") || name.starts_with(".tmp") => {
+                log::debug!("removing {}, left by an interrupted run", path.display());
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Open the cache repository, creating it on first use and rebuilding it when it is unusable.
-pub fn open_cache(path: &Path, ssh_command: &str, http_ca_file: Option<&Path>) -> anyhow::Result<gix::Repository> {
+pub fn open_cache(
+    path: &Path,
+    ssh_command: &str,
+    http_ca_file: Option<&Path>,
+    fetch_timeout: std::time::Duration,
+) -> anyhow::Result<gix::Repository> {
+    remove_stale_locks(path);
     let mut repo = match open_isolated(path) {
         Ok(repo) => repo,
         Err(open_error) => {
@@ -53,6 +88,10 @@ pub fn open_cache(path: &Path, ssh_command: &str, http_ca_file: Option<&Path>) -
     let mut config = repo.config_snapshot_mut();
     // Our ssh command wins over GIT_SSH_COMMAND or any config: host keys stay pinned.
     config.set_value(&gix::config::tree::Core::SSH_COMMAND, ssh_command).context("setting core.sshCommand")?;
+    // curl gives up on its own when a transfer stalls, so an http fetch fails cleanly before the deadline.
+    let stall = fetch_timeout.as_secs().clamp(1, 60).to_string();
+    config.set_value(&gix::config::tree::Http::LOW_SPEED_LIMIT, "1").context("setting http.lowSpeedLimit")?;
+    config.set_value(&gix::config::tree::Http::LOW_SPEED_TIME, stall.as_str()).context("setting http.lowSpeedTime")?;
     if let Some(ca) = http_ca_file {
         config
             .set_value(&gix::config::tree::Http::SSL_CA_INFO, ca.to_string_lossy().as_ref())
@@ -60,6 +99,18 @@ pub fn open_cache(path: &Path, ssh_command: &str, http_ca_file: Option<&Path>) -
     }
     config.commit().context("applying cache repository configuration")?;
     Ok(repo)
+}
+
+/// Whether the tip fetched last time can still be read: a cache with refs to missing or truncated
+/// objects makes every later fetch fail in negotiation, so it is rebuilt instead.
+pub fn check_sound(repo: &gix::Repository) -> anyhow::Result<()> {
+    let Ok(Some(mut reference)) = repo.try_find_reference(REMOTE_REF) else { return Ok(()) };
+    let readable = reference.peel_to_id().ok().and_then(|id| repo.find_object(id).ok()).is_some();
+    if readable {
+        Ok(())
+    } else {
+        Err(anyhow::Error::new(CacheDamaged(format!("{REMOTE_REF} points at an object that cannot be read"))))
+    }
 }
 
 fn open_isolated(path: &Path) -> anyhow::Result<gix::Repository> {
@@ -133,10 +184,14 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
 
     let tip =
         mapping.remote.as_id().ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?.to_owned();
-    let object =
-        repo.find_object(tip).with_context(|| format!("fetched tip {tip} of {source} is missing from the cache"))?;
+    let object = repo.find_object(tip).map_err(|e| {
+        anyhow::Error::new(CacheDamaged(format!("fetched tip {tip} of {source} cannot be read from the cache ({e})")))
+    })?;
     let tag = (object.kind == gix::object::Kind::Tag).then_some(tip);
-    let commit = object.peel_to_commit().with_context(|| format!("{source} on {url} does not point at a commit"))?.id;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|e| anyhow::Error::new(CacheDamaged(format!("{source} on {url}: its commit cannot be read ({e})"))))?
+        .id;
     let reference = match from.reference {
         Some(reference) => reference.to_string(),
         None => head_target(&outcome.ref_map.remote_refs).unwrap_or_else(|| "HEAD".into()),

@@ -125,6 +125,26 @@ impl State {
     }
 }
 
+/// Read state.json for a run; a corrupt one is moved aside (never overwritten) and the run starts afresh.
+pub fn load_or_quarantine(path: &Path) -> anyhow::Result<State> {
+    match load(path) {
+        Ok(state) => Ok(state),
+        Err(error) if path.exists() && error.downcast_ref::<serde_json::Error>().is_some() => {
+            let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+            let aside = path.with_file_name(format!("state.json.corrupt-{stamp}"));
+            fs::rename(path, &aside).with_context(|| format!("moving corrupt {} aside", path.display()))?;
+            log::error!(
+                "{} was corrupt ({}); moved it to {} and starting as a new host: the branch head will be verified and applied again",
+                path.display(),
+                error.root_cause(),
+                aside.display()
+            );
+            Ok(State::default())
+        }
+        Err(error) => Err(error),
+    }
+}
+
 /// Read state.json; a missing file is the empty state (first run).
 pub fn load(path: &Path) -> anyhow::Result<State> {
     let text = match fs::read(path) {
@@ -132,13 +152,7 @@ pub fn load(path: &Path) -> anyhow::Result<State> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    serde_json::from_slice(&text).with_context(|| {
-        format!(
-            "{} is not valid state ({}); move it aside to start over (the next run re-applies the branch head)",
-            path.display(),
-            "corrupt JSON"
-        )
-    })
+    serde_json::from_slice(&text).with_context(|| format!("{} is not valid state JSON", path.display()))
 }
 
 /// Write state.json atomically: temp file, fsync, rename, fsync the directory.
@@ -160,6 +174,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
+        if path.file_name().is_some_and(|n| n == "state.json") {
+            crate::failpoint::hit("state-temp-written");
+        }
         fs::rename(&tmp, path)?;
         sync_dir(dir)
     })();
@@ -203,6 +220,20 @@ pub fn lock(path: &Path) -> Result<RunLock, LockError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held(path.to_path_buf())),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(LockError::Io(anyhow::Error::new(e).context(format!("locking {}", path.display()))))
+        }
+    }
+}
+
+/// Remove temp files that runs killed mid-write left in the state directory (call under the lock).
+pub fn remove_stale_temp(layout: &Layout) {
+    for dir in [layout.root.clone(), layout.logs()] {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                log::debug!("removing {name}, left by an interrupted run");
+                let _ = fs::remove_file(entry.path());
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::apply::{self, Job};
 use crate::changes::changed_paths;
 use crate::checkout;
 use crate::config::{Settings, Trust};
+use crate::deadline;
 use crate::decide::{Attempt, Decision, decide, plan_attempt};
 use crate::fetch::{self, Fetched, Source};
 use crate::hostkey;
@@ -30,6 +31,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     let layout = Layout { root: settings.state_dir.clone() };
     state::ensure_dirs(&layout)?;
     let _lock = lock(&layout)?;
+    state::remove_stale_temp(&layout);
     let mut summary = RunSummary {
         host: settings.hostname.clone(),
         repository: settings.repo_url_display.clone(),
@@ -57,22 +59,24 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
 /// fetch → decide → verify → checkout → apply → record, filling `summary` on the way.
 fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started: Instant) -> Result<Outcome, Failure> {
     let layout = layout.clone();
-    let mut state = state::load(&layout.state_file())?;
+    let mut state = state::load_or_quarantine(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| parse_id(hex, "applied_commit")).transpose()?;
 
-    let repo = fetch::open_cache(&layout.cache(), &settings.ssh_command, settings.http_ca_file.as_deref())?;
-    let ssh_log = layout.root.join(crate::config::SSH_LOG);
-    let _ = std::fs::remove_file(&ssh_log);
-    let fetched = fetch::fetch(
-        &repo,
-        Source {
-            url: &settings.repo_url,
-            display_url: &settings.repo_url_display,
-            reference: settings.source_ref.as_deref(),
-            http_credentials: settings.http_credentials.as_ref(),
-        },
-    )
-    .map_err(|e| hostkey::explain(e, &std::fs::read_to_string(&ssh_log).unwrap_or_default(), &settings.host_keys))?;
+    let (repo, fetched) = match fetch_once(settings, &layout) {
+        Err(error) if cache_damaged(&error) => {
+            // The cache is only a copy of the remote: rebuild it rather than fail every run from now on.
+            log::warn!(
+                "cache repository {} is damaged ({}); rebuilding it from the remote",
+                layout.cache().display(),
+                Failure::from(error).message()
+            );
+            std::fs::remove_dir_all(layout.cache())
+                .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
+            fetch_once(settings, &layout)?
+        }
+        other => other?,
+    };
+    crate::failpoint::hit("fetched");
     let remote = fetched.commit;
     describe(&repo, &fetched, deployed, summary);
     let merge_base = match deployed {
@@ -154,6 +158,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     };
 
+    checkout::inspect(&repo, remote, settings.max_checkout_size)?;
     let changed = changed_paths(&repo, deployed, remote)?;
     if settings.dry_run {
         print_plan(settings, decision, deployed, &fetched, attempt, &changed);
@@ -161,7 +166,9 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     }
 
     let checkout_dir = checkout::materialise(&repo, &layout, remote)?;
+    crate::failpoint::hit("checkout-complete");
     checkout::publish(&layout, remote)?;
+    crate::failpoint::hit("published");
     let changed_file = layout.logs().join(format!("{remote}.changed"));
     let mut listing = changed.join("\n");
     if !listing.is_empty() {
@@ -208,6 +215,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         state.record_applied(&remote.to_string(), finished_at);
     }
     state::save(&layout.state_file(), &state)?;
+    crate::failpoint::hit("state-saved");
     summary.error = ran.error.clone();
     (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
     if let Err(e) = checkout::prune(&layout, settings.keep_revisions) {
@@ -227,6 +235,47 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         ),
     }
     Ok(outcome)
+}
+
+/// Open the cache and fetch, within --fetch-timeout; ssh's messages explain a failure.
+fn fetch_once(settings: &Settings, layout: &Layout) -> anyhow::Result<(gix::Repository, Fetched)> {
+    let repo = fetch::open_cache(
+        &layout.cache(),
+        &settings.ssh_command,
+        settings.http_ca_file.as_deref(),
+        settings.fetch_timeout,
+    )?;
+    fetch::check_sound(&repo)?;
+    let ssh_log = layout.root.join(crate::config::SSH_LOG);
+    let _ = std::fs::remove_file(&ssh_log);
+    let source = Source {
+        url: &settings.repo_url,
+        display_url: &settings.repo_url_display,
+        reference: settings.source_ref.as_deref(),
+        http_credentials: settings.http_credentials.as_ref(),
+    };
+    let what = format!("fetching from {}", settings.repo_url_display);
+    let (fetched, expired) = deadline::run(settings.fetch_timeout, &what, || fetch::fetch(&repo, source));
+    let fetched = match fetched {
+        Err(_) if expired => Err(anyhow!(
+            "{what}: no answer within --fetch-timeout {:?}; nothing changed; check the network and the Git server",
+            settings.fetch_timeout
+        )),
+        other => other.map_err(|e| {
+            hostkey::explain(e, &std::fs::read_to_string(&ssh_log).unwrap_or_default(), &settings.host_keys)
+        }),
+    }?;
+    Ok((repo, fetched))
+}
+
+/// Whether the local data is corrupt (as opposed to the network or the remote failing).
+fn cache_damaged(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<fetch::CacheDamaged>()
+            || cause
+                .downcast_ref::<gix::Error>()
+                .is_some_and(|e| e.dominant_class() == Some(gix::error::Class::Corruption))
+    })
 }
 
 /// Fill in what the run is about: branch, commits, subject and author.

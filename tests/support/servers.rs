@@ -634,3 +634,105 @@ fn record_one(stream: TcpStream, requests: &std::sync::Mutex<Vec<Recorded>>, sta
     write!(out, "HTTP/1.1 {status} Recorded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     out.flush()
 }
+
+/// How a `FaultyProxy` treats connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward both ways.
+    Healthy,
+    /// Accept, then never forward anything (a stalled network).
+    Stall,
+    /// Forward the first N bytes from the server, then cut both directions.
+    DropAfter(usize),
+}
+
+/// A TCP proxy between gitops and a Git server that injects network faults.
+pub struct FaultyProxy {
+    port: u16,
+    fault: Arc<std::sync::Mutex<Fault>>,
+    shutdown: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl FaultyProxy {
+    /// Proxy 127.0.0.1:random to 127.0.0.1:`backend_port`.
+    pub fn start(backend_port: u16, fault: Fault) -> FaultyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let fault = Arc::new(std::sync::Mutex::new(fault));
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let (mode, stop) = (fault.clone(), shutdown.clone());
+        let acceptor = thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let fault = *mode.lock().expect("proxy lock");
+                thread::spawn(move || proxy_one(client, backend_port, fault));
+            }
+        });
+        FaultyProxy { port, fault, shutdown, acceptor: Some(acceptor) }
+    }
+
+    /// The port gitops should connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Change the fault for new connections.
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().expect("proxy lock") = fault;
+    }
+}
+
+impl Drop for FaultyProxy {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(h) = self.acceptor.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn proxy_one(client: TcpStream, backend_port: u16, fault: Fault) {
+    if fault == Fault::Stall {
+        // Hold the connection open and say nothing, until the client gives up.
+        let mut sink = [0u8; 4096];
+        let mut reader = client;
+        let _ = reader.set_read_timeout(Some(Duration::from_secs(120)));
+        while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+        return;
+    }
+    let Ok(server) = TcpStream::connect(("127.0.0.1", backend_port)) else { return };
+    let limit = match fault {
+        Fault::DropAfter(n) => n,
+        _ => usize::MAX,
+    };
+    let (mut client_read, mut server_write) = (client.try_clone().expect("clone"), server.try_clone().expect("clone"));
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut client_read, &mut server_write);
+        let _ = server_write.shutdown(Shutdown::Write);
+    });
+    let (mut server_read, mut client_write) = (server, client);
+    let mut forwarded = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match server_read.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let take = n.min(limit - forwarded);
+        if client_write.write_all(&buf[..take]).is_err() {
+            break;
+        }
+        forwarded += take;
+        if forwarded >= limit {
+            let _ = client_write.shutdown(Shutdown::Both);
+            let _ = server_read.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+    let _ = client_write.shutdown(Shutdown::Write);
+}

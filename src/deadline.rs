@@ -1,0 +1,65 @@
+//! A deadline for work that may block in a read we cannot interrupt (a fetch over a stalled network).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+/// How long the blocked work gets to notice its killed children before the process gives up.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Run `work`; if it has not finished after `timeout`, kill our child processes (ssh, upload-pack) so
+/// it fails, and if it still does not return, log `what` and exit 1 (nothing has been written yet).
+/// Returns the work's result and whether the deadline passed.
+pub fn run<T>(timeout: Duration, what: &str, work: impl FnOnce() -> T) -> (T, bool) {
+    let (done, wait) = mpsc::channel::<()>();
+    let expired = Arc::new(AtomicBool::new(false));
+    let flag = expired.clone();
+    let what = what.to_string();
+    let watchdog = std::thread::spawn(move || {
+        if !matches!(wait.recv_timeout(timeout), Err(RecvTimeoutError::Timeout)) {
+            return;
+        }
+        flag.store(true, Ordering::SeqCst);
+        kill_descendants();
+        if matches!(wait.recv_timeout(GRACE), Err(RecvTimeoutError::Timeout)) {
+            log::error!(
+                "{what}: no answer within --fetch-timeout {timeout:?}; nothing changed; check the network and the Git server"
+            );
+            std::process::exit(1);
+        }
+    });
+    let result = work();
+    let _ = done.send(());
+    let _ = watchdog.join();
+    (result, expired.load(Ordering::SeqCst))
+}
+
+/// SIGKILL every process descended from this one.
+fn kill_descendants() {
+    let me = std::process::id();
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            // The command name may hold spaces and parentheses: the fields after the last ')' are fixed.
+            let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
+            else {
+                continue;
+            };
+            parents.push((pid, ppid));
+        }
+    }
+    let mut victims = vec![me];
+    let mut index = 0;
+    while index < victims.len() {
+        let parent = victims[index];
+        victims.extend(parents.iter().filter(|(_, ppid)| *ppid == parent).map(|(pid, _)| *pid));
+        index += 1;
+    }
+    for pid in victims.into_iter().skip(1) {
+        // SAFETY: kill(2) only sends a signal.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}

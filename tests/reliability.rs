@@ -1,0 +1,565 @@
+//! Trying hard to break the promises: kill -9 anywhere, network faults, corrupt caches and state,
+//! a full disk, hostile trees, bad input, concurrent runs. Nothing may be lost or half-applied.
+//!
+//! `GITOPS_LONG_TESTS=1` runs more crash iterations; `GITOPS_TEST_SEED=N` replays a crash sequence.
+
+mod support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::servers::{Fault, FaultyProxy, GitDaemon, HttpGit, Sshd};
+use support::*;
+
+/// Records the start and the end of every apply, so an interrupted one shows as a start without an end.
+const TRACED: &str = r#"echo "start $GITOPS_COMMIT" >> "$TEST_OUT"
+sleep 0.05
+echo "end $GITOPS_COMMIT" >> "$TEST_OUT""#;
+
+fn count(host: &Host, line: &str) -> usize {
+    host.out_lines().iter().filter(|l| l.as_str() == line).count()
+}
+
+/// The invariants after a run that was not interrupted: a complete live revision, parseable state,
+/// the remote head applied, its apply finished, and no temp files left behind.
+fn assert_converged(host: &Host, head: &str) {
+    assert_eq!(host.applied().as_deref(), Some(head), "state.json applied commit");
+    assert_eq!(host.current().as_deref(), Some(head), "current symlink");
+    assert!(host.state.join("current/run.sh").is_file(), "live revision complete");
+    assert!(count(host, &format!("end {head}")) >= 1, "apply of {head} finished: {:?}", host.out_lines());
+    let leftovers: Vec<String> = [host.state.clone(), host.state.join("revisions"), host.state.join("logs")]
+        .iter()
+        .flat_map(|d| fs::read_dir(d).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn kill_at_every_failpoint_then_converge() {
+    // (failpoint, how many times the new commit's apply may have finished in total after converging)
+    let points = [
+        ("fetched", 1),
+        ("checkout-written", 1),
+        ("checkout-complete", 1),
+        ("symlink-created", 1),
+        ("published", 1),
+        ("state-temp-written", 2),
+        ("state-saved", 1),
+    ];
+    for (point, applies) in points {
+        let dir = tempdir();
+        let remote = Remote::with_script(dir.path(), TRACED);
+        let host = Host::new(dir.path(), &remote.file_url());
+        host.sync(&[]).expect(APPLIED);
+        remote.write("x", point);
+        let head = remote.commit(point);
+
+        let killed: Run = host
+            .command(&["sync", "--repo-url", &remote.file_url(), "--state-dir", host.state.to_str().unwrap()])
+            .env("GITOPS_TEST_FAILPOINT", point)
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(killed.code, -1, "{point}: the failpoint kills the run: {}", killed.stderr);
+        state_parses(&host);
+
+        let run = host.sync(&[]);
+        let expected = if point == "state-saved" { UP_TO_DATE } else { APPLIED };
+        assert_eq!(run.code, expected, "{point}: {}", run.stderr);
+        assert_converged(&host, &head);
+        assert_eq!(count(&host, &format!("end {head}")), applies, "{point}: {:?}", host.out_lines());
+    }
+}
+
+fn state_parses(host: &Host) {
+    let text = fs::read_to_string(host.state.join("state.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).expect("state.json parses after a kill");
+}
+
+/// A small reproducible random source (xorshift64*), so a failing sequence can be replayed by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn random_sigkill_during_sync_always_converges() {
+    let long = std::env::var_os("GITOPS_LONG_TESTS").is_some();
+    let iterations = if long { 60 } else { 12 };
+    let seed: u64 = std::env::var("GITOPS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_1234);
+    eprintln!("random kill test: {iterations} iterations, GITOPS_TEST_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), TRACED);
+    let host = Host::new(dir.path(), &remote.file_url());
+    let mut kills = 0;
+    for i in 0..iterations {
+        if !rng.next().is_multiple_of(3) {
+            remote.write("n", &i.to_string());
+            remote.commit(&format!("change {i}"));
+        }
+        let mut child = host
+            .command(&["sync", "--repo-url", &remote.file_url(), "--state-dir", host.state.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.next() % 120));
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // The entrypoint dies with gitops (PR_SET_PDEATHSIG); give it a moment to be reaped.
+        std::thread::sleep(Duration::from_millis(20));
+        if fs::metadata(host.state.join("state.json")).is_ok() {
+            state_parses(&host);
+        }
+        let run = host.sync(&[]);
+        assert!(matches!(run.code, UP_TO_DATE | APPLIED), "iteration {i} (seed {seed}): {}", run.stderr);
+        assert_converged(&host, &remote.head());
+    }
+    eprintln!("random kill test: {kills} runs killed mid-way");
+    assert!(kills > 0, "no run was interrupted: the test proved nothing");
+}
+
+#[test]
+fn network_faults_exit_1_within_the_fetch_timeout_and_change_nothing() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let daemon = GitDaemon::start(dir.path());
+    let daemon_port: u16 = daemon.url("x").rsplit(':').next().unwrap().split('/').next().unwrap().parse().unwrap();
+    let proxy = FaultyProxy::start(daemon_port, Fault::Healthy);
+    let url = format!("git://127.0.0.1:{}/origin.git", proxy.port());
+    let host = Host::new(dir.path(), &url);
+    host.sync(&[]).expect(APPLIED);
+    remote.write("x", "1");
+    let head = remote.commit("second");
+    let before = host.snapshot();
+
+    for fault in [Fault::Stall, Fault::DropAfter(300), Fault::DropAfter(0)] {
+        proxy.set(fault);
+        let started = Instant::now();
+        let run = host.sync(&["--fetch-timeout", "2s"]).expect(RUNTIME_ERROR);
+        assert!(started.elapsed() < Duration::from_secs(15), "{fault:?} took {:?}", started.elapsed());
+        assert!(run.stderr.contains(&url), "{fault:?} names the remote: {}", run.stderr);
+        if fault == Fault::Stall {
+            assert!(run.stderr.contains("--fetch-timeout"), "{}", run.stderr);
+        }
+        assert_eq!(
+            run.stderr.lines().filter(|l| l.contains("ERROR")).count(),
+            1,
+            "{fault:?}: one line: {}",
+            run.stderr
+        );
+        assert_eq!(host.snapshot(), before, "{fault:?} changed something");
+    }
+    let refused = Host::new(dir.path(), &format!("git://127.0.0.1:{}/origin.git", servers_free_port()));
+    refused.sync(&[]).expect(RUNTIME_ERROR);
+
+    proxy.set(Fault::Healthy);
+    host.sync(&["--fetch-timeout", "2s"]).expect(APPLIED);
+    assert_eq!(host.applied(), Some(head));
+}
+
+fn servers_free_port() -> u16 {
+    support::servers::free_port()
+}
+
+#[test]
+fn stalled_ssh_and_http_hit_the_fetch_timeout() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let sshd_dir = dir.path().join("sshd");
+    fs::create_dir_all(&sshd_dir).unwrap();
+    let sshd = Sshd::start(&sshd_dir);
+    let sshd_port: u16 = sshd.url(&remote.bare).split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
+    let ssh_proxy = FaultyProxy::start(sshd_port, Fault::Stall);
+    let http = HttpGit::start(dir.path());
+    let http_proxy = FaultyProxy::start(http.port(), Fault::Stall);
+    let key = sshd.client_key();
+    let known = dir.path().join("known_hosts_proxy");
+    let pinned = fs::read_to_string(sshd.known_hosts())
+        .unwrap()
+        .replace(&format!(":{sshd_port}]"), &format!(":{}]", ssh_proxy.port()));
+    fs::write(&known, pinned).unwrap();
+
+    let cases = [
+        (
+            format!("ssh://{}@127.0.0.1:{}{}", whoami(), ssh_proxy.port(), remote.bare.display()),
+            vec!["--ssh-key", key.to_str().unwrap(), "--known-hosts", known.to_str().unwrap()],
+        ),
+        (format!("http://127.0.0.1:{}/origin.git", http_proxy.port()), vec![]),
+    ];
+    for (url, flags) in cases {
+        let host = Host::new(&dir.path().join(url.split(':').next().unwrap()), &url);
+        let mut args = flags.clone();
+        args.extend(["--fetch-timeout", "2s"]);
+        let started = Instant::now();
+        let run = host.sync(&args).expect(RUNTIME_ERROR);
+        assert!(started.elapsed() < Duration::from_secs(15), "{url} took {:?}", started.elapsed());
+        assert!(run.stderr.contains(&url) || run.stderr.contains("127.0.0.1"), "{url}: {}", run.stderr);
+        assert!(!host.state.join("state.json").exists());
+    }
+}
+
+fn whoami() -> String {
+    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn damaged_cache_is_rebuilt_without_reapplying() {
+    type Damage = fn(&Path);
+    let damages: [(&str, Damage); 4] = [
+        ("truncated packs", |cache| {
+            for pack in fs::read_dir(cache.join("objects/pack")).unwrap().flatten() {
+                fs::OpenOptions::new().write(true).open(pack.path()).unwrap().set_len(64).unwrap();
+            }
+        }),
+        ("objects deleted", |cache| {
+            fs::remove_dir_all(cache.join("objects")).unwrap();
+            fs::create_dir_all(cache.join("objects/pack")).unwrap();
+        }),
+        ("refs deleted", |cache| {
+            let _ = fs::remove_dir_all(cache.join("refs/gitops"));
+            let _ = fs::remove_file(cache.join("packed-refs"));
+        }),
+        ("whole cache deleted", |cache| fs::remove_dir_all(cache).unwrap()),
+    ];
+    for (what, damage) in damages {
+        let dir = tempdir();
+        let remote = Remote::with_script(dir.path(), TRACED);
+        let host = Host::new(dir.path(), &remote.file_url());
+        host.sync(&[]).expect(APPLIED);
+        damage(&host.state.join("cache.git"));
+
+        // Same remote commit: nothing is applied again.
+        let run = host.sync(&[]);
+        assert_eq!(run.code, UP_TO_DATE, "{what}: {}", run.stderr);
+        assert_eq!(count(&host, &format!("end {}", remote.head())), 1, "{what}: re-applied");
+
+        // And the next commit still applies.
+        damage_if_present(&host.state.join("cache.git"), damage);
+        remote.write("x", what);
+        let head = remote.commit(what);
+        let run = host.sync(&[]);
+        assert_eq!(run.code, APPLIED, "{what}: {}", run.stderr);
+        assert_converged(&host, &head);
+    }
+}
+
+fn damage_if_present(cache: &Path, damage: fn(&Path)) {
+    if cache.join("objects/pack").exists() {
+        damage(cache);
+    }
+}
+
+#[test]
+fn corrupt_state_json_is_moved_aside_and_reported() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), TRACED);
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    fs::write(host.state.join("state.json"), "{\"applied_commit\": tru").unwrap();
+
+    let run = host.sync(&[]).expect(APPLIED);
+
+    assert!(run.stderr.contains("was corrupt") && run.stderr.contains("moved it to"), "{}", run.stderr);
+    let aside: Vec<_> = fs::read_dir(&host.state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1);
+    assert_eq!(fs::read_to_string(aside[0].path()).unwrap(), "{\"applied_commit\": tru", "kept as it was");
+    assert_converged(&host, &remote.head());
+}
+
+#[test]
+fn full_disk_fails_cleanly_and_recovers() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), TRACED);
+    let mount = dir.path().join("small");
+    fs::create_dir_all(&mount).unwrap();
+    let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&mount).status().unwrap();
+    assert!(status.success(), "mount tmpfs");
+    let _unmount = Unmount(mount.clone());
+    let host = Host::new(&mount, &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    let first = remote.head();
+    remote.write("big.bin", &"x".repeat(512 * 1024));
+    let head = remote.commit("bigger");
+    let filler = mount.join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+
+    let run = host.sync(&[]).expect(RUNTIME_ERROR);
+    assert!(run.stderr.contains("No space left on device"), "{}", run.stderr);
+    assert_eq!(host.current(), Some(first.clone()), "the live revision is intact");
+    assert!(host.state.join("current/run.sh").is_file());
+    assert_eq!(host.applied(), Some(first));
+
+    fs::remove_file(&filler).unwrap();
+    host.sync(&[]).expect(APPLIED);
+    assert_converged(&host, &head);
+}
+
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// Commit a hand-made tree (entries `mode type id\tname`, as `git mktree` reads them) on top of main.
+fn commit_tree(remote: &Remote, entries: &str, literally: bool) -> String {
+    let tree = if literally {
+        raw_tree(remote, entries)
+    } else {
+        let mut child = Command::new("git")
+            .current_dir(&remote.work)
+            .args(["mktree", "--missing"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(entries.as_bytes()).unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
+    };
+    assert!(!tree.is_empty(), "tree not written");
+    let commit = git(&remote.work, &["commit-tree", &tree, "-p", "HEAD", "-m", "hostile"]);
+    git(&remote.work, &["push", "-q", "--force", "origin", &format!("{commit}:refs/heads/main")]);
+    commit
+}
+
+/// Write a tree object byte by byte (git's own tools refuse names like `..` and duplicates).
+fn raw_tree(remote: &Remote, entries: &str) -> String {
+    let mut bytes = Vec::new();
+    for line in entries.lines() {
+        let (meta, name) = line.split_once('\t').unwrap();
+        let fields: Vec<&str> = meta.split_whitespace().collect();
+        bytes.extend_from_slice(format!("{} {name}\0", fields[0].trim_start_matches('0')).as_bytes());
+        let id = fields[2];
+        bytes.extend((0..20).map(|i| u8::from_str_radix(&id[2 * i..2 * i + 2], 16).unwrap()));
+    }
+    let path = remote.work.join("../raw-tree");
+    fs::write(&path, bytes).unwrap();
+    git(&remote.work, &["hash-object", "-t", "tree", "-w", "--literally", path.to_str().unwrap()])
+}
+
+#[test]
+fn hostile_trees_are_refused_or_contained() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    let good = remote.head();
+    let run_sh = git(&remote.work, &["rev-parse", "HEAD:run.sh"]);
+    let blob = |content: &str| {
+        let path = dir.path().join("blob");
+        fs::write(&path, content).unwrap();
+        git(&remote.work, &["hash-object", "-w", path.to_str().unwrap()])
+    };
+    let payload = blob("payload\n");
+    let abs_link = blob("/etc/shadow");
+    let refused = [
+        (format!("100755 blob {run_sh}\trun.sh\n120000 blob {abs_link}\tshadow\n"), false, "points outside"),
+        (format!("100755 blob {run_sh}\trun.sh\n100644 blob {payload}\t.git\n"), true, ".git component"),
+        (format!("100755 blob {run_sh}\trun.sh\n100644 blob {payload}\t..\n"), true, "invalid path component"),
+        (
+            format!("100644 blob {payload}\tdup\n100644 blob {payload}\tdup\n100755 blob {run_sh}\trun.sh\n"),
+            true,
+            "duplicate entry",
+        ),
+    ];
+    for (entries, literally, needle) in refused {
+        remote.force_push(&good);
+        let hostile = commit_tree(&remote, &entries, literally);
+        let before = host.snapshot();
+        let run = host.sync(&["--allow-diverged"]).expect(RUNTIME_ERROR);
+        assert!(run.stderr.contains(needle), "{needle}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert_eq!(host.snapshot(), before, "{needle}: something changed");
+        assert!(!host.state.join("revisions").join(&hostile).exists());
+    }
+
+    // A tiny repository that expands to a large checkout (one blob listed 64 times), and one large file.
+    remote.force_push(&good);
+    let mb = blob(&"z".repeat(1 << 20));
+    let mut bomb = format!("100755 blob {run_sh}\trun.sh\n");
+    for i in 0..64 {
+        bomb.push_str(&format!("100644 blob {mb}\tcopy{i:02}\n"));
+    }
+    commit_tree(&remote, &bomb, false);
+    let run = host.sync(&["--max-checkout-size", "16M", "--allow-diverged"]).expect(RUNTIME_ERROR);
+    assert!(run.stderr.contains("--max-checkout-size"), "{}", run.stderr);
+    host.sync(&["--max-checkout-size", "80M", "--allow-diverged"]).expect(APPLIED);
+
+    // Contained: names like the state files, case twins, a submodule pointing at a local repository.
+    let secret_repo = dir.path().join("secret");
+    fs::create_dir_all(&secret_repo).unwrap();
+    git(&secret_repo, &["init", "-q", "-b", "main"]);
+    fs::write(secret_repo.join("secret.txt"), "local secret").unwrap();
+    git(&secret_repo, &["add", "-A"]);
+    git(&secret_repo, &["commit", "-q", "-m", "secret"]);
+    let secret_commit = git(&secret_repo, &["rev-parse", "HEAD"]);
+    remote.force_push(&good);
+    let contained = format!(
+        "100755 blob {run_sh}\trun.sh\n100644 blob {payload}\tstate.json\n100644 blob {payload}\tcurrent\n100644 blob {payload}\tREADME\n100644 blob {payload}\treadme\n160000 commit {secret_commit}\tsub\n"
+    );
+    let head = commit_tree(&remote, &contained, false);
+    fs::write(
+        remote.work.join(".gitmodules"),
+        format!("[submodule \"sub\"]\n\tpath = sub\n\turl = {}\n", secret_repo.display()),
+    )
+    .unwrap();
+    let state_before = fs::read_to_string(host.state.join("state.json")).unwrap();
+    host.sync(&["--allow-diverged"]).expect(APPLIED);
+    let live = host.state.join("current");
+    assert_eq!(fs::read_to_string(live.join("state.json")).unwrap(), "payload\n");
+    assert!(live.join("README").is_file() && live.join("readme").is_file());
+    assert!(!live.join("sub/secret.txt").exists(), "a submodule is never fetched");
+    assert!(host.state.join("current").is_symlink(), "the repo's `current` file did not replace ours");
+    assert_ne!(fs::read_to_string(host.state.join("state.json")).unwrap(), state_before);
+    assert_eq!(host.applied(), Some(head));
+}
+
+#[test]
+fn ten_simultaneous_runs_apply_once() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), &format!("{TRACED}\nsleep 0.5"));
+    let host = Host::new(dir.path(), &remote.file_url());
+    let state = host.state.to_str().unwrap().to_string();
+    let url = remote.file_url();
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            host.command(&["sync", "--repo-url", &url, "--state-dir", &state])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut codes: Vec<i32> =
+        children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap()).collect();
+    codes.sort();
+    assert_eq!(codes.iter().filter(|c| **c == APPLIED).count(), 1, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == LOCKED).count(), 9, "{codes:?}");
+    assert_eq!(count(&host, &format!("start {}", remote.head())), 1, "the entrypoint ran once");
+}
+
+#[test]
+fn bad_input_table_exits_as_documented_and_changes_nothing() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let host = Host::new(dir.path(), &remote.file_url());
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let write = |name: &str, content: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::write(p(name), content).unwrap();
+        fs::set_permissions(p(name), fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write("key-open", "k", 0o644);
+    write("key-ok", "k", 0o600);
+    write("signers-garbage", "garbage\n", 0o644);
+    write("signers-empty", "# nobody\n", 0o644);
+    write("env-bad", "GITOPS_BRANCH main\n", 0o644);
+    write("env-badname", "1X=2\n", 0o644);
+    write("token-empty", "", 0o600);
+    write("notify-open", "https://h/x\n", 0o644);
+    write("a-file", "", 0o644);
+    let non_utf8 = {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b"/tmp/\xff\xfe-state").to_os_string()
+    };
+
+    let cases: Vec<(Vec<String>, i32, &str)> = vec![
+        (vec!["--no-such-flag".into()], USAGE, "--no-such-flag"),
+        (vec!["--apply-timeout".into(), "soon".into()], USAGE, "--apply-timeout"),
+        (vec!["--apply-timeout".into(), "-5s".into()], USAGE, "'-5'"),
+        (vec!["--apply-timeout".into(), "99999999999999999999d".into()], USAGE, "--apply-timeout"),
+        (vec!["--apply-timeout".into(), "400d".into()], USAGE, "longer than a year"),
+        (vec!["--fetch-timeout".into(), "0".into()], USAGE, "--fetch-timeout"),
+        (vec!["--max-checkout-size".into(), "lots".into()], USAGE, "--max-checkout-size"),
+        (vec!["--keep-revisions".into(), "0".into()], USAGE, "--keep-revisions"),
+        (vec!["--keep-revisions".into(), "-1".into()], USAGE, "'-1'"),
+        (vec!["--max-attempts".into(), "0".into()], USAGE, "--max-attempts"),
+        (vec!["--entrypoint".into(), "../escape.sh".into()], USAGE, "--entrypoint"),
+        (vec!["--entrypoint".into(), "/bin/sh".into()], USAGE, "--entrypoint"),
+        (vec!["--branch".into(), "bad..name".into()], USAGE, "--branch"),
+        (vec!["--ref".into(), "prod".into()], USAGE, "full ref name"),
+        (vec!["--ssh-key".into(), p("key-open")], USAGE, "chmod 600"),
+        (vec!["--ssh-key".into(), p("missing-key")], USAGE, "missing-key"),
+        (vec!["--known-hosts".into(), p("missing-known")], USAGE, "--known-hosts"),
+        (vec!["--known-hosts".into(), p("a-file"), "--accept-new-host-key".into()], USAGE, "cannot be used with"),
+        (vec!["--allowed-signers".into(), p("signers-garbage")], USAGE, "line 1"),
+        (vec!["--allowed-signers".into(), p("signers-empty")], USAGE, "lists no keys"),
+        (vec!["--verify".into(), "some".into()], USAGE, "--verify"),
+        (vec!["--config".into(), p("env-bad")], USAGE, "line 1"),
+        (vec!["--config".into(), p("env-badname")], USAGE, "not a valid variable name"),
+        (vec!["--config".into(), p("missing.env")], USAGE, "missing.env"),
+        (vec!["--http-token-file".into(), p("token-empty")], USAGE, "is empty"),
+        (vec!["--notify-file".into(), p("notify-open")], USAGE, "chmod 600"),
+        (vec!["--notify".into(), "gopher://x".into()], USAGE, "notification URL"),
+        (vec!["--notify-on".into(), "sometimes".into()], USAGE, "--notify-on"),
+        (vec!["--state-dir".into(), format!("{}/sub", p("a-file"))], RUNTIME_ERROR, "state directory"),
+        (vec!["--repo-url".into(), "not a url at all".into()], RUNTIME_ERROR, "not a url at all"),
+        (vec!["--repo-url".into(), "ftp://h/x.git".into()], RUNTIME_ERROR, "ftp://h/x.git"),
+        (vec!["--entrypoint".into(), "missing.sh".into()], APPLY_FAILED, "missing.sh not found"),
+    ];
+    assert!(cases.len() >= 25);
+    for (args, code, needle) in &cases {
+        let mut argv: Vec<&str> = vec!["sync"];
+        if !args.iter().any(|a| a == "--repo-url") {
+            argv.extend(["--repo-url", remote.bare.to_str().unwrap()]);
+        }
+        if !args.iter().any(|a| a == "--state-dir") {
+            argv.extend(["--state-dir", host.state.to_str().unwrap()]);
+        }
+        argv.extend(args.iter().map(String::as_str));
+        let run: Run = host.command(&argv).output().unwrap().into();
+        assert_eq!(run.code, *code, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?} should mention {needle:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"), "{}", run.stderr);
+        if *code == USAGE {
+            assert!(!host.state.join("state.json").exists(), "{args:?} touched the state");
+        }
+        let error_lines = run.stderr.lines().filter(|l| l.contains("ERROR") || l.starts_with("error:")).count();
+        assert!(error_lines <= 1, "{args:?}: one error line: {}", run.stderr);
+    }
+    // A non-UTF-8 state directory cannot be recorded in state.json or passed to the entrypoint.
+    let run: Run = host
+        .command(&["sync", "--repo-url", remote.bare.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(&non_utf8)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(run.code, USAGE, "{}", run.stderr);
+    assert!(run.stderr.contains("not valid UTF-8"), "{}", run.stderr);
+    let _ = fs::remove_dir_all(&non_utf8);
+}
