@@ -13,6 +13,8 @@ mod hostkey;
 mod metrics;
 mod notify;
 mod outcome;
+#[cfg(test)]
+mod proptests;
 mod redact;
 mod report;
 mod signers;
