@@ -8,6 +8,13 @@ use crate::notify::NotifyOn;
 use crate::outcome::EXIT_CODES_HELP;
 use crate::verify::Policy;
 
+/// Exit codes of `gitops webhook`, shown in its `--help`.
+const WEBHOOK_HELP: &str = "\
+Exit codes:
+   0  stopped after --idle-timeout without requests
+   1  runtime error (cannot listen, bad inherited socket)
+   2  usage or configuration error (no secret, secret file readable by others, bad flag)";
+
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
 #[derive(Debug, Parser)]
 #[command(name = "gitops", version, after_help = EXIT_CODES_HELP, propagate_version = true)]
@@ -40,6 +47,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the entrypoint log of the last run, or of a given commit.
     Logs(LogsArgs),
+    /// Serve forge push webhooks (POST /hooks/push, GET /healthz) and start a sync for each push to the deployed branch.
+    #[command(after_help = WEBHOOK_HELP)]
+    Webhook(WebhookArgs),
 }
 
 /// Signature verification flags, shared by `sync` and `verify`.
@@ -228,4 +238,60 @@ pub struct LogsArgs {
     /// State directory [default: as for sync].
     #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// Flags of `gitops webhook`.
+#[derive(Debug, Args)]
+pub struct WebhookArgs {
+    /// Address to listen on, e.g. 127.0.0.1:9419 [default: the socket systemd passes (gitops-webhook.socket)].
+    #[arg(long, env = "GITOPS_WEBHOOK_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+
+    /// File holding the shared webhook secret (mode 0600) [default: the systemd credential webhook-secret].
+    #[arg(long, env = "GITOPS_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+
+    /// Branch whose pushes trigger a sync [default: the repository's default branch named in the payload].
+    #[arg(long, env = "GITOPS_BRANCH")]
+    pub branch: Option<String>,
+
+    /// Command run by /bin/sh to start a sync; runs one at a time, pushes meanwhile make one more run
+    /// [default: wait for a gitops.service run in progress, then `systemctl start gitops.service`].
+    #[arg(
+        long,
+        env = "GITOPS_WEBHOOK_TRIGGER",
+        value_name = "COMMAND",
+        default_value = crate::webhook::DEFAULT_TRIGGER_COMMAND,
+        hide_default_value = true
+    )]
+    pub trigger_command: String,
+
+    /// Exit after this long without requests and with no run going on [default: 60s when socket-activated, never with --listen].
+    #[arg(long, env = "GITOPS_WEBHOOK_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// Time a client gets to send the request head, and again the body, before it is dropped.
+    #[arg(long, env = "GITOPS_WEBHOOK_READ_TIMEOUT", default_value = "10s", value_name = "DURATION")]
+    pub read_timeout: String,
+
+    /// Largest request body accepted, in bytes; larger ones get 413.
+    #[arg(
+        long,
+        env = "GITOPS_WEBHOOK_MAX_BODY_SIZE",
+        default_value_t = 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub max_body_size: usize,
+
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, env = "GITOPS_WEBHOOK_MAX_CONNECTIONS", default_value_t = 16, value_name = "N")]
+    pub max_connections: usize,
+
+    /// Requests per minute from one source address (burst of the same size); more get 429.
+    #[arg(long, env = "GITOPS_WEBHOOK_RATE_LIMIT_PER_SOURCE", default_value_t = 30, value_name = "N")]
+    pub rate_limit_per_source: u32,
+
+    /// Requests per minute from all sources together (burst of the same size); more get 429.
+    #[arg(long, env = "GITOPS_WEBHOOK_RATE_LIMIT_TOTAL", default_value_t = 120, value_name = "N")]
+    pub rate_limit_total: u32,
 }

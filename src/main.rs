@@ -23,6 +23,7 @@ mod status;
 mod sync;
 mod verify;
 mod verify_command;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -73,6 +74,11 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Verify(args) => verify_command::run(args),
         Command::Status(args) => status::status(args),
         Command::Logs(args) => status::logs(args),
+        Command::Webhook(args) => {
+            webhook::run(args)?;
+            // The idle timeout ended it: exit 0.
+            Ok(Outcome::UpToDate)
+        }
     }
 }
 
