@@ -41,7 +41,8 @@ fn scratch_root() -> tempfile::TempDir {
 #[test]
 fn units_pass_systemd_analyze_verify() {
     let root = scratch_root();
-    let (ok, stderr) = verify(root.path(), &["gitops.service", "gitops.timer"]);
+    let units = ["gitops.service", "gitops.timer", "gitops-webhook.socket", "gitops-webhook.service"];
+    let (ok, stderr) = verify(root.path(), &units);
     assert!(ok && stderr.trim().is_empty(), "systemd-analyze verify complained:\n{stderr}");
 }
 
