@@ -10,8 +10,8 @@ mod http;
 mod limit;
 mod trigger;
 
-use std::io::Write as _;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::io::{Read as _, Write as _};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -259,7 +259,16 @@ fn accept(stream: TcpStream, peer: SocketAddr, ctx: &Arc<Shared>, active: &Arc<A
             body.len()
         );
         let _ = stream.set_nonblocking(true);
+        // Discard what already arrived (a close with unread input resets the connection,
+        // and the client could lose the answer), but only a little: this is the accept loop.
+        let mut sink = [0u8; 4096];
+        for _ in 0..4 {
+            if !matches!((&stream).read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
         let _ = (&stream).write(refusal.as_bytes());
+        let _ = stream.shutdown(Shutdown::Write);
         return;
     }
     let slot = ConnectionSlot(Arc::clone(active));

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod webhook;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
