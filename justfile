@@ -17,3 +17,8 @@ lint:
 bench rounds="15":
     cargo build --release --quiet
     python3 bench/bench.py --rounds {{rounds}}
+
+# Push → applied latency through `gitops webhook` (goal ≤ 2 s); writes bench/results/webhook-latency.md.
+bench-webhook rounds="20":
+    cargo build --release --quiet
+    python3 bench/webhook_latency.py --rounds {{rounds}}
