@@ -12,8 +12,8 @@ use crate::verify::Policy;
 const WEBHOOK_HELP: &str = "\
 Exit codes:
    0  stopped after --idle-timeout without requests
-   1  runtime error (cannot listen, bad inherited socket)
-   2  usage or configuration error (no secret, secret file readable by others, bad flag)";
+   1  runtime error (cannot listen on --listen)
+   2  usage or configuration error (no secret, secret file readable by others, bad flag or socket)";
 
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
 #[derive(Debug, Parser)]

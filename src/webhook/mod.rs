@@ -135,7 +135,7 @@ impl WebhookSettings {
 /// Run `gitops webhook` until the idle timeout (exit 0); configuration errors are exit 2.
 pub fn run(args: WebhookArgs) -> Result<(), Failure> {
     // First, while there is a single thread: listenfd removes LISTEN_* from the environment.
-    let inherited = inherited_listener().map_err(Failure::from)?;
+    let inherited = inherited_listener().map_err(Failure::usage)?;
     let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let settings = WebhookSettings::from_args(args, inherited.is_some(), credentials_dir).map_err(Failure::usage)?;
     let (listener, how) = match (inherited, settings.listen) {
