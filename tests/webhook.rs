@@ -16,10 +16,7 @@ use support::tempdir;
 use support::webhook::*;
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// Give a wrongly accepted request time to reach the trigger before asserting it did not.
@@ -38,10 +35,7 @@ fn signed_github_push_to_the_branch_triggers_a_sync() {
     assert_eq!(reply.status, 202, "{reply:?}");
     assert_eq!(reply.json["result"], "triggered");
     assert_eq!(reply.json["branch"], "main");
-    assert_eq!(
-        reply.json["commit"],
-        "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"
-    );
+    assert_eq!(reply.json["commit"], "0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c");
     assert!(reply.head.contains("Content-Type: application/json"));
     assert_eq!(server.wait_triggers(1), ["triggered"]);
 }
@@ -54,10 +48,7 @@ fn signed_gitea_push_triggers_a_sync() {
 
     let reply = server.post(&gitea_headers(body), body);
 
-    assert_eq!(
-        (reply.status, reply.json["result"].as_str()),
-        (202, Some("triggered"))
-    );
+    assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("triggered")));
     server.wait_triggers(1);
     assert!(server.log().contains("gitea \"push\""), "{}", server.log());
 }
@@ -69,14 +60,8 @@ fn gitlab_push_with_the_token_triggers_a_sync() {
 
     let reply = server.post(&gitlab_headers(SECRET), GITLAB_PUSH.as_bytes());
 
-    assert_eq!(
-        (reply.status, reply.json["result"].as_str()),
-        (202, Some("triggered"))
-    );
-    assert_eq!(
-        reply.json["commit"],
-        "da1560886d4f094c3e6c9ef40349f7d38b5d27d7"
-    );
+    assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("triggered")));
+    assert_eq!(reply.json["commit"], "da1560886d4f094c3e6c9ef40349f7d38b5d27d7");
     server.wait_triggers(1);
 }
 
@@ -88,10 +73,7 @@ fn generic_signed_push_triggers_a_sync() {
 
     let reply = server.post(&generic_headers(body), body);
 
-    assert_eq!(
-        (reply.status, reply.json["result"].as_str()),
-        (202, Some("triggered"))
-    );
+    assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("triggered")));
     server.wait_triggers(1);
 }
 
@@ -103,45 +85,17 @@ fn unsigned_or_wrongly_signed_pushes_get_401_and_trigger_nothing() {
     let other_secret = format!("sha256={}", hmac_hex("not-the-secret-at-all", body));
     let other_body = format!("sha256={}", hmac_hex(SECRET, b"{}"));
     let good = github_headers("push", body);
-    let without_signature: Vec<_> = good
-        .iter()
-        .filter(|(k, _)| k != "X-Hub-Signature-256")
-        .cloned()
-        .collect();
+    let without_signature: Vec<_> = good.iter().filter(|(k, _)| k != "X-Hub-Signature-256").cloned().collect();
     let mut cases: Vec<(&str, Vec<(String, String)>)> = vec![
         ("no signature", without_signature.clone()),
-        (
-            "signed with another secret",
-            h(&[
-                ("X-GitHub-Event", "push"),
-                ("X-Hub-Signature-256", &other_secret),
-            ]),
-        ),
-        (
-            "signature of another body",
-            h(&[
-                ("X-GitHub-Event", "push"),
-                ("X-Hub-Signature-256", &other_body),
-            ]),
-        ),
+        ("signed with another secret", h(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &other_secret)])),
+        ("signature of another body", h(&[("X-GitHub-Event", "push"), ("X-Hub-Signature-256", &other_body)])),
         (
             "sha1 signature only",
-            h(&[
-                ("X-GitHub-Event", "push"),
-                (
-                    "X-Hub-Signature",
-                    "sha1=2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
-                ),
-            ]),
+            h(&[("X-GitHub-Event", "push"), ("X-Hub-Signature", "sha1=2fd4e1c67a2d28fced849ee1bb76e7391b93eb12")]),
         ),
-        (
-            "gitea signature not hex",
-            h(&[("X-Gitea-Event", "push"), ("X-Gitea-Signature", "zzzz")]),
-        ),
-        (
-            "gitlab token wrong",
-            gitlab_headers("test-webhook-secret-7f3a9c00"),
-        ),
+        ("gitea signature not hex", h(&[("X-Gitea-Event", "push"), ("X-Gitea-Signature", "zzzz")])),
+        ("gitlab token wrong", gitlab_headers("test-webhook-secret-7f3a9c00")),
         ("gitlab token empty", gitlab_headers("")),
     ];
     // A right signature does not excuse a wrong one next to it.
@@ -155,20 +109,11 @@ fn unsigned_or_wrongly_signed_pushes_get_401_and_trigger_nothing() {
         assert!(reply.json["error"].is_string(), "{case}: {reply:?}");
     }
     settle();
-    assert!(
-        server.triggers().is_empty(),
-        "an unauthenticated push triggered"
-    );
+    assert!(server.triggers().is_empty(), "an unauthenticated push triggered");
     let log = server.log();
     assert_eq!(log.matches("401").count(), cases.len(), "{log}");
-    assert!(
-        log.contains("WARN") && log.contains("127.0.0.1:"),
-        "401s are logged with the source address:\n{log}"
-    );
-    assert!(
-        !log.contains(SECRET),
-        "the secret leaked into the log:\n{log}"
-    );
+    assert!(log.contains("WARN") && log.contains("127.0.0.1:"), "401s are logged with the source address:\n{log}");
+    assert!(!log.contains(SECRET), "the secret leaked into the log:\n{log}");
 
     // The same server still accepts the real thing: the refusals were about the credentials.
     assert_eq!(server.post(&good, body).status, 202);
@@ -179,11 +124,7 @@ fn unsigned_or_wrongly_signed_pushes_get_401_and_trigger_nothing() {
 fn pushes_to_other_branches_and_tags_are_ignored() {
     let dir = tempdir();
     let server = WebhookServer::start(dir.path(), &[]);
-    for git_ref in [
-        "refs/heads/feature/x",
-        "refs/tags/v1.2.0",
-        "refs/heads/mainline",
-    ] {
+    for git_ref in ["refs/heads/feature/x", "refs/tags/v1.2.0", "refs/heads/mainline"] {
         let body = with_ref(GITHUB_PUSH, git_ref);
         let reply = server.post(&github_headers("push", body.as_bytes()), body.as_bytes());
         assert_eq!(reply.status, 202, "{git_ref}: {reply:?}");
@@ -193,10 +134,7 @@ fn pushes_to_other_branches_and_tags_are_ignored() {
     // Other events of a configured webhook are ignored too.
     let issue = br#"{"action":"opened","issue":{"number":1}}"#;
     let reply = server.post(&github_headers("issues", issue), issue);
-    assert_eq!(
-        (reply.status, reply.json["result"].as_str()),
-        (202, Some("ignored"))
-    );
+    assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("ignored")));
     settle();
     assert!(server.triggers().is_empty());
 }
@@ -237,10 +175,7 @@ fn github_ping_answers_200_and_triggers_nothing() {
 
     let reply = server.post(&github_headers("ping", body), body);
 
-    assert_eq!(
-        (reply.status, reply.json["result"].as_str()),
-        (200, Some("pong"))
-    );
+    assert_eq!((reply.status, reply.json["result"].as_str()), (200, Some("pong")));
     // A ping is authenticated like everything else.
     let mut unsigned = github_headers("ping", body);
     unsigned.retain(|(k, _)| k != "X-Hub-Signature-256");
@@ -254,10 +189,7 @@ fn healthz_answers_json() {
     let dir = tempdir();
     let server = WebhookServer::start(dir.path(), &[]);
     let reply = server.get("/healthz");
-    assert_eq!(
-        (reply.status, reply.json["status"].as_str()),
-        (200, Some("ok"))
-    );
+    assert_eq!((reply.status, reply.json["status"].as_str()), (200, Some("ok")));
 }
 
 #[test]
@@ -265,10 +197,7 @@ fn a_2_mib_body_gets_413_and_the_server_carries_on() {
     let dir = tempdir();
     let server = WebhookServer::start(dir.path(), &[]);
     let mut body = GITHUB_PUSH.trim_end().trim_end_matches('}').to_string();
-    body.push_str(&format!(
-        ",\"padding\":\"{}\"}}",
-        "x".repeat(2 * 1024 * 1024)
-    ));
+    body.push_str(&format!(",\"padding\":\"{}\"}}", "x".repeat(2 * 1024 * 1024)));
     let body = body.as_bytes();
 
     let reply = server.post(&github_headers("push", body), body);
@@ -296,29 +225,16 @@ fn malformed_json_gets_400_and_triggers_nothing() {
         br#"{"after":"0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c"}"#, // JSON, but a push without ref
     ] {
         let reply = server.post(&github_headers("push", body), body);
-        assert_eq!(
-            reply.status,
-            400,
-            "{:?}: {reply:?}",
-            String::from_utf8_lossy(body)
-        );
+        assert_eq!(reply.status, 400, "{:?}: {reply:?}", String::from_utf8_lossy(body));
     }
     // A form-encoded delivery (a forge setting) is refused with the fix in the message.
     let form = b"payload=%7B%7D";
     let mut headers = github_headers("push", form);
     headers.retain(|(k, _)| k != "Content-Type");
-    headers.push((
-        "Content-Type".into(),
-        "application/x-www-form-urlencoded".into(),
-    ));
+    headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
     let reply = server.post(&headers, form);
     assert_eq!(reply.status, 415);
-    assert!(
-        reply.json["error"]
-            .as_str()
-            .unwrap()
-            .contains("application/json")
-    );
+    assert!(reply.json["error"].as_str().unwrap().contains("application/json"));
     settle();
     assert!(server.triggers().is_empty());
 }
@@ -328,10 +244,7 @@ fn hostile_requests_are_answered_and_never_crash_the_server() {
     let dir = tempdir();
     let server = WebhookServer::start(dir.path(), &[]);
     let port = server.port;
-    let huge_header = format!(
-        "GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(20_000)
-    );
+    let huge_header = format!("GET /healthz HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
     let many_headers = format!("GET /healthz HTTP/1.1\r\n{}\r\n", "X-A: b\r\n".repeat(100));
     let cases: Vec<(Vec<u8>, u16)> = vec![
         (b"\x00\x01\x02\x03 garbage\r\n\r\n".to_vec(), 400),
@@ -348,18 +261,9 @@ fn hostile_requests_are_answered_and_never_crash_the_server() {
     ];
     for (bytes, status) in &cases {
         let reply = exchange(port, bytes).unwrap_or_else(|e| {
-            panic!(
-                "{:?}: {e}\n{}",
-                String::from_utf8_lossy(&bytes[..40.min(bytes.len())]),
-                server.log()
-            )
+            panic!("{:?}: {e}\n{}", String::from_utf8_lossy(&bytes[..40.min(bytes.len())]), server.log())
         });
-        assert_eq!(
-            reply.status,
-            *status,
-            "{:?}",
-            String::from_utf8_lossy(&bytes[..40.min(bytes.len())])
-        );
+        assert_eq!(reply.status, *status, "{:?}", String::from_utf8_lossy(&bytes[..40.min(bytes.len())]));
         assert!(reply.json["error"].is_string(), "{reply:?}");
     }
     // A client that connects and leaves, or sends half a line and leaves.
@@ -372,25 +276,15 @@ fn hostile_requests_are_answered_and_never_crash_the_server() {
     head.write_all(b"HEAD /healthz HTTP/1.1\r\n\r\n").unwrap();
     let mut text = String::new();
     head.read_to_string(&mut text).unwrap();
-    assert!(
-        text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n\r\n"),
-        "{text:?}"
-    );
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("\r\n\r\n"), "{text:?}");
 
-    assert_eq!(
-        server.get("/healthz").status,
-        200,
-        "the server survived:\n{}",
-        server.log()
-    );
+    assert_eq!(server.get("/healthz").status, 200, "the server survived:\n{}", server.log());
     assert!(server.triggers().is_empty());
 }
 
 /// Read from `stream` until the server closes it; returns how long that took.
 fn time_until_closed(mut stream: TcpStream, started: Instant) -> Duration {
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut sink = [0u8; 1024];
     loop {
         match stream.read(&mut sink) {
@@ -409,17 +303,12 @@ fn slowloris_clients_are_dropped_within_the_timeout_while_others_are_served() {
 
     // 1: half a request head, then silence.
     let mut stalled = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stalled
-        .write_all(b"POST /hooks/push HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
+    stalled.write_all(b"POST /hooks/push HTTP/1.1\r\nHost: x\r\n").unwrap();
     // 2: a head that trickles in, one byte every 100 ms: each read is quick, the whole is not.
     let trickle = TcpStream::connect(("127.0.0.1", port)).unwrap();
     let mut writer = trickle.try_clone().unwrap();
     let trickler = thread::spawn(move || {
-        let head = format!(
-            "GET /healthz HTTP/1.1\r\nX-Slow: {}\r\n\r\n",
-            "s".repeat(100)
-        );
+        let head = format!("GET /healthz HTTP/1.1\r\nX-Slow: {}\r\n\r\n", "s".repeat(100));
         for byte in head.bytes() {
             if writer.write_all(&[byte]).is_err() {
                 return;
@@ -438,33 +327,20 @@ fn slowloris_clients_are_dropped_within_the_timeout_while_others_are_served() {
     for _ in 0..3 {
         let asked = Instant::now();
         assert_eq!(server.get("/healthz").status, 200);
-        assert!(
-            asked.elapsed() < Duration::from_millis(500),
-            "{:?}",
-            asked.elapsed()
-        );
+        assert!(asked.elapsed() < Duration::from_millis(500), "{:?}", asked.elapsed());
     }
     let signed = server.post(&github_headers("push", body), body);
     assert_eq!(signed.status, 202);
 
-    for (what, stream) in [
-        ("stalled head", stalled),
-        ("trickled head", trickle),
-        ("stalled body", body_stall),
-    ] {
+    for (what, stream) in [("stalled head", stalled), ("trickled head", trickle), ("stalled body", body_stall)] {
         let closed_after = time_until_closed(stream, started);
         assert!(
-            closed_after >= Duration::from_millis(900)
-                && closed_after < Duration::from_millis(2500),
+            closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
             "{what}: closed after {closed_after:?}"
         );
     }
     let _ = trickler.join();
-    assert_eq!(
-        server.wait_triggers(1).len(),
-        1,
-        "only the complete push triggered"
-    );
+    assert_eq!(server.wait_triggers(1).len(), 1, "only the complete push triggered");
     settle();
     assert_eq!(server.triggers().len(), 1);
     let log = server.log();
@@ -475,20 +351,13 @@ fn slowloris_clients_are_dropped_within_the_timeout_while_others_are_served() {
 #[test]
 fn connections_beyond_the_bound_are_refused_with_503() {
     let dir = tempdir();
-    let server = WebhookServer::start(
-        dir.path(),
-        &["--max-connections", "2", "--read-timeout", "1s"],
-    );
-    let idle: Vec<TcpStream> = (0..2)
-        .map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap())
-        .collect();
+    let server = WebhookServer::start(dir.path(), &["--max-connections", "2", "--read-timeout", "1s"]);
+    let idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(("127.0.0.1", server.port)).unwrap()).collect();
     thread::sleep(Duration::from_millis(200));
 
     // Read without sending: the refusal comes at once, whatever the request would have been.
     let mut third = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    third
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut raw = Vec::new();
     third.read_to_end(&mut raw).unwrap();
     let refused = parse_reply(&raw).unwrap();
@@ -506,18 +375,10 @@ fn connections_beyond_the_bound_are_refused_with_503() {
 #[test]
 fn too_many_requests_get_429_per_source_and_overall() {
     let dir = tempdir();
-    let server = WebhookServer::start(
-        dir.path(),
-        &["--rate-limit-per-source", "3", "--rate-limit-total", "4"],
-    );
+    let server = WebhookServer::start(dir.path(), &["--rate-limit-per-source", "3", "--rate-limit-total", "4"]);
     let port = server.port;
-    let get = |source: Ipv4Addr| {
-        exchange_on(
-            connect_from(source, port),
-            &raw_request("GET", "/healthz", &[], b""),
-        )
-        .unwrap()
-    };
+    let get =
+        |source: Ipv4Addr| exchange_on(connect_from(source, port), &raw_request("GET", "/healthz", &[], b"")).unwrap();
     let one = Ipv4Addr::new(127, 0, 0, 1);
     let two = Ipv4Addr::new(127, 0, 0, 2);
     for _ in 0..3 {
@@ -525,12 +386,7 @@ fn too_many_requests_get_429_per_source_and_overall() {
     }
     let limited = get(one);
     assert_eq!(limited.status, 429, "{limited:?}");
-    assert!(
-        limited.json["error"]
-            .as_str()
-            .unwrap()
-            .contains("from this address")
-    );
+    assert!(limited.json["error"].as_str().unwrap().contains("from this address"));
     assert!(limited.head.contains("Retry-After: "), "{}", limited.head);
 
     // Another source has its own budget, up to the total: 3 + 1 = 4.
@@ -541,11 +397,9 @@ fn too_many_requests_get_429_per_source_and_overall() {
 
     // Pushes count as well, and a refused push is never looked at, signed or not.
     let body = GITHUB_PUSH.as_bytes();
-    let reply = exchange_on(
-        connect_from(one, port),
-        &raw_request("POST", "/hooks/push", &github_headers("push", body), body),
-    )
-    .unwrap();
+    let reply =
+        exchange_on(connect_from(one, port), &raw_request("POST", "/hooks/push", &github_headers("push", body), body))
+            .unwrap();
     assert_eq!(reply.status, 429);
     settle();
     assert!(server.triggers().is_empty());
@@ -555,10 +409,7 @@ fn too_many_requests_get_429_per_source_and_overall() {
 fn pushes_during_a_run_coalesce_into_exactly_one_more_run() {
     let dir = tempdir();
     let out = dir.path().join("runs");
-    let trigger = format!(
-        "echo start >> '{0}'; sleep 1; echo end >> '{0}'",
-        out.display()
-    );
+    let trigger = format!("echo start >> '{0}'; sleep 1; echo end >> '{0}'", out.display());
     let server = WebhookServer::start_with(dir.path(), &trigger, out, &[]);
     let body = GITHUB_PUSH.as_bytes();
     let headers = github_headers("push", body);
@@ -567,17 +418,9 @@ fn pushes_during_a_run_coalesce_into_exactly_one_more_run() {
     server.wait_triggers(1); // the first run has started and sleeps
     for n in 0..5 {
         let reply = server.post(&headers, body);
-        assert_eq!(
-            (reply.status, reply.json["result"].as_str()),
-            (202, Some("queued")),
-            "push {n} during the run"
-        );
+        assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("queued")), "push {n} during the run");
     }
-    assert_eq!(
-        server.wait_triggers(4),
-        ["start", "end", "start", "end"],
-        "runs never overlap"
-    );
+    assert_eq!(server.wait_triggers(4), ["start", "end", "start", "end"], "runs never overlap");
     // No third run turns up later.
     thread::sleep(Duration::from_millis(1500));
     assert_eq!(server.triggers().len(), 4, "{:?}", server.triggers());
@@ -602,42 +445,22 @@ fn default_trigger_waits_for_a_sync_in_progress_then_starts_one() {
         calls.display()
     );
     fs::write(bin.join("systemctl"), fake).unwrap();
-    fs::set_permissions(
-        bin.join("systemctl"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    fs::set_permissions(bin.join("systemctl"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let secret = secret_file(dir.path(), SECRET, 0o600);
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let child = webhook_command(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--secret-file",
-        secret.to_str().unwrap(),
-        "--branch",
-        "main",
-    ])
-    .env("PATH", path)
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let child =
+        webhook_command(&["--listen", "127.0.0.1:0", "--secret-file", secret.to_str().unwrap(), "--branch", "main"])
+            .env("PATH", path)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let server = WebhookServer::attach(child, calls.clone());
     let body = GITHUB_PUSH.as_bytes();
 
-    assert_eq!(
-        server.post(&github_headers("push", body), body).json["result"],
-        "triggered"
-    );
+    assert_eq!(server.post(&github_headers("push", body), body).json["result"], "triggered");
     // The timer's run is still going: starting now would only join it, so nothing is started.
     thread::sleep(Duration::from_millis(1500));
-    assert!(
-        server.triggers().is_empty(),
-        "started while a run was in progress"
-    );
+    assert!(server.triggers().is_empty(), "started while a run was in progress");
     fs::write(&state, "inactive\n").unwrap();
     assert_eq!(server.wait_triggers(1), ["start start gitops.service"]);
 }
@@ -647,56 +470,29 @@ fn refuses_to_start_without_a_private_secret() {
     let dir = tempdir();
     let run = |args: &[&str]| {
         let output = webhook_command(args).output().unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
     };
 
     let (code, stderr) = run(&["--listen", "127.0.0.1:0"]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("no webhook secret") && stderr.contains("--secret-file"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("no webhook secret") && stderr.contains("--secret-file"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
 
     let open = secret_file(dir.path(), SECRET, 0o644);
-    let (code, stderr) = run(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--secret-file",
-        open.to_str().unwrap(),
-    ]);
+    let (code, stderr) = run(&["--listen", "127.0.0.1:0", "--secret-file", open.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("0644 are too open") && stderr.contains("chmod 600"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("0644 are too open") && stderr.contains("chmod 600"), "{stderr}");
     assert!(!stderr.contains(SECRET));
 
     let missing = dir.path().join("nope");
-    let (code, stderr) = run(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--secret-file",
-        missing.to_str().unwrap(),
-    ]);
+    let (code, stderr) = run(&["--listen", "127.0.0.1:0", "--secret-file", missing.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("cannot read it"), "{stderr}");
 
     let weak = secret_file(dir.path(), "hunter2", 0o600);
-    let (code, stderr) = run(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--secret-file",
-        weak.to_str().unwrap(),
-    ]);
+    let (code, stderr) = run(&["--listen", "127.0.0.1:0", "--secret-file", weak.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("openssl rand -hex 32") && !stderr.contains("hunter2"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("openssl rand -hex 32") && !stderr.contains("hunter2"), "{stderr}");
 
     // With a secret but no socket at all.
     let good = secret_file(dir.path(), SECRET, 0o600);
@@ -712,18 +508,12 @@ fn secret_from_a_systemd_credential() {
     fs::create_dir(&creds).unwrap();
     fs::write(creds.join("webhook-secret"), SECRET).unwrap();
     let out = dir.path().join("triggered");
-    let child = webhook_command(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--branch",
-        "main",
-        "--trigger-command",
-        &record_trigger(&out),
-    ])
-    .env("CREDENTIALS_DIRECTORY", &creds)
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+    let child =
+        webhook_command(&["--listen", "127.0.0.1:0", "--branch", "main", "--trigger-command", &record_trigger(&out)])
+            .env("CREDENTIALS_DIRECTORY", &creds)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
     let server = WebhookServer::attach(child, out);
     let body = GITHUB_PUSH.as_bytes();
     assert_eq!(server.post(&github_headers("push", body), body).status, 202);
@@ -765,14 +555,8 @@ fn socket_activated_command(listener: &TcpListener, args: &[&str]) -> std::proce
     cmd
 }
 
-fn socket_activated(
-    listener: &TcpListener,
-    args: &[&str],
-    out: std::path::PathBuf,
-) -> WebhookServer {
-    let child = socket_activated_command(listener, args)
-        .spawn()
-        .expect("spawn socket-activated webhook");
+fn socket_activated(listener: &TcpListener, args: &[&str], out: std::path::PathBuf) -> WebhookServer {
+    let child = socket_activated_command(listener, args).spawn().expect("spawn socket-activated webhook");
     WebhookServer::attach(child, out)
 }
 
@@ -800,21 +584,13 @@ fn socket_activation_serves_the_inherited_socket_and_exits_when_idle() {
     ];
     let mut server = socket_activated(&listener, &args, out.clone());
     assert_eq!(server.port, port, "serves the inherited socket");
-    assert!(
-        server.log().contains("socket from systemd"),
-        "{}",
-        server.log()
-    );
+    assert!(server.log().contains("socket from systemd"), "{}", server.log());
 
     let body = GITHUB_PUSH.as_bytes();
     assert_eq!(server.post(&github_headers("push", body), body).status, 202);
     server.wait_triggers(1);
     thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        server.triggers(),
-        ["triggered"],
-        "nothing leaked into the trigger"
-    );
+    assert_eq!(server.triggers(), ["triggered"], "nothing leaked into the trigger");
 
     let status = server
         .wait_exit(Duration::from_secs(5))
@@ -825,9 +601,7 @@ fn socket_activation_serves_the_inherited_socket_and_exits_when_idle() {
     // As with systemd, the socket outlives the process: a request made now waits in the
     // backlog and is answered by the next activation.
     let early = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let waiting = thread::spawn(move || {
-        exchange_on(early, &raw_request("GET", "/healthz", &[], b"")).unwrap()
-    });
+    let waiting = thread::spawn(move || exchange_on(early, &raw_request("GET", "/healthz", &[], b"")).unwrap());
     thread::sleep(Duration::from_millis(200));
     let _again = socket_activated(&listener, &args, out);
     assert_eq!(waiting.join().unwrap().status, 200);
@@ -838,12 +612,7 @@ fn socket_activation_and_listen_together_are_refused() {
     let dir = tempdir();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let secret = secret_file(dir.path(), SECRET, 0o600);
-    let args = [
-        "--secret-file",
-        secret.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
+    let args = ["--secret-file", secret.to_str().unwrap(), "--listen", "127.0.0.1:0"];
     let mut cmd = socket_activated_command(&listener, &args);
     let output = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -69,6 +69,8 @@ pub fn load_secret(secret_file: Option<&Path>, credentials_dir: Option<&Path>) -
             path.display()
         );
     }
+    // Belt and braces: should the secret ever reach a log line, the redactor hides it.
+    crate::redact::register(&String::from_utf8_lossy(&secret));
     Ok(Secret(secret))
 }
 

@@ -38,17 +38,11 @@ pub fn hmac_hex(secret: &str, body: &[u8]) -> String {
 pub fn github_headers(event: &str, body: &[u8]) -> Vec<(String, String)> {
     vec![
         ("X-GitHub-Event".into(), event.into()),
-        (
-            "X-GitHub-Delivery".into(),
-            "72d3162e-cc78-11e3-81ab-4c9367dc0958".into(),
-        ),
+        ("X-GitHub-Delivery".into(), "72d3162e-cc78-11e3-81ab-4c9367dc0958".into()),
         ("X-GitHub-Hook-ID".into(), "109948940".into()),
         ("User-Agent".into(), "GitHub-Hookshot/044aadd".into()),
         ("Content-Type".into(), "application/json".into()),
-        (
-            "X-Hub-Signature-256".into(),
-            format!("sha256={}", hmac_hex(SECRET, body)),
-        ),
+        ("X-Hub-Signature-256".into(), format!("sha256={}", hmac_hex(SECRET, body))),
     ]
 }
 
@@ -58,10 +52,7 @@ pub fn gitea_headers(body: &[u8]) -> Vec<(String, String)> {
     vec![
         ("X-Gitea-Event".into(), "push".into()),
         ("X-Gitea-Event-Type".into(), "push".into()),
-        (
-            "X-Gitea-Delivery".into(),
-            "f6266f16-1bf3-46a5-9ea4-602e06ead473".into(),
-        ),
+        ("X-Gitea-Delivery".into(), "f6266f16-1bf3-46a5-9ea4-602e06ead473".into()),
         ("X-GitHub-Event".into(), "push".into()),
         ("Content-Type".into(), "application/json".into()),
         ("X-Gitea-Signature".into(), sig.clone()),
@@ -73,14 +64,8 @@ pub fn gitea_headers(body: &[u8]) -> Vec<(String, String)> {
 pub fn gitlab_headers(token: &str) -> Vec<(String, String)> {
     vec![
         ("X-Gitlab-Event".into(), "Push Hook".into()),
-        (
-            "X-Gitlab-Instance".into(),
-            "https://gitlab.example.com".into(),
-        ),
-        (
-            "X-Gitlab-Webhook-UUID".into(),
-            "9cdee944-1ba1-4b3f-a8d7-f8b3ab1b8a87".into(),
-        ),
+        ("X-Gitlab-Instance".into(), "https://gitlab.example.com".into()),
+        ("X-Gitlab-Webhook-UUID".into(), "9cdee944-1ba1-4b3f-a8d7-f8b3ab1b8a87".into()),
         ("User-Agent".into(), "GitLab/17.6.0".into()),
         ("Content-Type".into(), "application/json".into()),
         ("X-Gitlab-Token".into(), token.into()),
@@ -91,10 +76,7 @@ pub fn gitlab_headers(token: &str) -> Vec<(String, String)> {
 pub fn generic_headers(body: &[u8]) -> Vec<(String, String)> {
     vec![
         ("Content-Type".into(), "application/json".into()),
-        (
-            "X-Gitops-Signature".into(),
-            format!("sha256={}", hmac_hex(SECRET, body)),
-        ),
+        ("X-Gitops-Signature".into(), format!("sha256={}", hmac_hex(SECRET, body))),
     ]
 }
 
@@ -164,11 +146,7 @@ pub fn parse_reply(raw: &[u8]) -> std::io::Result<Reply> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    Ok(Reply {
-        status,
-        head: head.to_string(),
-        json: serde_json::from_str(body).unwrap_or(Value::Null),
-    })
+    Ok(Reply { status, head: head.to_string(), json: serde_json::from_str(body).unwrap_or(Value::Null) })
 }
 
 /// A TCP connection to 127.0.0.1:`port` from the local address `source` (e.g. 127.0.0.2),
@@ -178,9 +156,7 @@ pub fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
         libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: addr.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*addr.ip()).to_be(),
-            },
+            sin_addr: libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() },
             sin_zero: [0; 8],
         }
     }
@@ -194,12 +170,7 @@ pub fn connect_from(source: Ipv4Addr, port: u16) -> TcpStream {
         assert!(fd >= 0, "socket(): {}", std::io::Error::last_os_error());
         let stream = TcpStream::from_raw_fd(fd);
         let bound = libc::bind(fd, (&raw const local).cast(), len);
-        assert_eq!(
-            bound,
-            0,
-            "bind {source}: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(bound, 0, "bind {source}: {}", std::io::Error::last_os_error());
         let connected = libc::connect(fd, (&raw const remote).cast(), len);
         assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
         stream
@@ -255,22 +226,11 @@ impl WebhookServer {
     pub fn start_with(dir: &Path, trigger: &str, out: PathBuf, extra: &[&str]) -> WebhookServer {
         let secret = secret_file(dir, SECRET, 0o600);
         let secret = secret.to_str().unwrap();
-        let mut args = vec![
-            "--listen",
-            "127.0.0.1:0",
-            "--secret-file",
-            secret,
-            "--branch",
-            "main",
-            "--trigger-command",
-            trigger,
-        ];
+        let mut args =
+            vec!["--listen", "127.0.0.1:0", "--secret-file", secret, "--branch", "main", "--trigger-command", trigger];
         args.extend_from_slice(extra);
-        let child = webhook_command(&args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gitops webhook");
+        let child =
+            webhook_command(&args).stdin(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn gitops webhook");
         WebhookServer::attach(child, out)
     }
 
@@ -298,27 +258,16 @@ impl WebhookServer {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "gitops webhook did not start; log:\n{}",
-                    log.lock().unwrap()
-                );
+                panic!("gitops webhook did not start; log:\n{}", log.lock().unwrap());
             }
         };
-        WebhookServer {
-            child,
-            port,
-            out,
-            log,
-        }
+        WebhookServer { child, port, out, log }
     }
 
     /// POST /hooks/push with these headers and body.
     pub fn post(&self, headers: &[(String, String)], body: &[u8]) -> Reply {
-        exchange(
-            self.port,
-            &raw_request("POST", "/hooks/push", headers, body),
-        )
-        .unwrap_or_else(|e| panic!("POST /hooks/push: {e}; log:\n{}", self.log()))
+        exchange(self.port, &raw_request("POST", "/hooks/push", headers, body))
+            .unwrap_or_else(|e| panic!("POST /hooks/push: {e}; log:\n{}", self.log()))
     }
 
     /// GET a path.
@@ -329,11 +278,7 @@ impl WebhookServer {
 
     /// Lines the trigger wrote so far.
     pub fn triggers(&self) -> Vec<String> {
-        fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .map(String::from)
-            .collect()
+        fs::read_to_string(&self.out).unwrap_or_default().lines().map(String::from).collect()
     }
 
     /// Wait until the trigger wrote `n` lines (panics after 10 s with the log).
@@ -344,11 +289,7 @@ impl WebhookServer {
             if lines.len() >= n {
                 return lines;
             }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} trigger runs, saw {lines:?}; log:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "expected {n} trigger runs, saw {lines:?}; log:\n{}", self.log());
             thread::sleep(Duration::from_millis(20));
         }
     }
