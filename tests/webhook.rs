@@ -363,6 +363,7 @@ fn connections_beyond_the_bound_are_refused_with_503() {
     let refused = parse_reply(&raw).unwrap();
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.json["error"], "too many connections");
+    assert!(server.log().contains("refused 1 connection(s)"), "{}", server.log());
 
     // Once the silent ones are dropped by the read timeout, there is room again.
     for stream in idle {

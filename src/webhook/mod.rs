@@ -204,13 +204,14 @@ fn serve(listener: TcpListener, how: &str, settings: WebhookSettings) -> anyhow:
     });
     let active = Arc::new(AtomicUsize::new(0));
     let mut last_activity = Instant::now();
+    let mut refusals = Refusals::default();
     loop {
         if wait_readable(&listener, TICK) {
             loop {
                 match listener.accept() {
                     Ok((stream, peer)) => {
                         last_activity = Instant::now();
-                        accept(stream, peer, &ctx, &active);
+                        accept(stream, peer, &ctx, &active, &mut refusals);
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     // ECONNABORTED, EMFILE and friends concern one connection or pass; keep serving.
@@ -243,7 +244,7 @@ fn wait_readable(listener: &TcpListener, timeout: Duration) -> bool {
 }
 
 /// Hand a connection to its own thread, or refuse it when the bound is reached.
-fn accept(stream: TcpStream, peer: SocketAddr, ctx: &Arc<Shared>, active: &Arc<AtomicUsize>) {
+fn accept(stream: TcpStream, peer: SocketAddr, ctx: &Arc<Shared>, active: &Arc<AtomicUsize>, refusals: &mut Refusals) {
     // Accepted sockets must block (with deadlines) whatever the listener's mode.
     if let Err(e) = stream.set_nonblocking(false) {
         log::warn!("{peer}: cannot configure the connection: {e}");
@@ -251,7 +252,7 @@ fn accept(stream: TcpStream, peer: SocketAddr, ctx: &Arc<Shared>, active: &Arc<A
     }
     if active.fetch_add(1, Ordering::SeqCst) >= ctx.settings.max_connections {
         active.fetch_sub(1, Ordering::SeqCst);
-        log::warn!("{peer}: refused, {} connections already open (--max-connections)", ctx.settings.max_connections);
+        refusals.count(peer, ctx.settings.max_connections);
         // Best effort and never blocking the accept loop: the client may not be reading.
         let body = "{\"error\":\"too many connections\"}";
         let refusal = format!(
@@ -282,6 +283,29 @@ fn accept(stream: TcpStream, peer: SocketAddr, ctx: &Arc<Shared>, active: &Arc<A
     }
 }
 
+/// Connections refused at the bound, logged at most every REFUSAL_LOG_EVERY so a flood cannot flood the journal.
+#[derive(Default)]
+struct Refusals {
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    fn count(&mut self, peer: SocketAddr, bound: usize) {
+        self.unlogged += 1;
+        if self.logged_at.is_none_or(|at| at.elapsed() >= REFUSAL_LOG_EVERY) {
+            log::warn!(
+                "refused {} connection(s) (latest from {peer}): {bound} already open (--max-connections)",
+                self.unlogged
+            );
+            self.unlogged = 0;
+            self.logged_at = Some(Instant::now());
+        }
+    }
+}
+
 /// Serve one connection: one request, one answer, one log line.
 fn handle(mut stream: TcpStream, peer: SocketAddr, ctx: &Shared) {
     let head = match http::read_head(&mut stream, ctx.settings.read_timeout) {
@@ -307,7 +331,11 @@ fn handle(mut stream: TcpStream, peer: SocketAddr, ctx: &Shared) {
         }
         Err(ReadError::Reject(response)) => (response, String::new()),
     };
-    let line = format!("{peer}{forwarded}: {request_line}: {}{detail}", response.summary());
+    // Branch names and reasons come from the payload: no control character reaches the log.
+    let line: String = format!("{peer}{forwarded}: {request_line}: {}{detail}", response.summary())
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
     match response.status {
         401 => log::warn!("{line}"),
         200 if request_line.ends_with("/healthz") => log::debug!("{line}"),
