@@ -50,7 +50,7 @@ fn signed_gitea_push_triggers_a_sync() {
 
     assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("triggered")));
     server.wait_triggers(1);
-    assert!(server.log().contains("gitea \"push\""), "{}", server.log());
+    assert!(server.wait_log("gitea \"push\""), "{}", server.log());
 }
 
 #[test]
@@ -110,6 +110,10 @@ fn unsigned_or_wrongly_signed_pushes_get_401_and_trigger_nothing() {
     }
     settle();
     assert!(server.triggers().is_empty(), "an unauthenticated push triggered");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.log().matches("401").count() < cases.len() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     let log = server.log();
     assert_eq!(log.matches("401").count(), cases.len(), "{log}");
     assert!(log.contains("WARN") && log.contains("127.0.0.1:"), "401s are logged with the source address:\n{log}");
@@ -343,6 +347,7 @@ fn slowloris_clients_are_dropped_within_the_timeout_while_others_are_served() {
     assert_eq!(server.wait_triggers(1).len(), 1, "only the complete push triggered");
     settle();
     assert_eq!(server.triggers().len(), 1);
+    assert!(server.wait_log("request body not received within 1s"), "{}", server.log());
     let log = server.log();
     assert!(log.contains("request head not received within 1s"), "{log}");
     assert!(log.contains("request body not received within 1s"), "{log}");
@@ -363,7 +368,7 @@ fn connections_beyond_the_bound_are_refused_with_503() {
     let refused = parse_reply(&raw).unwrap();
     assert_eq!(refused.status, 503, "{refused:?}");
     assert_eq!(refused.json["error"], "too many connections");
-    assert!(server.log().contains("refused 1 connection(s)"), "{}", server.log());
+    assert!(server.wait_log("refused 1 connection(s)"), "{}", server.log());
 
     // Once the silent ones are dropped by the read timeout, there is room again.
     for stream in idle {
@@ -585,7 +590,7 @@ fn socket_activation_serves_the_inherited_socket_and_exits_when_idle() {
     ];
     let mut server = socket_activated(&listener, &args, out.clone());
     assert_eq!(server.port, port, "serves the inherited socket");
-    assert!(server.log().contains("socket from systemd"), "{}", server.log());
+    assert!(server.wait_log("socket from systemd"), "{}", server.log());
 
     let body = GITHUB_PUSH.as_bytes();
     assert_eq!(server.post(&github_headers("push", body), body).status, 202);
@@ -597,7 +602,7 @@ fn socket_activation_serves_the_inherited_socket_and_exits_when_idle() {
         .wait_exit(Duration::from_secs(5))
         .unwrap_or_else(|| panic!("still running after the idle timeout:\n{}", server.log()));
     assert_eq!(status.code(), Some(0), "{}", server.log());
-    assert!(server.log().contains("no request for 1s; exiting"));
+    assert!(server.wait_log("no request for 1s; exiting"), "{}", server.log());
 
     // As with systemd, the socket outlives the process: a request made now waits in the
     // backlog and is answered by the next activation.

@@ -242,6 +242,8 @@ impl WebhookServer {
         let sink = Arc::clone(&log);
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // Into the log first, so that whoever gets the port also sees the line.
+                sink.lock().unwrap().push_str(&format!("{line}\n"));
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let port = rest
                         .split_whitespace()
@@ -250,7 +252,6 @@ impl WebhookServer {
                         .and_then(|p| p.parse::<u16>().ok());
                     let _ = port_tx.send(port);
                 }
-                sink.lock().unwrap().push_str(&format!("{line}\n"));
             }
         });
         let port = match port_rx.recv_timeout(Duration::from_secs(10)) {
@@ -292,6 +293,18 @@ impl WebhookServer {
             assert!(Instant::now() < deadline, "expected {n} trigger runs, saw {lines:?}; log:\n{}", self.log());
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Wait until the log contains `needle` (the log is read by a thread, a moment behind the server).
+    pub fn wait_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// The server's log so far.
