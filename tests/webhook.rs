@@ -339,7 +339,7 @@ fn slowloris_clients_are_dropped_within_the_timeout_while_others_are_served() {
     for (what, stream) in [("stalled head", stalled), ("trickled head", trickle), ("stalled body", body_stall)] {
         let closed_after = time_until_closed(stream, started);
         assert!(
-            closed_after >= Duration::from_millis(900) && closed_after < Duration::from_millis(2500),
+            closed_after >= Duration::from_millis(900) && closed_after < Duration::from_secs(3),
             "{what}: closed after {closed_after:?}"
         );
     }
