@@ -274,14 +274,9 @@ pub struct WebhookArgs {
     #[arg(long, env = "GITOPS_WEBHOOK_READ_TIMEOUT", default_value = "10s", value_name = "DURATION")]
     pub read_timeout: String,
 
-    /// Largest request body accepted, in bytes; larger ones get 413.
-    #[arg(
-        long,
-        env = "GITOPS_WEBHOOK_MAX_BODY_SIZE",
-        default_value_t = 1024 * 1024,
-        value_name = "BYTES"
-    )]
-    pub max_body_size: usize,
+    /// Largest request body accepted (K, M, G as for sizes elsewhere); larger ones get 413.
+    #[arg(long, env = "GITOPS_WEBHOOK_MAX_BODY_SIZE", default_value = "1M", value_name = "SIZE")]
+    pub max_body_size: String,
 
     /// Connections served at once; more are answered 503 and closed.
     #[arg(long, env = "GITOPS_WEBHOOK_MAX_CONNECTIONS", default_value_t = 16, value_name = "N")]

@@ -44,4 +44,37 @@ proptest! {
         let back: State = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         prop_assert_eq!(back, state);
     }
+
+    #[test]
+    fn webhook_request_heads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600), path in "/[a-z/]{0,20}", length in 0u64..5_000_000) {
+        let _ = crate::webhook::http::parse_head(&bytes);
+        let request = format!("POST {path}?x=1 HTTP/1.1\r\nContent-Length: {length}\r\nX-A: b\r\n\r\nbody");
+        let head = crate::webhook::http::parse_head(request.as_bytes()).unwrap().unwrap();
+        prop_assert_eq!(&head.path, &path);
+        let announced = crate::webhook::http::body_length(&head, 1 << 20);
+        prop_assert_eq!(announced.is_ok(), length <= 1 << 20);
+        if let Ok(head) = crate::webhook::http::parse_head(&bytes) && let Some(head) = head {
+            let _ = crate::webhook::http::body_length(&head, 1 << 20);
+        }
+    }
+
+    #[test]
+    fn webhook_payloads_and_signatures_never_panic(text in "\\PC{0,200}", git_ref in "\\PC{0,40}", value in "\\PC{0,80}", event in "\\PC{0,20}") {
+        use crate::webhook::event::{Forge, classify};
+        let secret = crate::webhook::auth::Secret::new(b"0123456789abcdef".to_vec());
+        for header in ["x-hub-signature-256", "x-gitea-signature", "x-gitlab-token", "x-gitops-signature"] {
+            let headers = vec![(header.to_string(), value.clone())];
+            prop_assert!(crate::webhook::auth::authenticate(&secret, &headers, text.as_bytes()).is_err());
+        }
+        let payloads = [
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+            serde_json::json!({"ref": git_ref, "after": value, "repository": {"default_branch": text}}),
+        ];
+        for payload in &payloads {
+            for forge in [Forge::GitHub, Forge::Gitea, Forge::GitLab, Forge::Generic] {
+                let _ = classify(forge, &event, payload, None);
+                let _ = classify(forge, &event, payload, Some("main"));
+            }
+        }
+    }
 }

@@ -213,7 +213,7 @@ fn a_2_mib_body_gets_413_and_the_server_carries_on() {
     // The limit is a flag; the same payload passes when it allows it.
     assert_eq!(server.get("/healthz").status, 200);
     let dir = tempdir();
-    let roomy = WebhookServer::start(dir.path(), &["--max-body-size", "4194304"]);
+    let roomy = WebhookServer::start(dir.path(), &["--max-body-size", "4M"]);
     assert_eq!(roomy.post(&github_headers("push", body), body).status, 202);
 }
 

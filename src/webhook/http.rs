@@ -59,65 +59,66 @@ pub fn read_head(stream: &mut TcpStream, timeout: Duration) -> Result<Head, Read
     loop {
         let n = read_some(stream, &mut chunk, deadline, "request head", timeout)?;
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let head = Head {
-                    method: request.method.unwrap_or_default().to_string(),
-                    path: request.path.unwrap_or_default().split('?').next().unwrap_or_default().to_string(),
-                    headers: request
-                        .headers
-                        .iter()
-                        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                        .collect(),
-                    leftover: buf.get(len..).unwrap_or_default().to_vec(),
-                };
-                return Ok(head);
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => continue,
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Err(ReadError::Reject(Response::error(
-                    431,
-                    format!("request head larger than {MAX_HEAD} bytes or more than {MAX_HEADERS} headers"),
-                )));
-            }
-            Err(e) => {
-                return Err(ReadError::Reject(Response::error(400, format!("malformed HTTP request: {e}"))));
-            }
+        if let Some(head) = parse_head(&buf).map_err(ReadError::Reject)? {
+            return Ok(head);
         }
     }
 }
 
-/// Read the body announced by `Content-Length`: at most `max_body` bytes, all within `timeout`.
-pub fn read_body(stream: &mut TcpStream, head: Head, max_body: usize, timeout: Duration) -> Result<Vec<u8>, ReadError> {
+/// Parse the bytes received so far: a complete head, `None` to read on, or the answer refusing it.
+pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, Response> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(Head {
+            method: request.method.unwrap_or_default().to_string(),
+            path: request.path.unwrap_or_default().split('?').next().unwrap_or_default().to_string(),
+            headers: request
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect(),
+            leftover: buf.get(len..).unwrap_or_default().to_vec(),
+        })),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => Err(Response::error(
+            431,
+            format!("request head larger than {MAX_HEAD} bytes or more than {MAX_HEADERS} headers"),
+        )),
+        Err(e) => Err(Response::error(400, format!("malformed HTTP request: {e}"))),
+    }
+}
+
+/// The body length a head announces, if acceptable: `Content-Length` only, once, at most `max_body`.
+pub fn body_length(head: &Head, max_body: usize) -> Result<usize, Response> {
     // Refusing Transfer-Encoding (and conflicting lengths) closes the door on request smuggling
     // through a proxy; forges send Content-Length.
     if head.header("transfer-encoding").is_some() {
-        return Err(ReadError::Reject(Response::error(
-            411,
-            "Transfer-Encoding is not supported; send the body with Content-Length",
-        )));
+        return Err(Response::error(411, "Transfer-Encoding is not supported; send the body with Content-Length"));
     }
     let mut lengths = head.headers.iter().filter(|(n, _)| n == "content-length").map(|(_, v)| v.trim());
     let Some(first) = lengths.next() else {
-        return Err(ReadError::Reject(Response::error(411, "Content-Length is required")));
+        return Err(Response::error(411, "Content-Length is required"));
     };
     if lengths.any(|other| other != first) {
-        return Err(ReadError::Reject(Response::error(400, "conflicting Content-Length headers")));
+        return Err(Response::error(400, "conflicting Content-Length headers"));
     }
-    let length: usize = match first.parse::<u64>() {
+    let length = match first.parse::<u64>() {
         Ok(n) if first.bytes().all(|b| b.is_ascii_digit()) => usize::try_from(n).unwrap_or(usize::MAX),
-        _ => {
-            return Err(ReadError::Reject(Response::error(400, format!("Content-Length {first:?} is not a number"))));
-        }
+        _ => return Err(Response::error(400, format!("Content-Length {first:?} is not a number"))),
     };
     if length > max_body {
-        return Err(ReadError::Reject(Response::error(
+        return Err(Response::error(
             413,
             format!("body of {length} bytes is larger than the limit of {max_body} bytes (--max-body-size)"),
-        )));
+        ));
     }
+    Ok(length)
+}
+
+/// Read the body announced by `Content-Length`: at most `max_body` bytes, all within `timeout`.
+pub fn read_body(stream: &mut TcpStream, head: Head, max_body: usize, timeout: Duration) -> Result<Vec<u8>, ReadError> {
+    let length = body_length(&head, max_body).map_err(ReadError::Reject)?;
     if head.header("expect").is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue")) {
         write_all(stream, b"HTTP/1.1 100 Continue\r\n\r\n")
             .map_err(|e| ReadError::Dropped(format!("writing 100 Continue: {e}")))?;

@@ -4,10 +4,10 @@
 //! The shape of one request: accept (bounded) → read head (deadline) → route → rate limit →
 //! read body (size cap, deadline) → authenticate → parse → classify → trigger (coalesced) → answer.
 
-mod auth;
-mod event;
-mod http;
-mod limit;
+pub(crate) mod auth;
+pub(crate) mod event;
+pub(crate) mod http;
+pub(crate) mod limit;
 mod trigger;
 
 use std::io::{Read as _, Write as _};
@@ -28,7 +28,7 @@ use self::http::{Head, ReadError, Response};
 use self::limit::{RateLimiter, Scope};
 use self::trigger::{Queued, Trigger};
 use crate::cli::WebhookArgs;
-use crate::config::parse_duration;
+use crate::config::{parse_duration, parse_size};
 use crate::outcome::Failure;
 
 pub use self::trigger::DEFAULT_TRIGGER_COMMAND;
@@ -107,9 +107,10 @@ impl WebhookSettings {
         };
         let read_timeout = parse_duration(&args.read_timeout)
             .map_err(|e| anyhow!("--read-timeout {:?}: {e}; use e.g. 10s", args.read_timeout))?;
-        if args.max_body_size == 0 {
-            bail!("--max-body-size 0 refuses every push; use e.g. 1048576 (1 MiB)");
-        }
+        let max_body_size = parse_size(&args.max_body_size)
+            .ok()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| anyhow!("--max-body-size {:?} is not a size; use e.g. 1M or 512K", args.max_body_size))?;
         if args.max_connections == 0 {
             bail!("--max-connections 0 serves nobody; use 1 or more (default 16)");
         }
@@ -124,7 +125,7 @@ impl WebhookSettings {
             trigger_command: args.trigger_command,
             idle_timeout,
             read_timeout,
-            max_body_size: args.max_body_size,
+            max_body_size,
             max_connections: args.max_connections,
             rate_limit_per_source: args.rate_limit_per_source,
             rate_limit_total: args.rate_limit_total,
