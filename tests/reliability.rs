@@ -179,9 +179,7 @@ fn servers_free_port() -> u16 {
 fn stalled_ssh_and_http_hit_the_fetch_timeout() {
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);
-    let sshd_dir = dir.path().join("sshd");
-    fs::create_dir_all(&sshd_dir).unwrap();
-    let sshd = Sshd::start(&sshd_dir);
+    let sshd = Sshd::start(&sshd_dir(dir.path()));
     let sshd_port: u16 = sshd.url(&remote.bare).split(':').nth(2).unwrap().split('/').next().unwrap().parse().unwrap();
     let ssh_proxy = FaultyProxy::start(sshd_port, Fault::Stall);
     let http = HttpGit::start(dir.path());
@@ -210,10 +208,6 @@ fn stalled_ssh_and_http_hit_the_fetch_timeout() {
         assert!(run.stderr.contains(&url) || run.stderr.contains("127.0.0.1"), "{url}: {}", run.stderr);
         assert!(!host.state.join("state.json").exists());
     }
-}
-
-fn whoami() -> String {
-    String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string()
 }
 
 #[test]
@@ -326,12 +320,6 @@ impl Drop for Unmount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.0).status();
     }
-}
-
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
 }
 
 /// Commit a hand-made tree (entries `mode type id\tname`, as `git mktree` reads them) on top of main.

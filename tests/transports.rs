@@ -111,15 +111,3 @@ fn scp_like_url() {
         &["--ssh-key", key.to_str().unwrap(), "--known-hosts", known.to_str().unwrap()],
     );
 }
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-        .unwrap_or(false)
-}
-
-fn sshd_dir(root: &Path) -> std::path::PathBuf {
-    let dir = root.join("sshd");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}

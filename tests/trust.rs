@@ -296,9 +296,7 @@ fn bad_trust_configuration_exits_2() {
 fn trust_on_first_use_pins_the_host_key_and_refuses_a_changed_one() {
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);
-    let sshd_dir = dir.path().join("sshd");
-    fs::create_dir_all(&sshd_dir).unwrap();
-    let sshd = Sshd::start(&sshd_dir);
+    let sshd = Sshd::start(&sshd_dir(dir.path()));
     let url = sshd.url(&remote.bare);
     let key = sshd.client_key();
     let host = Host::new(dir.path(), &url);
@@ -333,7 +331,7 @@ fn trust_on_first_use_pins_the_host_key_and_refuses_a_changed_one() {
 
 #[test]
 fn deploy_key_owned_by_another_user_is_refused() {
-    if unsafe_geteuid() != 0 {
+    if !is_root() {
         eprintln!("skipped: needs root to chown");
         return;
     }
@@ -346,11 +344,6 @@ fn deploy_key_owned_by_another_user_is_refused() {
     assert!(status.success());
     let run = host.sync(&["--ssh-key", key.to_str().unwrap()]).expect(USAGE);
     assert!(run.stderr.contains("owned by uid 65534"), "{}", run.stderr);
-}
-
-fn unsafe_geteuid() -> u32 {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2)).unwrap().parse().unwrap()
 }
 
 #[test]

@@ -274,6 +274,25 @@ impl Host {
     }
 }
 
+/// Whether the tests run as root (mounts, chown and port 22 need it).
+pub fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .unwrap_or(false)
+}
+
+/// The current user's name, as ssh logs in.
+pub fn whoami() -> String {
+    String::from_utf8(Command::new("id").arg("-un").output().expect("running id").stdout).unwrap().trim().to_string()
+}
+
+/// A fresh `root/sshd` directory for an `Sshd`'s keys and config.
+pub fn sshd_dir(root: &Path) -> PathBuf {
+    let dir = root.join("sshd");
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A fresh temporary directory for one test.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("gitops-test-").tempdir().expect("creating a temp dir")

@@ -183,19 +183,28 @@ impl Drop for HttpGit {
     }
 }
 
-/// Handles exactly one request and closes, which HTTP/1.1 allows via `Connection: close`.
-fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize, auth: Option<&str>) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
+/// An HTTP request line and headers (names lower-cased), read from a connection.
+struct RequestHead {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Read the request line and headers; None when the client closed without sending anything.
+fn read_head(reader: &mut impl BufRead) -> std::io::Result<Option<RequestHead>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
-        return Ok(()); // the Drop wake-up connection, or a client that gave up
+        return Ok(None); // a Drop wake-up connection, or a client that gave up
     }
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("/").to_string();
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -208,7 +217,32 @@ fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize, auth: Optio
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    Ok(Some(RequestHead { method, target, headers }))
+}
+
+/// Read the body by Content-Length or chunked encoding, answering `Expect: 100-continue` first
+/// (curl sends it for chunked POSTs and would otherwise stall ~1s).
+fn read_body(reader: &mut impl BufRead, out: &mut impl Write, head: &RequestHead) -> std::io::Result<Vec<u8>> {
+    if head.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+    }
+    if head.header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        return read_chunked(reader);
+    }
+    let len: usize = head.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body)?;
+    Ok(body)
+}
+
+/// Handles exactly one request and closes, which HTTP/1.1 allows via `Connection: close`.
+fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize, auth: Option<&str>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    let Some(head) = read_head(&mut reader)? else { return Ok(()) };
+    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    let header = |name: &str| head.header(name);
+    let method = head.method.clone();
 
     if let Some(expected) = auth
         && header("authorization") != Some(expected)
@@ -223,18 +257,7 @@ fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize, auth: Optio
         out.write_all(body)?;
         return Ok(());
     }
-    // curl sends `Expect: 100-continue` for chunked POSTs and would otherwise stall ~1s.
-    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
-        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    let body = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        read_chunked(&mut reader)?
-    } else {
-        let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut b = vec![0; len];
-        reader.read_exact(&mut b)?;
-        b
-    };
+    let body = read_body(&mut reader, &mut out, &head)?;
     requests.fetch_add(1, Ordering::SeqCst);
 
     let mut cmd = Command::new("git");
@@ -249,7 +272,7 @@ fn serve_one(stream: TcpStream, root: &Path, requests: &AtomicUsize, auth: Optio
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
-    for (k, v) in &headers {
+    for (k, v) in &head.headers {
         // Git-Protocol -> HTTP_GIT_PROTOCOL is what turns on protocol v2.
         cmd.env(format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_")), v);
     }
@@ -599,37 +622,9 @@ fn record_one(stream: TcpStream, requests: &std::sync::Mutex<Vec<Recorded>>, sta
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Ok(());
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let path = parts.next().unwrap_or("/").to_string();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    if header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
-        out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-    }
-    let body = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        read_chunked(&mut reader)?
-    } else {
-        let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body)?;
-        body
-    };
+    let Some(head) = read_head(&mut reader)? else { return Ok(()) };
+    let body = read_body(&mut reader, &mut out, &head)?;
+    let RequestHead { method, target: path, headers } = head;
     requests.lock().expect("recorder lock").push(Recorded { method, path, headers, body });
     write!(out, "HTTP/1.1 {status} Recorded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     out.flush()
