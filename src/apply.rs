@@ -68,12 +68,18 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
         .stderr(writer)
         // Its own process group, so a timeout kills everything it started.
         .process_group(0);
-    // SAFETY: prctl(2) is async-signal-safe and touches no memory of ours.
+    // SAFETY: prctl(2) and getppid(2) are async-signal-safe and touch no memory of ours.
+    let parent = std::process::id() as libc::pid_t;
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // If gitops is killed (OOM, kill -9), its entrypoint must not go on running beside the next run.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // gitops may have died between fork and prctl, when the death signal could not yet be armed.
+            // (No allocation here: after fork only async-signal-safe work is allowed.)
+            if libc::getppid() != parent {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

@@ -132,17 +132,7 @@ fn report_settings(args: ReportArgs) -> anyhow::Result<ReportSettings> {
         .map(|f| (f, "--notify-secret-file"))
         .or_else(|| credential("notify-secret").map(|f| (f, "credential notify-secret")));
     let secret = match secret {
-        Some((file, what)) => {
-            check_private_file(&file, what)?;
-            let key =
-                fs::read_to_string(&file).with_context(|| format!("{what} {}: cannot read it", file.display()))?;
-            let key = key.trim().to_string();
-            if key.is_empty() {
-                bail!("{what} {} is empty; put the shared HMAC key in it", file.display());
-            }
-            redact::register(&key);
-            Some(key.into_bytes())
-        }
+        Some((file, what)) => Some(read_secret_file(&file, what, "the shared HMAC key")?.into_bytes()),
         None => None,
     };
     Ok(ReportSettings { targets, notify_on: args.notify_on, secret, metrics_file: args.metrics_file })
@@ -323,18 +313,7 @@ impl Settings {
             .map(|f| (f, "--http-token-file"))
             .or_else(|| credential("http-token").map(|f| (f, "credential http-token")))
         {
-            Some((file, what)) => {
-                check_private_file(&file, what)?;
-                let token = fs::read_to_string(&file)
-                    .with_context(|| format!("{what} {}: cannot read it", file.display()))?
-                    .trim()
-                    .to_string();
-                if token.is_empty() {
-                    bail!("{what} {} is empty; put the token in it", file.display());
-                }
-                redact::register(&token);
-                Some((args.http_user, token))
-            }
+            Some((file, what)) => Some((args.http_user, read_secret_file(&file, what, "the token")?)),
             None => None,
         };
         if let Some(ca) = &args.http_ca_file {
@@ -393,30 +372,34 @@ pub enum HostKeys {
 
 /// Refuse a secret file that is missing, owned by another user, or readable by group/others, as ssh does.
 pub fn check_private_file(path: &Path, what: &str) -> anyhow::Result<()> {
-    let meta = owned_file(path, what)?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        bail!(
-            "{what} {}: permissions {mode:04o} are too open (readable by group/others); run chmod 600 {}",
-            path.display(),
-            path.display()
-        );
-    }
-    Ok(())
+    check_mode(path, what, 0o077, "are too open (readable by group/others)", "600")
 }
 
 /// Refuse a trust file (allowed_signers) that others could change.
 fn check_not_writable_by_others(path: &Path, what: &str) -> anyhow::Result<()> {
+    check_mode(path, what, 0o022, "let group/others change who may sign", "644")
+}
+
+/// Refuse `path` when it is owned by someone else or any of the `forbidden` mode bits is set.
+fn check_mode(path: &Path, what: &str, forbidden: u32, problem: &str, fix: &str) -> anyhow::Result<()> {
     let meta = owned_file(path, what)?;
     let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o022 != 0 {
-        bail!(
-            "{what} {}: permissions {mode:04o} let group/others change who may sign; run chmod 644 {}",
-            path.display(),
-            path.display()
-        );
+    if mode & forbidden != 0 {
+        bail!("{what} {}: permissions {mode:04o} {problem}; run chmod {fix} {}", path.display(), path.display());
     }
     Ok(())
+}
+
+/// Read a private secret file (checked like a key), trimmed; an empty one is an error saying what belongs in it.
+fn read_secret_file(path: &Path, what: &str, content: &str) -> anyhow::Result<String> {
+    check_private_file(path, what)?;
+    let secret = fs::read_to_string(path).with_context(|| format!("{what} {}: cannot read it", path.display()))?;
+    let secret = secret.trim().to_string();
+    if secret.is_empty() {
+        bail!("{what} {} is empty; put {content} in it", path.display());
+    }
+    redact::register(&secret);
+    Ok(secret)
 }
 
 fn owned_file(path: &Path, what: &str) -> anyhow::Result<fs::Metadata> {
