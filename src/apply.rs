@@ -22,6 +22,8 @@ pub struct Job<'a> {
     pub checkout: &'a Path,
     /// Entrypoint path relative to the checkout.
     pub entrypoint: &'a Path,
+    /// What it is called in messages: "entrypoint" or "teardown".
+    pub role: &'static str,
     /// `GITOPS_*` variables added to our own environment.
     pub env: Vec<(&'static str, String)>,
     /// Kill the process group after this long.
@@ -50,11 +52,10 @@ impl Ran {
 /// Run the entrypoint; Err only when our side fails (the log cannot be written).
 pub fn run(job: &Job) -> anyhow::Result<Ran> {
     let program = job.checkout.join(job.entrypoint);
-    let shown = job.entrypoint.display();
+    let shown = format!("{} {}", job.role, job.entrypoint.display());
     let mut log = File::create(job.log_path).with_context(|| format!("creating log {}", job.log_path.display()))?;
     if !program.is_file() {
-        let message =
-            format!("entrypoint {shown} not found in this commit; add it to the repository or set --entrypoint");
+        let message = format!("{shown} not found in this commit; add it to the repository or set --entrypoint");
         writeln!(log, "gitops: {message}")?;
         return Ok(Ran::failed(None, message));
     }
@@ -95,7 +96,7 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
             } else {
                 "; check its #! line"
             };
-            let message = format!("entrypoint {shown} could not be started: {e}{hint}");
+            let message = format!("{shown} could not be started: {e}{hint}");
             writeln!(log, "gitops: {message}")?;
             return Ok(Ran::failed(None, message));
         }
@@ -119,21 +120,21 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
         std::thread::sleep(Duration::from_millis(20));
     };
     let ran = match status {
-        Some(status) => judge(status, &shown.to_string()),
+        Some(status) => judge(status, &shown),
         None => {
-            log::error!("entrypoint {shown} still running after {:?}; killing its process group", job.timeout);
+            log::error!("{shown} still running after {:?}; killing its process group", job.timeout);
             kill_group(pgid, &mut child);
             Ran::failed(
                 None,
                 format!(
-                    "entrypoint {shown} timed out after {:?} and was killed; raise --apply-timeout or make it faster",
+                    "{shown} timed out after {:?} and was killed; raise --apply-timeout or make it faster",
                     job.timeout
                 ),
             )
         }
     };
     if done_rx.recv_timeout(DRAIN_WAIT).is_err() {
-        log::warn!("entrypoint {shown} left a process holding its output open; not waiting for it");
+        log::warn!("{shown} left a process holding its output open; not waiting for it");
     }
     if let Some(error) = &ran.error {
         writeln!(log, "gitops: {error}")?;
@@ -145,9 +146,9 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
 fn judge(status: ExitStatus, shown: &str) -> Ran {
     match (status.code(), status.signal()) {
         (Some(0), _) => Ran { success: true, exit_code: Some(0), error: None },
-        (Some(code), _) => Ran::failed(Some(code), format!("entrypoint {shown} exited with code {code}")),
-        (None, Some(signal)) => Ran::failed(None, format!("entrypoint {shown} was killed by signal {signal}")),
-        (None, None) => Ran::failed(None, format!("entrypoint {shown} ended without an exit status")),
+        (Some(code), _) => Ran::failed(Some(code), format!("{shown} exited with code {code}")),
+        (None, Some(signal)) => Ran::failed(None, format!("{shown} was killed by signal {signal}")),
+        (None, None) => Ran::failed(None, format!("{shown} ended without an exit status")),
     }
 }
 

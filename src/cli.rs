@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::notify::NotifyOn;
 use crate::outcome::EXIT_CODES_HELP;
+use crate::reboot::Strategy;
 use crate::verify::Policy;
 
 /// Exit codes of `gitops webhook`, shown in its `--help`.
@@ -183,6 +184,9 @@ pub struct SyncArgs {
 
     #[command(flatten)]
     pub report: ReportArgs,
+
+    #[command(flatten, next_help_heading = "Fleet")]
+    pub fleet: FleetArgs,
 }
 
 /// Reporting flags of `gitops sync`.
@@ -289,4 +293,53 @@ pub struct WebhookArgs {
     /// Requests per minute from all sources together (burst of the same size); more get 429.
     #[arg(long, env = "GITOPS_WEBHOOK_RATE_LIMIT_TOTAL", default_value_t = 120, value_name = "N")]
     pub rate_limit_total: u32,
+}
+
+/// Fleet flags of `gitops sync`: inventory, teardown, reboots, splay.
+#[derive(Debug, Args)]
+pub struct FleetArgs {
+    /// Subdirectory of the repository that is the config root: the entrypoint, hosts/ and .gitops/ are looked up in it.
+    #[arg(long, env = "GITOPS_PATH", value_name = "DIR")]
+    pub path: Option<String>,
+
+    /// This host's tags, comma-separated; passed to the entrypoint as GITOPS_TAGS.
+    #[arg(long, env = "GITOPS_TAGS", value_name = "TAG,...")]
+    pub tags: Option<String>,
+
+    /// Script next to the entrypoint that the outgoing revision runs before a new revision goes live.
+    #[arg(long, env = "GITOPS_TEARDOWN", default_value = "teardown.sh", value_name = "NAME")]
+    pub teardown: String,
+
+    /// Do not run the outgoing revision's teardown this once (when it is broken: a new commit cannot fix it).
+    #[arg(long)]
+    pub skip_teardown: bool,
+
+    /// When a requested reboot may happen [default: fleetlock with --fleetlock-url, window with --reboot-window,
+    /// else immediate].
+    #[arg(long, env = "GITOPS_REBOOT_STRATEGY", value_enum, value_name = "STRATEGY")]
+    pub reboot_strategy: Option<Strategy>,
+
+    /// Maintenance window in host local time, e.g. "Mon-Fri 02:00-04:00" or "Sat,Sun 22:00-06:00"; ';' separates several.
+    #[arg(long, env = "GITOPS_REBOOT_WINDOW", value_name = "WINDOW")]
+    pub reboot_window: Option<String>,
+
+    /// Shell command that reboots the host (shutdown -r now on hosts without systemd).
+    #[arg(long, env = "GITOPS_REBOOT_COMMAND", default_value = "systemctl reboot --no-block", value_name = "COMMAND")]
+    pub reboot_command: String,
+
+    /// FleetLock server (e.g. airlock) that hands out reboot slots, so the fleet never reboots all at once.
+    #[arg(long, env = "GITOPS_FLEETLOCK_URL", value_name = "URL")]
+    pub fleetlock_url: Option<String>,
+
+    /// FleetLock group of this host.
+    #[arg(long, env = "GITOPS_FLEETLOCK_GROUP", default_value = "default", value_name = "NAME")]
+    pub fleetlock_group: String,
+
+    /// This host's identity for the FleetLock server [default: /etc/machine-id].
+    #[arg(long, env = "GITOPS_FLEETLOCK_ID", value_name = "ID")]
+    pub fleetlock_id: Option<String>,
+
+    /// Sleep a random time up to this long before fetching (cron hosts; systemd timers use RandomizedDelaySec).
+    #[arg(long, env = "GITOPS_SPLAY", value_name = "DURATION")]
+    pub splay: Option<String>,
 }

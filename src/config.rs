@@ -11,6 +11,7 @@ use anyhow::{Context, anyhow, bail};
 use gix::ObjectId;
 
 use crate::cli::{ReportArgs, SyncArgs, TrustArgs};
+use crate::fleet::FleetSettings;
 use crate::notify::Target;
 use crate::redact;
 use crate::report::ReportSettings;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub allow_rewind: bool,
     /// Deploy a diverged branch.
     pub allow_diverged: bool,
+    /// Inventory, teardown, reboots, splay.
+    pub fleet: FleetSettings,
 }
 
 /// Signature verification settings.
@@ -328,6 +331,7 @@ impl Settings {
             Some(host) => host,
             None => kernel_hostname()?,
         };
+        let fleet = FleetSettings::from_args(args.fleet, &hostname)?;
         redact::register_url(&repo_url);
         Ok(Settings {
             repo_url_display: redact::url(&repo_url),
@@ -352,6 +356,7 @@ impl Settings {
             retry: args.retry,
             allow_rewind: args.allow_rewind,
             allow_diverged: args.allow_diverged,
+            fleet,
         })
     }
 }

@@ -9,21 +9,28 @@ mod deadline;
 mod decide;
 mod failpoint;
 mod fetch;
+mod fleet;
+mod fleetlock;
 mod hostkey;
+mod inventory;
 mod metrics;
 mod notify;
 mod outcome;
 #[cfg(test)]
 mod proptests;
+mod reboot;
 mod redact;
 mod report;
 mod signers;
+mod splay;
 mod state;
 mod status;
 mod sync;
+mod teardown;
 mod verify;
 mod verify_command;
 mod webhook;
+mod window;
 
 use std::process::ExitCode;
 

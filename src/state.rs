@@ -57,6 +57,9 @@ pub struct State {
     /// rollback to any of them apart from new work even when the cache repository is gone.
     #[serde(default)]
     pub applied_history: Vec<String>,
+    /// Reboot requests, the reboot in flight and a FleetLock slot held (left out while there are none).
+    #[serde(default, skip_serializing_if = "crate::reboot::RebootState::is_empty")]
+    pub reboot: crate::reboot::RebootState,
 }
 
 /// How many applied commits `applied_history` remembers.

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use anyhow::anyhow;
+use anyhow::{Context, anyhow};
 use gix::ObjectId;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -18,8 +18,11 @@ use crate::fetch::{self, Fetched, Source};
 use crate::hostkey;
 use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
+use crate::reboot;
 use crate::report;
+use crate::splay;
 use crate::state::{self, AttemptRecord, Layout, LockError, VerificationRecord};
+use crate::teardown;
 use crate::verify;
 
 /// How much of an entrypoint log a notification carries (Discord attaches it).
@@ -27,18 +30,28 @@ const LOG_TAIL_MAX: u64 = 1024 * 1024;
 
 /// Run one cycle under the lock, then record and report it (still under the lock).
 pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
-    let started = Instant::now();
     let layout = Layout { root: settings.state_dir.clone() };
     state::ensure_dirs(&layout)?;
     let _lock = lock(&layout)?;
     state::remove_stale_temp(&layout);
+    if let Some(max) = settings.fleet.splay.filter(|_| !settings.dry_run) {
+        // Under the lock: a run started meanwhile exits 75 instead of piling up behind this one.
+        splay::sleep(max);
+    }
+    let started = Instant::now();
     let mut summary = RunSummary {
         host: settings.hostname.clone(),
         repository: settings.repo_url_display.clone(),
         started_at: now(),
         ..RunSummary::default()
     };
-    let result = cycle(settings, &layout, &mut summary, started);
+    let mut result = cycle(settings, &layout, &mut summary, started);
+    // Every run that leaves the host as it should be may reboot it: a deferred reboot waits for no new commit.
+    if let Ok(outcome) = result
+        && let Err(failure) = reboot::settle(settings, &layout, outcome)
+    {
+        result = Err(failure);
+    }
     let outcome = match &result {
         Ok(outcome) => *outcome,
         Err(failure) => {
@@ -56,7 +69,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     result
 }
 
-/// fetch → decide → verify → checkout → apply → record, filling `summary` on the way.
+/// fetch → decide → verify → checkout → teardown → apply → record, filling `summary` on the way.
 fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started: Instant) -> Result<Outcome, Failure> {
     let layout = layout.clone();
     let mut state = state::load_or_quarantine(&layout.state_file())?;
@@ -161,14 +174,13 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     checkout::inspect(&repo, remote, settings.max_checkout_size)?;
     let changed = changed_paths(&repo, deployed, remote)?;
     if settings.dry_run {
-        print_plan(settings, decision, deployed, &fetched, attempt, &changed);
+        let fleet = fleet_plan(settings, &layout, &repo, remote)?;
+        print_plan(settings, decision, deployed, &fetched, attempt, &changed, &fleet);
         return Ok(Outcome::Applied);
     }
 
     let checkout_dir = checkout::materialise(&repo, &layout, remote)?;
     crate::failpoint::hit("checkout-complete");
-    checkout::publish(&layout, remote)?;
-    crate::failpoint::hit("published");
     let changed_file = layout.logs().join(format!("{remote}.changed"));
     let mut listing = changed.join("\n");
     if !listing.is_empty() {
@@ -179,10 +191,13 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let log = log_path(&layout, remote);
     let started_at = now();
     let apply_started = Instant::now();
-    log::info!("applying {} (attempt {attempt}, {} changed paths)", short(remote), changed.len());
-    let ran = apply::run(&Job {
-        checkout: &checkout_dir,
-        entrypoint: &settings.entrypoint,
+    let inventory = &settings.fleet.inventory;
+    let workdir = inventory.workdir(&checkout_dir);
+    let entrypoint = inventory.resolve(&settings.entrypoint, |candidate| workdir.join(candidate).is_file());
+    let job = Job {
+        checkout: &workdir,
+        entrypoint: &entrypoint,
+        role: "entrypoint",
         env: vec![
             ("GITOPS_COMMIT", remote.to_string()),
             ("GITOPS_PREVIOUS_COMMIT", deployed.map(|d| d.to_string()).unwrap_or_default()),
@@ -192,10 +207,27 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
             ("GITOPS_REF", fetched.reference.clone()),
             ("GITOPS_STATE_DIR", layout.root.display().to_string()),
             ("GITOPS_HOSTNAME", settings.hostname.clone()),
+            ("GITOPS_TAGS", inventory.tags_env()),
+            ("GITOPS_REBOOT_REQUEST", layout.root.join(reboot::ENTRYPOINT_REQUEST).display().to_string()),
         ],
         timeout: settings.apply_timeout,
         log_path: &log,
-    })?;
+    };
+    // The outgoing revision undoes its own changes first; until it has, the new one does not go live.
+    let (ran, log) = match teardown::before_publish(settings, &layout, remote, &job)? {
+        Some(failed) => failed,
+        None => {
+            checkout::publish(&layout, remote)?;
+            crate::failpoint::hit("published");
+            log::info!(
+                "applying {} with {} (attempt {attempt}, {} changed paths)",
+                short(remote),
+                entrypoint.display(),
+                changed.len()
+            );
+            (apply::run(&job)?, log.clone())
+        }
+    };
 
     let finished_at = now();
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
@@ -376,6 +408,44 @@ fn verify_signatures(
     Ok(record)
 }
 
+/// The dry run's inventory lines: which entrypoint would run (resolved in the commit's tree), tags, teardown.
+fn fleet_plan(
+    settings: &Settings,
+    layout: &Layout,
+    repo: &gix::Repository,
+    remote: ObjectId,
+) -> anyhow::Result<String> {
+    let inventory = &settings.fleet.inventory;
+    let tree = repo
+        .find_commit(remote)
+        .map_err(anyhow::Error::new)
+        .and_then(|c| c.tree().map_err(anyhow::Error::new))
+        .with_context(|| format!("reading the tree of commit {remote}"))?;
+    let in_tree = |candidate: &std::path::Path| {
+        let path = inventory.root.join(candidate);
+        tree.lookup_entry_by_path(&path).ok().flatten().is_some_and(|entry| entry.mode().is_blob_or_symlink())
+    };
+    let entrypoint = inventory.resolve(&settings.entrypoint, in_tree);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "entrypoint: {} ({}{})",
+        inventory.root.join(&entrypoint).display(),
+        inventory.describe(&entrypoint),
+        if in_tree(&entrypoint) { "" } else { "; not in this commit" }
+    );
+    let _ = writeln!(out, "tags: {}", inventory.tags_env());
+    let teardown = match teardown::outgoing(layout, inventory, &settings.entrypoint, remote) {
+        Some(_) if settings.fleet.skip_teardown => "skipped (--skip-teardown)".to_string(),
+        Some(outgoing) => {
+            format!("{} of the live revision {}", inventory.root.join(&outgoing.script).display(), outgoing.commit)
+        }
+        None => "none".to_string(),
+    };
+    let _ = writeln!(out, "teardown: {teardown}");
+    Ok(out)
+}
+
 fn print_plan(
     settings: &Settings,
     decision: Decision,
@@ -383,6 +453,7 @@ fn print_plan(
     fetched: &Fetched,
     attempt: u32,
     changed: &[String],
+    fleet: &str,
 ) {
     let mut out = String::new();
     let action = match decision {
@@ -395,7 +466,7 @@ fn print_plan(
     let _ = writeln!(out, "ref: {}", fetched.reference);
     let _ = writeln!(out, "deployed: {}", deployed.map(|d| d.to_string()).unwrap_or_else(|| "none".into()));
     let _ = writeln!(out, "remote: {}", fetched.commit);
-    let _ = writeln!(out, "entrypoint: {}", settings.entrypoint.display());
+    out.push_str(fleet);
     let _ = writeln!(out, "attempt: {attempt} of {}", settings.max_attempts);
     let _ = writeln!(out, "changed files ({}):", changed.len());
     for path in changed {

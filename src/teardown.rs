@@ -1,0 +1,107 @@
+//! Teardown stage: before a new revision goes live, the outgoing one undoes what it installed.
+//!
+//! The outgoing revision is the live one (`current`) when it is not the revision being applied. Its teardown
+//! script sits next to its own resolved entrypoint (host override or shared) and runs in its own config root,
+//! with `GITOPS_COMMIT` set to the outgoing commit and `GITOPS_NEXT_COMMIT` / `GITOPS_NEXT_DIR` to the incoming
+//! one. `current` is swapped only after it succeeds: if it fails, the old revision stays live and the attempt
+//! counts as a failed apply of the new commit (exit 30, retried up to `--max-attempts`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gix::ObjectId;
+
+use crate::apply::{self, Job, Ran};
+use crate::checkout;
+use crate::inventory::Inventory;
+use crate::state::Layout;
+
+/// The outgoing revision's teardown script.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The outgoing (live) commit.
+    pub commit: String,
+    /// Its config root: the working directory.
+    pub workdir: PathBuf,
+    /// The script, relative to `workdir`.
+    pub script: PathBuf,
+}
+
+/// The teardown to run before `next` goes live: None on a first deploy, when `next` is already live
+/// (a retry), or when the live revision has no teardown script.
+pub fn outgoing(layout: &Layout, inventory: &Inventory, entrypoint: &Path, next: ObjectId) -> Option<Outgoing> {
+    let live = checkout::live_commit(layout)?;
+    if ObjectId::from_hex(live.as_bytes()).is_ok_and(|live| live == next) {
+        return None;
+    }
+    let checkout = layout.revisions().join(&live);
+    if !checkout.is_dir() {
+        log::warn!("the live revision {} is missing; it cannot run a teardown", checkout.display());
+        return None;
+    }
+    let workdir = inventory.workdir(&checkout);
+    // The outgoing revision's own entrypoint decides which teardown belongs to it.
+    let resolved = inventory.resolve(entrypoint, |candidate| workdir.join(candidate).is_file());
+    let script = inventory.teardown_for(&resolved);
+    workdir.join(&script).is_file().then_some(Outgoing { commit: live, workdir, script })
+}
+
+/// Run the teardown with the entrypoint's environment, re-pointed at the outgoing commit.
+pub fn run(
+    outgoing: &Outgoing,
+    next: ObjectId,
+    next_dir: &Path,
+    env: &[(&'static str, String)],
+    timeout: Duration,
+    log_path: &Path,
+) -> anyhow::Result<Ran> {
+    let mut env: Vec<(&'static str, String)> =
+        env.iter().filter(|(key, _)| !matches!(*key, "GITOPS_COMMIT" | "GITOPS_PREVIOUS_COMMIT")).cloned().collect();
+    env.push(("GITOPS_COMMIT", outgoing.commit.clone()));
+    env.push(("GITOPS_NEXT_COMMIT", next.to_string()));
+    env.push(("GITOPS_NEXT_DIR", next_dir.display().to_string()));
+    log::info!(
+        "tearing down {} ({}) before {} goes live",
+        &outgoing.commit[..outgoing.commit.len().min(12)],
+        outgoing.script.display(),
+        next.to_hex_with_len(12)
+    );
+    apply::run(&Job {
+        checkout: &outgoing.workdir,
+        entrypoint: &outgoing.script,
+        role: "teardown script",
+        env,
+        timeout,
+        log_path,
+    })
+}
+
+/// The teardown step of a sync: before `next` goes live, run the outgoing revision's teardown with the
+/// environment of `next`'s entrypoint job. Some((ran, log)) when it failed: then `next` must not go live.
+pub fn before_publish(
+    settings: &crate::config::Settings,
+    layout: &Layout,
+    next: ObjectId,
+    job: &Job,
+) -> anyhow::Result<Option<(Ran, PathBuf)>> {
+    let Some(outgoing) = outgoing(layout, &settings.fleet.inventory, &settings.entrypoint, next) else {
+        return Ok(None);
+    };
+    if settings.fleet.skip_teardown {
+        log::warn!("not running {} of {} (--skip-teardown)", outgoing.script.display(), outgoing.commit);
+        return Ok(None);
+    }
+    let log_path = layout.logs().join(format!("{next}.teardown.log"));
+    let mut ran = run(&outgoing, next, job.checkout, &job.env, job.timeout, &log_path)?;
+    if ran.success {
+        return Ok(None);
+    }
+    ran.error = ran.error.map(|error| {
+        format!(
+            "{error}; {} stays live and {} is not applied (fix the host, or once: gitops sync --skip-teardown)",
+            &outgoing.commit[..outgoing.commit.len().min(12)],
+            next.to_hex_with_len(12)
+        )
+    });
+    Ok(Some((ran, log_path)))
+}
