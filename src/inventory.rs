@@ -30,7 +30,8 @@ impl Inventory {
 
     /// The config root of a revision checked out at `checkout`: the entrypoint's working directory.
     pub fn workdir(&self, checkout: &Path) -> PathBuf {
-        checkout.join(&self.root)
+        // Joining an empty path would add a trailing slash to what the scripts are given.
+        if self.root.as_os_str().is_empty() { checkout.to_path_buf() } else { checkout.join(&self.root) }
     }
 
     /// Where to look for `entrypoint`, relative to the config root, first that exists wins.
@@ -58,11 +59,7 @@ impl Inventory {
 
     /// Says where the entrypoint came from, for logs and `--dry-run`.
     pub fn describe(&self, resolved: &Path) -> &'static str {
-        if resolved.starts_with(HOSTS_DIR) && self.host_dirs.iter().any(|dir| resolved.starts_with(dir)) {
-            "host override"
-        } else {
-            "shared"
-        }
+        if self.host_dirs.iter().any(|dir| resolved.starts_with(dir)) { "host override" } else { "shared" }
     }
 }
 

@@ -86,15 +86,16 @@ impl Request {
 
 impl std::fmt::Display for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let source = if self.source == "repo" { REPO_REQUEST } else { "the entrypoint" };
-        write!(f, "reboot request from {source} (before {}", self.not_before)?;
-        if let Some(commit) = &self.commit {
-            write!(f, ", commit {}", &commit[..commit.len().min(12)])?;
-        }
+        f.write_str("reboot request ")?;
         if let Some(reason) = &self.reason {
-            write!(f, ": {reason}")?;
+            write!(f, "{reason:?} ")?;
         }
-        f.write_str(")")
+        let source = if self.source == "repo" { REPO_REQUEST } else { "the entrypoint" };
+        write!(f, "from {source}")?;
+        if let Some(commit) = &self.commit {
+            write!(f, " of {}", &commit[..commit.len().min(12)])?;
+        }
+        write!(f, " (hosts booted before {})", self.not_before)
     }
 }
 
@@ -287,8 +288,10 @@ fn entrypoint_request(path: &Path, commit: Option<String>) -> anyhow::Result<Opt
         Err(e) => return Err(e).with_context(|| format!("reading reboot request {}", path.display())),
     };
     let text = fs::read_to_string(path).with_context(|| format!("reading reboot request {}", path.display()))?;
-    let written = meta.modified().context("reading the time of the reboot request")?;
-    let not_before = stamp(OffsetDateTime::from(written));
+    // Kept to the nanosecond: the boot time (whole seconds, rounded down) then always comes out before T,
+    // and T is never in the future, so the request is due at once.
+    let written = OffsetDateTime::from(meta.modified().context("reading the time of the reboot request")?);
+    let not_before = stamp(written);
     let reason = text.lines().map(str::trim).find(|l| !l.is_empty()).map(reason);
     Ok(Some(Request { source: "entrypoint".into(), not_before, commit, reason }))
 }
@@ -348,7 +351,7 @@ pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<
     let attempted = state.last_attempt.as_ref().map(|a| a.commit.clone()).or(live_commit.clone());
     let collected = entrypoint_request(&request_file, attempted)?;
     if let Some(request) = &collected {
-        log::info!("the entrypoint asked for a reboot: {request}");
+        log::info!("recorded the {request}");
         // A later request subsumes an earlier one: one boot after the later T satisfies both.
         let keep_old = state.reboot.pending.as_ref().is_some_and(|p| p.time() > request.time());
         if !keep_old {
@@ -501,6 +504,11 @@ fn reboot_now(
         .env("GITOPS_REBOOT_REASON", &reason)
         .stdin(std::process::Stdio::null())
         .output();
+    if let Ok(out) = &output {
+        for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
+            log::info!(target: "reboot-command", "{}", crate::redact::redact(line));
+        }
+    }
     let error = match output {
         Ok(out) if out.status.success() => None,
         Ok(out) => {
