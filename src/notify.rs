@@ -43,6 +43,9 @@ pub struct RunSummary {
     pub log_tail: Option<String>,
     /// True when `log_tail` is not the whole log.
     pub log_truncated: bool,
+    /// A reboot this run started or saw completed ("rebooting for …", "rebooted for …").
+    #[serde(default)]
+    pub reboot: Option<String>,
 }
 
 impl RunSummary {
@@ -56,6 +59,9 @@ impl RunSummary {
         }
         if let Some(error) = &self.error {
             line.push_str(&format!(" — {error}"));
+        }
+        if let Some(reboot) = &self.reboot {
+            line.push_str(&format!(" — {reboot}"));
         }
         line
     }
@@ -131,7 +137,8 @@ impl NotifyOn {
         }
         match self {
             NotifyOn::Always => true,
-            NotifyOn::Change => summary.exit_code != 0,
+            // A reboot is news even on an otherwise up-to-date run.
+            NotifyOn::Change => summary.exit_code != 0 || summary.reboot.is_some(),
             NotifyOn::Failure => summary.is_failure(),
         }
     }
@@ -156,6 +163,7 @@ pub fn json_document(summary: &RunSummary) -> serde_json::Value {
         "finished_at": summary.finished_at,
         "log_tail": summary.log_tail.as_deref().map(|log| tail(log, JSON_LOG_MAX)),
         "log_truncated": summary.log_truncated || summary.log_tail.as_deref().is_some_and(|l| l.len() > JSON_LOG_MAX),
+        "reboot": summary.reboot,
     })
 }
 

@@ -296,14 +296,33 @@ fn entrypoint_request(path: &Path, commit: Option<String>) -> anyhow::Result<Opt
     Ok(Some(Request { source: "entrypoint".into(), not_before, commit, reason }))
 }
 
+/// What [`settle`] found: news for the run's report, and a reboot to start once the run is reported.
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// "rebooting for …" and/or "rebooted for …", for notifications.
+    pub event: Option<String>,
+    /// The reboot decided on, already recorded in state.json.
+    pub reboot: Option<Reboot>,
+}
+
+/// A reboot recorded in state.json whose command has not run yet.
+#[derive(Debug)]
+pub struct Reboot {
+    /// The request, as shown in logs and given to the command as `GITOPS_REBOOT_REASON`.
+    reason: String,
+    /// The boot it was recorded in.
+    boot_id: String,
+}
+
 /// After a cycle, under the run lock: record the entrypoint's request, notice a completed reboot, give back a
-/// FleetLock slot, and reboot when a request is due and the strategy allows.
+/// FleetLock slot, and decide on a reboot when a request is due and the strategy allows ([`Reboot::run`] starts it).
 ///
 /// Reboots are considered only after runs that leave the live revision as it should be (up-to-date, applied,
 /// need-push, diverged); a failed apply keeps its request pending for the next successful run.
-pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<(), Failure> {
+pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<Settled, Failure> {
+    let mut settled = Settled::default();
     if settings.dry_run {
-        return Ok(());
+        return Ok(settled);
     }
     let request_file = layout.root.join(ENTRYPOINT_REQUEST);
     let live_root = layout.current().join(&settings.fleet.inventory.root);
@@ -311,7 +330,7 @@ pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<
     let mut state = state::load(&layout.state_file())?;
     if state.reboot.is_empty() && !request_file.exists() && !repo_file.exists() {
         // The no-op poll: nothing to read, nothing to write.
-        return Ok(());
+        return Ok(settled);
     }
     let boot = current_boot()?;
     let before = state.reboot.clone();
@@ -327,6 +346,7 @@ pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<
         log::info!("rebooted for the {}: boot {} is up since {}", last.request, short_boot(&boot.id), stamp(boot.time));
         last.rebooted_into = Some(boot.id.clone());
         last.booted_at = Some(stamp(boot.time));
+        settled.event = Some(format!("rebooted for the {}", last.request));
     }
 
     // The slot taken before that reboot goes back to the fleet.
@@ -364,7 +384,8 @@ pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<
         if state.reboot.pending.is_some() && collected.is_some() {
             log::warn!("the reboot waits for a successful apply");
         }
-        return finish(layout, &mut state, &before, collected.is_some(), &request_file);
+        finish(layout, &mut state, &before, collected.is_some(), &request_file)?;
+        return Ok(settled);
     }
 
     let mut requests = Vec::new();
@@ -444,7 +465,7 @@ pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<
                         log::info!("FleetLock server {} granted the reboot slot (group {})", client.url, client.group);
                         state.reboot.fleetlock =
                             Some(FleetLockHold { client: client.clone(), boot_id: boot.id.clone(), since: stamp(now) });
-                        reboot_now(settings, layout, &mut state, request, &boot, now)?;
+                        settled.reboot = Some(record(layout, &mut state, request, &boot, now)?);
                     }
                     Ok(Answer::Refused(why)) => log::info!(
                         "the {request} is due; deferred: FleetLock server {} refused the slot ({why}); asking again next run",
@@ -453,10 +474,18 @@ pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<
                     Err(e) => log::warn!("the {request} is due; deferred: {e:#}"),
                 }
             }
-            Gate::Go => reboot_now(settings, layout, &mut state, request, &boot, now)?,
+            Gate::Go => settled.reboot = Some(record(layout, &mut state, request, &boot, now)?),
         }
     }
-    finish(layout, &mut state, &before, collected.is_some(), &request_file)
+    finish(layout, &mut state, &before, collected.is_some(), &request_file)?;
+    if let Some(reboot) = &settled.reboot {
+        let rebooting = format!("rebooting for the {}", reboot.reason);
+        settled.event = Some(match settled.event.take() {
+            Some(rebooted) => format!("{rebooted}; {rebooting}"),
+            None => rebooting,
+        });
+    }
+    Ok(settled)
 }
 
 /// Save state.json if the reboot section changed, then drop the consumed request file (after it is recorded).
@@ -476,16 +505,15 @@ fn finish(
     Ok(())
 }
 
-/// Record the reboot (request and boot id) in state.json, then run the reboot command.
-fn reboot_now(
-    settings: &Settings,
+/// Record the reboot (request and boot id) in state.json: from here on, this request is never acted on twice
+/// in this boot, whatever happens next.
+fn record(
     layout: &Layout,
     state: &mut state::State,
     request: Request,
     boot: &Boot,
     now: OffsetDateTime,
-) -> Result<(), Failure> {
-    let command = &settings.fleet.reboot.command;
+) -> Result<Reboot, Failure> {
     let reason = request.to_string();
     state.reboot.last = Some(RebootRecord {
         request,
@@ -495,48 +523,53 @@ fn reboot_now(
         rebooted_into: None,
         booted_at: None,
     });
-    // Written before rebooting: whatever happens next, this request is never acted on twice in this boot.
     state::save(&layout.state_file(), state)?;
-    log::warn!("rebooting for the {reason}: {command}");
-    let output = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
-        .env("GITOPS_REBOOT_REASON", &reason)
-        .stdin(std::process::Stdio::null())
-        .output();
-    if let Ok(out) = &output {
-        for line in String::from_utf8_lossy(&out.stdout).lines().chain(String::from_utf8_lossy(&out.stderr).lines()) {
-            log::info!(target: "reboot-command", "{}", crate::redact::redact(line));
-        }
-    }
-    let error = match output {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => {
+    Ok(Reboot { reason, boot_id: boot.id.clone() })
+}
+
+impl Reboot {
+    /// Run the reboot command. If it fails, the host is not going down: record why (the reboot is tried
+    /// again on the next run, which cannot loop) and give a FleetLock slot taken for it back.
+    pub fn run(self, settings: &Settings, layout: &Layout) -> Result<(), Failure> {
+        let command = &settings.fleet.reboot.command;
+        log::warn!("rebooting for the {}: {command}", self.reason);
+        let output = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(command)
+            .env("GITOPS_REBOOT_REASON", &self.reason)
+            .stdin(std::process::Stdio::null())
+            .output();
+        if let Ok(out) = &output {
+            let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let first = stderr.lines().next().unwrap_or_default().trim().to_string();
-            Some(format!(
-                "reboot command {command:?} failed ({}){}",
-                out.status,
-                if first.is_empty() { String::new() } else { format!(": {first}") }
-            ))
+            for line in stdout.lines().chain(stderr.lines()) {
+                log::info!(target: "reboot-command", "{}", crate::redact::redact(line));
+            }
         }
-        Err(e) => Some(format!("reboot command {command:?} could not start: {e}")),
-    };
-    let Some(error) = error else {
-        return Ok(());
-    };
-    if let Some(last) = state.reboot.last.as_mut() {
-        last.error = Some(error.clone());
-    }
-    if let Some(hold) = state.reboot.fleetlock.take_if(|hold| hold.boot_id == boot.id) {
-        // We are not going down after all: give the slot back so another host can reboot.
-        if !matches!(hold.client.steady_state(), Ok(Answer::Granted)) {
-            log::warn!("could not give the FleetLock slot back; it is released after the next reboot");
-            state.reboot.fleetlock = Some(hold);
+        let error = match output {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let first = stderr.lines().next().unwrap_or_default().trim().to_string();
+                let detail = if first.is_empty() { String::new() } else { format!(": {first}") };
+                format!("reboot command {command:?} failed ({}){detail}", out.status)
+            }
+            Err(e) => format!("reboot command {command:?} could not start: {e}"),
+        };
+        let mut state = state::load(&layout.state_file())?;
+        if let Some(last) = state.reboot.last.as_mut().filter(|last| last.boot_id == self.boot_id) {
+            last.error = Some(error.clone());
         }
+        if let Some(hold) = state.reboot.fleetlock.take_if(|hold| hold.boot_id == self.boot_id) {
+            // Not going down after all: give the slot back so another host can reboot.
+            if !matches!(hold.client.steady_state(), Ok(Answer::Granted)) {
+                log::warn!("could not give the FleetLock slot back; it is released after the next reboot");
+                state.reboot.fleetlock = Some(hold);
+            }
+        }
+        state::save(&layout.state_file(), &state)?;
+        Err(anyhow!("{error}; fix --reboot-command (it is tried again on the next run)").into())
     }
-    state::save(&layout.state_file(), state)?;
-    Err(anyhow!("{error}; fix --reboot-command (it is tried again on the next run)").into())
 }
 
 fn short_boot(id: &str) -> &str {

@@ -47,10 +47,12 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     };
     let mut result = cycle(settings, &layout, &mut summary, started);
     // Every run that leaves the host as it should be may reboot it: a deferred reboot waits for no new commit.
-    if let Ok(outcome) = result
-        && let Err(failure) = reboot::settle(settings, &layout, outcome)
-    {
-        result = Err(failure);
+    let mut reboot = None;
+    if let Ok(outcome) = result {
+        match reboot::settle(settings, &layout, outcome) {
+            Ok(settled) => (summary.reboot, reboot) = (settled.event, settled.reboot),
+            Err(failure) => result = Err(failure),
+        }
     }
     let outcome = match &result {
         Ok(outcome) => *outcome,
@@ -65,6 +67,10 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     summary.duration_ms = started.elapsed().as_millis() as u64;
     if !settings.dry_run {
         report::after_run(&layout, &settings.report, &summary);
+    }
+    // Last, so that the report is out before the host goes down.
+    if let Some(reboot) = reboot {
+        reboot.run(settings, &layout)?;
     }
     result
 }

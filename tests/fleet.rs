@@ -310,7 +310,11 @@ fn entrypoint_request_reboots_exactly_once_then_records_the_new_boot() {
     node.boot(unix_now() + 5);
     let run = node.sync(&[]).expect(UP_TO_DATE);
     assert_eq!(node.reboots().len(), 1);
-    assert!(run.stderr.contains("rebooted for the reboot request from the entrypoint"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("rebooted for the reboot request \"kernel 6.12 installed\" from the entrypoint"),
+        "{}",
+        run.stderr
+    );
     let state = node.host.state_json();
     assert_eq!(state["reboot"]["last"]["rebooted_into"], "node1-boot-2");
     assert!(state["reboot"]["pending"].is_null(), "the satisfied request is dropped: {state}");
@@ -342,7 +346,11 @@ fn repo_request_reboots_hosts_booted_before_it_and_never_loops() {
     node.boot(unix_now());
     let run = node.sync(&[]).expect(UP_TO_DATE);
     assert_eq!(node.reboots().len(), 1, "booted after T: satisfied, no loop");
-    assert!(run.stderr.contains("rebooted for the reboot request from .gitops/reboot"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("rebooted for the reboot request \"openssl 3.0.15\" from .gitops/reboot"),
+        "{}",
+        run.stderr
+    );
     let before = node.host.snapshot();
     node.sync(&[]).expect(UP_TO_DATE);
     assert_eq!(node.host.snapshot(), before);
@@ -352,7 +360,11 @@ fn repo_request_reboots_hosts_booted_before_it_and_never_loops() {
     fresh.boot(requested + 1);
     let run = fresh.sync(&[]).expect(APPLIED);
     assert!(fresh.reboots().is_empty());
-    assert!(run.stderr.contains("ignoring the reboot request from .gitops/reboot"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("ignoring the reboot request \"openssl 3.0.15\" from .gitops/reboot"),
+        "{}",
+        run.stderr
+    );
 
     // A request for the future waits for its time.
     remote.write(".gitops/reboot", &rfc3339(unix_now() + 3600));
@@ -414,6 +426,43 @@ fn failed_reboot_command_exits_1_and_is_tried_again() {
 
     node.sync(&[]).expect(UP_TO_DATE);
     assert_eq!(node.reboots().len(), 1, "the host never went down, so trying again cannot loop");
+}
+
+#[test]
+fn reboots_are_reported_and_the_report_goes_out_before_the_host_goes_down() {
+    let dir = tempdir();
+    let receiver = support::servers::Recorder::start();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    remote.write(".gitops/reboot", &format!("{}\nopenssl 3.0.15\n", rfc3339(unix_now() - 60)));
+    remote.commit("reboot");
+    let mut node = Node::new(dir.path(), &remote.file_url(), "node1");
+    let notify = format!("json:{}", receiver.url("/hook"));
+    // The reboot command checks that the run was already recorded and reported when it is called.
+    let last_run = node.host.state.join("last_run.json");
+    let command = format!(
+        "grep -q 'rebooting for' '{}' && echo reported-first >> '{}'",
+        last_run.display(),
+        node.reboots.display()
+    );
+
+    node.sync(&["--notify", &notify, "--reboot-command", &command]).expect(APPLIED);
+
+    assert_eq!(node.reboots(), ["reported-first"]);
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1);
+    let doc: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+    let reboot = doc["reboot"].as_str().unwrap_or_default();
+    assert!(reboot.starts_with("rebooting for the reboot request \"openssl 3.0.15\" from .gitops/reboot"), "{doc}");
+
+    node.boot(unix_now());
+    node.sync(&["--notify", &notify]).expect(UP_TO_DATE);
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2, "a completed reboot is news, even on an up-to-date run");
+    let doc: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
+    assert_eq!(doc["result"], "up-to-date");
+    assert!(doc["reboot"].as_str().unwrap_or_default().starts_with("rebooted for the reboot request"), "{doc}");
+    node.sync(&["--notify", &notify]).expect(UP_TO_DATE);
+    assert_eq!(receiver.requests().len(), 2, "reported once");
 }
 
 /// A FleetLock server (the airlock protocol) with a semaphore of one slot per group.
