@@ -38,6 +38,32 @@ proptest! {
     }
 
     #[test]
+    fn fleet_parsers_never_panic(text in "\\PC{0,80}") {
+        let _ = crate::window::Window::parse(&text);
+        let _ = crate::reboot::parse_repo_request(&text);
+        let _ = crate::inventory::parse_tags(&text);
+        let _ = crate::inventory::host_names(&text);
+        let request = crate::reboot::Request {
+            source: text.clone(),
+            not_before: text.clone(),
+            commit: Some(text.clone()),
+            reason: Some(text.clone()),
+        };
+        let _ = request.to_string();
+    }
+
+    #[test]
+    fn a_window_contains_its_own_start(day in 0u8..7, start in 0u16..1440, length in 1u16..1440) {
+        let days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+        let end = (start + length) % 1440;
+        let (from, to) = (format!("{:02}:{:02}", start / 60, start % 60), format!("{:02}:{:02}", end / 60, end % 60));
+        let text = format!("{} {from}-{to}", days[day as usize]);
+        let window = crate::window::Window::parse(&text).unwrap();
+        prop_assert!(window.contains(crate::window::LocalTime { weekday: day, minute: start }), "{}", text);
+        prop_assert!(!window.contains(crate::window::LocalTime { weekday: (day + 1) % 7, minute: start }), "{}", text);
+    }
+
+    #[test]
     fn state_json_never_panics_and_round_trips(text in "\\PC{0,300}", commit in "[0-9a-f]{40}", history in proptest::collection::vec("[0-9a-f]{40}", 0..5)) {
         let _ = serde_json::from_str::<State>(&text);
         let state = State { applied_commit: Some(commit), applied_history: history, ..State::default() };

@@ -93,7 +93,7 @@ impl std::fmt::Display for Request {
         let source = if self.source == "repo" { REPO_REQUEST } else { "the entrypoint" };
         write!(f, "from {source}")?;
         if let Some(commit) = &self.commit {
-            write!(f, " of {}", &commit[..commit.len().min(12)])?;
+            write!(f, " of {}", prefix(commit, 12))?;
         }
         write!(f, " (hosts booted before {})", self.not_before)
     }
@@ -572,8 +572,13 @@ impl Reboot {
     }
 }
 
-fn short_boot(id: &str) -> &str {
-    &id[..id.len().min(8)]
+fn short_boot(id: &str) -> String {
+    prefix(id, 8)
+}
+
+/// The first `n` characters (commit ids and boot ids come from files: never slice them by bytes).
+pub fn prefix(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
 }
 
 #[cfg(test)]

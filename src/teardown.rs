@@ -62,7 +62,7 @@ pub fn run(
     env.push(("GITOPS_NEXT_DIR", next_dir.display().to_string()));
     log::info!(
         "tearing down {} ({}) before {} goes live",
-        &outgoing.commit[..outgoing.commit.len().min(12)],
+        crate::reboot::prefix(&outgoing.commit, 12),
         outgoing.script.display(),
         next.to_hex_with_len(12)
     );
@@ -99,7 +99,7 @@ pub fn before_publish(
     ran.error = ran.error.map(|error| {
         format!(
             "{error}; {} stays live and {} is not applied (fix the host, or once: gitops sync --skip-teardown)",
-            &outgoing.commit[..outgoing.commit.len().min(12)],
+            crate::reboot::prefix(&outgoing.commit, 12),
             next.to_hex_with_len(12)
         )
     });
