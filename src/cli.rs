@@ -17,6 +17,12 @@ Exit codes:
    2  usage or configuration error (no secret, secret file readable by others, bad flag or socket)";
 
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
+///
+/// Each `gitops sync` does one fetch → decide → checkout → apply → record cycle and exits with a
+/// code that tells up-to-date, applied, need-push, diverged and failures apart. A systemd timer
+/// (gitops.timer, installed by `gitops install-units --enable`) or cron runs it every few minutes.
+/// Every commit is checked out beside the live one and published by renaming a symlink, then its
+/// entrypoint (run.sh) runs; a failed apply is retried on the next run.
 #[derive(Debug, Parser)]
 #[command(name = "gitops", version, after_help = EXIT_CODES_HELP, propagate_version = true)]
 pub struct Cli {
@@ -51,6 +57,11 @@ pub enum Command {
     /// Serve forge push webhooks (POST /hooks/push, GET /healthz) and start a sync for each push to the deployed branch.
     #[command(after_help = WEBHOOK_HELP)]
     Webhook(WebhookArgs),
+    /// Write the systemd units into ROOT/etc/systemd/system; with --enable, enable the timer (no running systemd needed).
+    InstallUnits(InstallUnitsArgs),
+    /// Write the man pages or the shell completions into a directory (for packages).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
 }
 
 /// Signature verification flags, shared by `sync` and `verify`.
@@ -86,6 +97,39 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+/// Flags of `gitops install-units`.
+#[derive(Debug, Args)]
+pub struct InstallUnitsArgs {
+    /// Root of the system to install into: an image or chroot being built, or / for this host.
+    #[arg(long, default_value = "/", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Enable gitops.timer with the symlink `systemctl enable` would make (in timers.target.wants/).
+    #[arg(long)]
+    pub enable: bool,
+}
+
+/// Flags of `gitops generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// What to write: man pages (gitops.1, gitops-SUBCOMMAND.1) or completions (bash, zsh, fish).
+    #[arg(value_enum)]
+    pub what: Generated,
+
+    /// Directory to write into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// The artefacts `gitops generate` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generated {
+    /// Man pages, section 1.
+    Man,
+    /// Completion scripts for bash, zsh and fish.
+    Completions,
 }
 
 /// Flags of `gitops sync`.
@@ -131,7 +175,7 @@ pub struct SyncArgs {
     #[arg(long, env = "GITOPS_MAX_ATTEMPTS", default_value_t = 3, value_name = "N")]
     pub max_attempts: u32,
 
-    /// Private key for ssh:// and user@host:path remotes (must not be readable by group/others).
+    /// Private key for ssh:// and user@host:path remotes (must not be readable by group/others) [default: the systemd credential ssh-key, if passed].
     #[arg(long, env = "GITOPS_SSH_KEY", value_name = "FILE")]
     pub ssh_key: Option<PathBuf>,
 

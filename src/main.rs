@@ -11,6 +11,7 @@ mod failpoint;
 mod fetch;
 mod fleet;
 mod fleetlock;
+mod generate;
 mod hostkey;
 mod inventory;
 mod metrics;
@@ -27,6 +28,7 @@ mod state;
 mod status;
 mod sync;
 mod teardown;
+mod units;
 mod verify;
 mod verify_command;
 mod webhook;
@@ -49,7 +51,7 @@ fn main() -> ExitCode {
     let env_file = config::load_env_file(config::env_file_from_args(&args).as_deref());
     let cli = Cli::parse_from(&args);
     init_logging(&cli);
-    let result = env_file.map_err(Failure::usage).and_then(|()| run(cli));
+    let result = run(cli, env_file);
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(failure) => {
@@ -72,7 +74,12 @@ fn log_peak_rss() {
     }
 }
 
-fn run(cli: Cli) -> Result<Outcome, Failure> {
+/// Run the command. `env_file` is the result of loading the env file: install-units and generate
+/// read no configuration, so a broken env file does not stop an image build.
+fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
+    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_)) {
+        env_file.map_err(Failure::usage)?;
+    }
     match cli.command {
         Command::Sync(args) => {
             let settings = Settings::from_args(*args).map_err(Failure::usage)?;
@@ -84,6 +91,16 @@ fn run(cli: Cli) -> Result<Outcome, Failure> {
         Command::Webhook(args) => {
             webhook::run(args)?;
             // The idle timeout ended it: exit 0.
+            Ok(Outcome::UpToDate)
+        }
+        Command::InstallUnits(args) => {
+            units::install(&args.root, args.enable)?;
+            Ok(Outcome::UpToDate)
+        }
+        Command::Generate(args) => {
+            for path in generate::generate(args.what, &args.out)? {
+                log::info!("wrote {}", path.display());
+            }
             Ok(Outcome::UpToDate)
         }
     }

@@ -2,6 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -167,6 +168,11 @@ pub fn save(path: &Path, state: &State) -> anyhow::Result<()> {
 
 /// Replace `path` with `bytes` so that a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// [`write_atomic`] with explicit permissions (the process umask of 077 would make them 0600).
+pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().context("state path has no parent directory")?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -175,6 +181,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     ));
     let result = (|| {
         let mut file = File::create(&tmp)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
         if path.file_name().is_some_and(|n| n == "state.json") {

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use support::servers::{GitDaemon, HttpGit, Sshd};
@@ -56,6 +57,30 @@ fn ssh_url_with_deploy_key_and_pinned_host_key() {
     let known = sshd.known_hosts();
     let flags = ["--ssh-key", key.to_str().unwrap(), "--known-hosts", known.to_str().unwrap()];
     full_cycle(dir.path(), &remote, &sshd.url(&remote.bare), &flags);
+}
+
+#[test]
+fn ssh_deploy_key_from_a_systemd_credential() {
+    // gitops.service passes the key with LoadCredential=ssh-key:…; systemd copies it 0400 into
+    // $CREDENTIALS_DIRECTORY, and gitops uses it when no --ssh-key/GITOPS_SSH_KEY is set.
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let sshd = Sshd::start(&sshd_dir(dir.path()));
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    let key = credentials.join("ssh-key");
+    std::fs::copy(sshd.client_key(), &key).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let known = sshd.known_hosts();
+    let host =
+        Host::new(dir.path(), &sshd.url(&remote.bare)).env("CREDENTIALS_DIRECTORY", credentials.to_str().unwrap());
+    host.sync(&["--known-hosts", known.to_str().unwrap()]).expect(APPLIED);
+    assert_eq!(host.applied(), Some(remote.head()));
+
+    // The credential is held to the same rule as --ssh-key: never readable by others.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = host.sync(&["--known-hosts", known.to_str().unwrap()]).expect(USAGE);
+    assert!(run.stderr.contains(&format!("{}: permissions 0644", key.display())), "{}", run.stderr);
 }
 
 #[test]

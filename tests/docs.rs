@@ -1,0 +1,114 @@
+//! Man pages and completions made by `gitops generate`: they render with the real `man`, and
+//! name every subcommand and flag `--help` knows.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gitops(args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(args)
+        .env("GITOPS_CONFIG", "/dev/null")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running gitops");
+    assert!(out.status.success(), "gitops {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The long flags (`--name`) a `--help` text mentions.
+fn long_flags(help: &str) -> Vec<String> {
+    let mut flags: Vec<String> = help
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string())
+        .collect();
+    flags.sort();
+    flags.dedup();
+    flags
+}
+
+/// The visible subcommands listed by `gitops --help`.
+fn subcommands() -> Vec<String> {
+    let help = String::from_utf8(gitops(&["--help"]).stdout).unwrap();
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("    "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(String::from)
+        .collect()
+}
+
+/// A page as `man` shows it: plain ASCII, no hyphenation, no justification, one long line per paragraph.
+fn render(page: &Path) -> String {
+    let out = Command::new("man")
+        .args(["--warnings", "--nh", "--nj", "-l"])
+        .arg(page)
+        .env("LC_ALL", "C")
+        .env("MANWIDTH", "250")
+        .env("MAN_KEEP_FORMATTING", "")
+        .output()
+        .expect("man is installed (package man-db)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.trim().is_empty(), "man -l {} complained: {stderr}", page.display());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn man_pages_render_and_document_every_subcommand_and_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    gitops(&["generate", "man", "--out", dir.path().to_str().unwrap()]);
+
+    let main = render(&dir.path().join("gitops.1"));
+    let subs = subcommands();
+    assert!(subs.contains(&"sync".to_string()), "{subs:?}");
+    for sub in &subs {
+        assert!(main.contains(&format!("gitops-{sub}(1)")), "gitops.1 lists {sub}:\n{main}");
+        let page = render(&dir.path().join(format!("gitops-{sub}.1")));
+        let help = String::from_utf8(gitops(&[sub, "--help"]).stdout).unwrap();
+        let flags = long_flags(&help);
+        assert!(flags.contains(&"--config".to_string()), "flags found in --help: {flags:?}");
+        for flag in flags {
+            assert!(page.contains(&flag), "gitops-{sub}.1 documents {flag}:\n{page}");
+        }
+    }
+    for flag in long_flags(&String::from_utf8(gitops(&["--help"]).stdout).unwrap()) {
+        assert!(main.contains(&flag), "gitops.1 documents {flag}");
+    }
+    // The exit-code contract is in the pages as a table, code by code.
+    for code in ["0", "10", "20", "21", "30", "1", "2", "75"] {
+        assert!(
+            main.lines().any(|l| l.trim_start().starts_with(&format!("{code} "))),
+            "gitops.1 has exit code {code}:\n{main}"
+        );
+    }
+    let sync = render(&dir.path().join("gitops-sync.1"));
+    assert!(sync.contains("EXIT STATUS") && sync.contains("GITOPS_REPO_URL"), "{sync}");
+    // Hidden plumbing gets no page.
+    assert!(!dir.path().join("gitops-generate.1").exists());
+}
+
+#[test]
+fn completions_cover_every_subcommand_and_sync_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    gitops(&["generate", "completions", "--out", dir.path().to_str().unwrap()]);
+    let sync_flags = long_flags(&String::from_utf8(gitops(&["sync", "--help"]).stdout).unwrap());
+    assert!(sync_flags.len() >= 15, "{sync_flags:?}");
+    for file in ["gitops.bash", "_gitops", "gitops.fish"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        for sub in subcommands() {
+            assert!(text.contains(&sub), "{file} completes {sub}");
+        }
+        for flag in &sync_flags {
+            // fish writes `-l repo-url` rather than `--repo-url`.
+            assert!(
+                text.contains(flag.as_str()) || text.contains(&format!("-l {}", &flag[2..])),
+                "{file} completes {flag}"
+            );
+        }
+    }
+    let bash = Command::new("bash").arg("-n").arg(dir.path().join("gitops.bash")).output().unwrap();
+    assert!(bash.status.success(), "{}", String::from_utf8_lossy(&bash.stderr));
+}

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Build the cached Debian bookworm rootfs that tests/e2e_systemd.rs boots with systemd-nspawn.
+#
+# usage: make-rootfs.sh DIR    (DIR must not exist; built in DIR.tmp.$$ and renamed, so a
+#                               half-built tree never has DIR's name)
+# Needs root, debootstrap and the Debian mirror apt already uses.
+set -eu
+
+dest=${1:?usage: make-rootfs.sh DIR}
+[ "$(id -u)" = 0 ] || { echo "make-rootfs.sh: must run as root (debootstrap)" >&2; exit 1; }
+[ ! -e "$dest" ] || { echo "make-rootfs.sh: $dest exists; remove it to rebuild" >&2; exit 1; }
+
+# Use the mirror apt is configured with, so this works wherever `apt-get install` does.
+mirror=$(grep -hsE '^(URIs:|deb) ' /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+    /etc/apt/sources.list.d/*.list 2>/dev/null | grep -m1 -E 'debian/?$|debian ' \
+    | sed -E 's/^URIs: *//; s/^deb (\[[^]]*\] )?//; s/ .*//')
+mirror=${mirror:-http://deb.debian.org/debian}
+
+tmp="$dest.tmp.$$"
+trap 'rm -rf "$tmp"' EXIT
+mkdir -p "$(dirname "$dest")"
+# systemd + dbus: a real PID 1; git: gix runs `git upload-pack` for local repositories;
+# libcurl4: gitops links libcurl for http(s) remotes.
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,git,libcurl4,ca-certificates \
+    bookworm "$tmp" "$mirror" >"$tmp.log" 2>&1 || { cat "$tmp.log" >&2; rm -f "$tmp.log"; exit 1; }
+rm -f "$tmp.log"
+
+# Persistent journal, readable from the host with `journalctl -D ROOT/var/log/journal`.
+mkdir -p "$tmp/var/log/journal"
+# Quiet boots: no apt/e2scrub/dpkg timers, no getty on the container's console.
+for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer dpkg-db-backup.timer \
+    console-getty.service; do
+    ln -sf /dev/null "$tmp/etc/systemd/system/$unit"
+done
+# An empty machine-id is filled at boot; keep the cache small.
+: >"$tmp/etc/machine-id"
+rm -rf "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/* \
+    "$tmp"/usr/share/doc/* "$tmp"/usr/share/man/* "$tmp"/usr/share/locale/*
+mv "$tmp" "$dest"
+trap - EXIT
