@@ -3,6 +3,7 @@
 #
 # usage: make-rootfs.sh DIR    (DIR must not exist; built in DIR.tmp.$$ and renamed, so a
 #                               half-built tree never has DIR's name)
+# The test names DIR after a hash of this file: editing it rebuilds the cache.
 # Needs root, debootstrap and the Debian mirror apt already uses.
 set -eu
 
@@ -19,9 +20,8 @@ mirror=${mirror:-http://deb.debian.org/debian}
 tmp="$dest.tmp.$$"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$(dirname "$dest")"
-# systemd + dbus: a real PID 1; git: gix runs `git upload-pack` for local repositories;
-# libcurl4: gitops links libcurl for http(s) remotes.
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,git,libcurl4,ca-certificates \
+# systemd + dbus: a real PID 1; git: gix runs `git upload-pack` for local repositories.
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,git \
     bookworm "$tmp" "$mirror" >"$tmp.log" 2>&1 || { cat "$tmp.log" >&2; rm -f "$tmp.log"; exit 1; }
 rm -f "$tmp.log"
 
