@@ -30,10 +30,7 @@ fn read(path: &Path) -> String {
 fn cron_line_sleeps_a_bounded_splay_then_runs_sync_quietly() {
     let dir = tempfile::tempdir().unwrap();
     let path = stubs(dir.path());
-    let line = CRON
-        .lines()
-        .find(|l| l.starts_with("*/5 "))
-        .expect("a */5 schedule line");
+    let line = CRON.lines().find(|l| l.starts_with("*/5 ")).expect("a */5 schedule line");
     let fields: Vec<&str> = line.splitn(7, ' ').collect();
     assert_eq!(fields[5], "root", "cron.d lines name the user");
     // What cron hands to the shell: `\%` becomes `%` (an unescaped % would end the command).
@@ -43,14 +40,8 @@ fn cron_line_sleeps_a_bounded_splay_then_runs_sync_quietly() {
     assert!(CRON.lines().any(|l| l == "SPLAY=240"));
 
     let started = Instant::now();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(&command)
-        .env_clear()
-        .env("PATH", &path)
-        .env("SPLAY", "1")
-        .status()
-        .unwrap();
+    let status =
+        Command::new("sh").arg("-c").arg(&command).env_clear().env("PATH", &path).env("SPLAY", "1").status().unwrap();
     assert_eq!(status.code(), Some(10), "exec passes gitops's exit code to cron");
     assert!(started.elapsed() < Duration::from_secs(3), "sleeps at most SPLAY seconds");
     assert_eq!(read(&dir.path().join("calls")), "sync -q\n");
@@ -92,10 +83,7 @@ fn openrc_loop_runs_every_interval_logs_exit_codes_and_stops_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 
     let calls = read(&dir.path().join("calls"));
-    assert!(
-        calls.lines().count() >= 2 && calls.lines().all(|l| l == "sync"),
-        "one sync per interval: {calls:?}"
-    );
+    assert!(calls.lines().count() >= 2 && calls.lines().all(|l| l == "sync"), "one sync per interval: {calls:?}");
     let log = read(&dir.path().join("log"));
     assert!(log.contains("logger -t gitops") && log.contains("gitops sync exited 10"), "{log}");
 }

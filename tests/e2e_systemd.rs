@@ -4,9 +4,8 @@
 //! the timer apply the first commit and then a pushed one, from the container's journal and state.
 //!
 //! Needs root, debootstrap and systemd-nspawn (package systemd-container). Without them the test
-//! says it is skipped, unless GITOPS_E2E=1 (set by .ci/run) turns that into a failure.
-//! The rootfs is built once by tests/e2e/make-rootfs.sh and cached under
-//! /var/cache/gitops-e2e (GITOPS_E2E_CACHE overrides), named after a hash of that script.
+//! says it is skipped, unless GITOPS_TEST_STRICT=1 (set by .ci/run) turns that into a failure.
+//! The rootfs is built once by tests/e2e/make-rootfs.sh and cached (see support/tooling.rs).
 //!
 //! Reboot-by-Git is not built yet; when it is, this is where a reboot requested through Git is
 //! proven: nspawn exits 133 on a container reboot, boot it again and check it happens once.
@@ -19,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::Remote;
+use support::{Remote, tooling};
 
 /// The entrypoint: records each commit in /etc (the service may change the host) and logs a line.
 const RUN_SH: &str = r#"set -eu
@@ -36,33 +35,15 @@ RandomizedDelaySec=0
 AccuracySec=1s
 ";
 
-const MAKE_ROOTFS: &str = include_str!("e2e/make-rootfs.sh");
-
 #[test]
 fn timer_applies_first_and_pushed_commits_under_real_systemd() {
-    if let Some(why) = missing_tooling() {
-        if std::env::var("GITOPS_E2E").as_deref() == Ok("1") {
-            panic!("GITOPS_E2E=1 but the systemd end-to-end test cannot run: {why}");
-        }
-        eprintln!("skipped: {why} (GITOPS_E2E=1 makes this a failure)");
+    if !tooling::available(tooling::missing_rootfs_tooling()) {
         return;
     }
     let started = Instant::now();
-    let cached = cached_rootfs();
     let dir = support::tempdir();
     let root = dir.path().join("root");
-    let copied = Command::new("cp")
-        .args(["-a", "--reflink=auto"])
-        .arg(&cached)
-        .arg(&root)
-        .status()
-        .expect("running cp");
-    assert!(
-        copied.success(),
-        "copying {} to {}",
-        cached.display(),
-        root.display()
-    );
+    tooling::rootfs_copy(&root);
 
     // What an image build does: the binary in /usr/bin, then install-units from the host.
     let bin = root.join("usr/bin/gitops");
@@ -74,19 +55,9 @@ fn timer_applies_first_and_pushed_commits_under_real_systemd() {
         .env("GITOPS_CONFIG", "/dev/null")
         .output()
         .unwrap();
-    assert!(
-        installed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
-    write(
-        &root.join("etc/systemd/system/gitops.timer.d/e2e.conf"),
-        TIMER_DROP_IN,
-    );
-    write(
-        &root.join("etc/gitops/gitops.env"),
-        "GITOPS_REPO_URL=/srv/fleet.git\nGITOPS_BRANCH=main\n",
-    );
+    assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
+    write(&root.join("etc/systemd/system/gitops.timer.d/e2e.conf"), TIMER_DROP_IN);
+    write(&root.join("etc/gitops/gitops.env"), "GITOPS_REPO_URL=/srv/fleet.git\nGITOPS_BRANCH=main\n");
 
     let remote = Remote::with_script(dir.path(), RUN_SH);
     let first = remote.head();
@@ -114,109 +85,23 @@ fn timer_applies_first_and_pushed_commits_under_real_systemd() {
     assert_eq!(state["last_attempt"]["previous_commit"], first.as_str());
 
     let timer = container.journal(&["-u", "gitops.timer"]);
-    assert!(
-        timer.contains("Started gitops.timer"),
-        "timer started at boot:\n{timer}"
-    );
+    assert!(timer.contains("Started gitops.timer"), "timer started at boot:\n{timer}");
     let service = container.journal(&["-u", "gitops.service"]);
     let runs = service.matches("Starting gitops.service").count();
+    assert!(runs >= 3, "the timer started the service at least 3 times:\n{service}");
     assert!(
-        runs >= 3,
-        "the timer started the service at least 3 times:\n{service}"
-    );
-    assert!(
-        service.contains(&format!("e2e: applied {first}"))
-            && service.contains(&format!("e2e: applied {second}")),
+        service.contains(&format!("e2e: applied {first}")) && service.contains(&format!("e2e: applied {second}")),
         "entrypoint output is in the journal:\n{service}"
     );
-    assert!(
-        service.contains(&format!("applied, was {}", &first[..12])),
-        "gitops logged the second apply:\n{service}"
-    );
+    assert!(service.contains(&format!("applied, was {}", &first[..12])), "gitops logged the second apply:\n{service}");
     // Exit 10 (applied) and 0 (up-to-date) are successes: the unit never failed, and no
     // missing credential file broke it.
-    assert!(
-        !service.contains("Failed") && !service.contains("CREDENTIALS"),
-        "gitops.service never failed:\n{service}"
-    );
+    assert!(!service.contains("Failed") && !service.contains("CREDENTIALS"), "gitops.service never failed:\n{service}");
     eprintln!(
         "e2e: first commit applied {:.1?} after boot, whole test {:.1?}, {runs} runs",
         first_applied,
         started.elapsed()
     );
-}
-
-/// Why this machine cannot run the test, if it cannot.
-fn missing_tooling() -> Option<String> {
-    let uid_is_root = fs::read_to_string("/proc/self/status")
-        .map(|s| {
-            s.lines()
-                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false);
-    if !uid_is_root {
-        return Some("needs root (debootstrap, systemd-nspawn)".into());
-    }
-    for (tool, package) in [
-        ("debootstrap", "debootstrap"),
-        ("systemd-nspawn", "systemd-container"),
-        ("journalctl", "systemd"),
-    ] {
-        let found = std::env::var_os("PATH")
-            .map(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Some(format!("needs {tool} (apt-get install {package})"));
-        }
-    }
-    None
-}
-
-/// The cached rootfs, built first if this version of make-rootfs.sh has none yet.
-fn cached_rootfs() -> PathBuf {
-    let cache = std::env::var_os("GITOPS_E2E_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/gitops-e2e"));
-    fs::create_dir_all(&cache).unwrap();
-    let name = format!("rootfs-{:016x}", fnv1a(MAKE_ROOTFS.as_bytes()));
-    let rootfs = cache.join(&name);
-    // Several worktrees on one machine share the cache: one builds, the others wait.
-    let lock = fs::File::create(cache.join("lock")).unwrap();
-    lock.lock().unwrap();
-    if !rootfs.is_dir() {
-        let started = Instant::now();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/make-rootfs.sh");
-        let out = Command::new("sh")
-            .arg(script)
-            .arg(&rootfs)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "building the e2e rootfs failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprintln!(
-            "e2e: built {} in {:.0?}",
-            rootfs.display(),
-            started.elapsed()
-        );
-        // Caches of older versions of the script are dead weight.
-        for entry in fs::read_dir(&cache).unwrap().flatten() {
-            let other = entry.file_name().to_string_lossy().into_owned();
-            if other.starts_with("rootfs-") && other != name {
-                let _ = fs::remove_dir_all(entry.path());
-            }
-        }
-    }
-    rootfs
-}
-
-/// FNV-1a: a stable name for a version of make-rootfs.sh.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn write(path: &Path, text: &str) {
@@ -239,13 +124,7 @@ impl Container {
         let log = fs::File::create(&console).unwrap();
         let child = Command::new("systemd-nspawn")
             // --register=no --keep-unit: the host's PID 1 need not be systemd (no machined, no bus).
-            .args([
-                "-q",
-                "--boot",
-                "--register=no",
-                "--keep-unit",
-                "--link-journal=no",
-            ])
+            .args(["-q", "--boot", "--register=no", "--keep-unit", "--link-journal=no"])
             .arg(format!("--machine=gitops-e2e-{}", std::process::id()))
             .arg("-D")
             .arg(root)
@@ -255,11 +134,7 @@ impl Container {
             .stderr(log)
             .spawn()
             .expect("starting systemd-nspawn");
-        Container {
-            child: Some(child),
-            root: root.to_path_buf(),
-            console,
-        }
+        Container { child: Some(child), root: root.to_path_buf(), console }
     }
 
     /// state.json as the container's gitops wrote it, if it exists and parses.
@@ -275,11 +150,7 @@ impl Container {
             if self.state().is_some_and(|s| s["applied_commit"] == commit) {
                 return;
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("systemd-nspawn exited ({status}) before {commit} was applied");
             }
             assert!(
@@ -295,10 +166,7 @@ impl Container {
     fn wait_for_journal(&mut self, text: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while !self.journal(&["-u", "gitops.service"]).contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "{text:?} not in the journal within {timeout:?}"
-            );
+            assert!(Instant::now() < deadline, "{text:?} not in the journal within {timeout:?}");
             std::thread::sleep(Duration::from_millis(300));
         }
     }
@@ -340,10 +208,7 @@ impl Drop for Container {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!(
-                "---- container console ----\n{}",
-                fs::read_to_string(&self.console).unwrap_or_default()
-            );
+            eprintln!("---- container console ----\n{}", fs::read_to_string(&self.console).unwrap_or_default());
             eprintln!("---- container journal ----\n{}", self.journal(&[]));
         }
     }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod tooling;
 pub mod webhook;
 
 use std::fs;
