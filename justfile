@@ -22,3 +22,13 @@ bench rounds="15":
 bench-webhook rounds="20":
     cargo build --release --quiet
     python3 bench/webhook_latency.py --rounds {{rounds}}
+
+# .deb and .rpm of a release build, with man pages and completions (needs cargo-deb and
+# cargo-generate-rpm: cargo install cargo-deb cargo-generate-rpm).
+package:
+    cargo build --release --locked
+    target/release/gitops generate man --out target/assets/man
+    target/release/gitops generate completions --out target/assets/completions
+    cargo deb --no-build
+    cargo generate-rpm
+    @ls -1 target/debian/*.deb target/generate-rpm/*.rpm

@@ -1,7 +1,8 @@
 //! gitops under a real systemd: boot Debian bookworm with systemd as PID 1 in a
-//! `systemd-nspawn --boot` container, install the built binary and the shipped units unchanged
-//! (`gitops install-units --enable`, only the timer's delays shortened by a drop-in), and watch
-//! the timer apply the first commit and then a pushed one, from the container's journal and state.
+//! `systemd-nspawn --boot` container with gitops installed unchanged — once by
+//! `gitops install-units --enable` as an image build does, once from the .deb with dpkg — only
+//! the timer's delays shortened by a drop-in, and watch the timer apply the first commit and
+//! then a pushed one, from the container's journal and state.
 //!
 //! Needs root, debootstrap and systemd-nspawn (package systemd-container). Without them the test
 //! says it is skipped, unless GITOPS_TEST_STRICT=1 (set by .ci/run) turns that into a failure.
@@ -16,6 +17,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use support::{Remote, tooling};
@@ -40,7 +42,6 @@ fn timer_applies_first_and_pushed_commits_under_real_systemd() {
     if !tooling::available(tooling::missing_rootfs_tooling()) {
         return;
     }
-    let started = Instant::now();
     let dir = support::tempdir();
     let root = dir.path().join("root");
     tooling::rootfs_copy(&root);
@@ -56,12 +57,112 @@ fn timer_applies_first_and_pushed_commits_under_real_systemd() {
         .output()
         .unwrap();
     assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
+    boot_and_apply_two_commits(dir.path(), &root);
+}
+
+#[test]
+fn deb_package_installs_with_dpkg_and_applies_under_systemd() {
+    let cargo_deb = tooling::missing(&[("cargo-deb", "cargo install --locked cargo-deb, as .ci/run does")]);
+    if !tooling::available(tooling::missing_rootfs_tooling().or(cargo_deb)) {
+        return;
+    }
+    let dir = support::tempdir();
+    let deb = build_deb(dir.path());
+    let root = dir.path().join("root");
+    tooling::rootfs_copy(&root);
+    fs::copy(&deb, root.join("tmp/gitops.deb")).unwrap();
+    chroot(&root, &["dpkg", "-i", "/tmp/gitops.deb"]);
+
+    // The package's layout, as dpkg recorded it.
+    let listed = chroot(&root, &["dpkg", "-L", "gitops"]);
+    for path in [
+        "/usr/bin/gitops",
+        "/usr/lib/systemd/system/gitops.service",
+        "/usr/lib/systemd/system/gitops.timer",
+        "/etc/gitops/gitops.env",
+        "/usr/share/man/man1/gitops.1.gz",
+        "/usr/share/man/man1/gitops-sync.1.gz",
+        "/usr/share/bash-completion/completions/gitops",
+        "/usr/share/zsh/vendor-completions/_gitops",
+        "/usr/share/fish/vendor_completions.d/gitops.fish",
+    ] {
+        assert!(listed.lines().any(|l| l == path), "{path} in the package:\n{listed}");
+    }
+    for unit in ["gitops.service", "gitops.timer"] {
+        assert_eq!(
+            fs::read(root.join("usr/lib/systemd/system").join(unit)).unwrap(),
+            fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(unit)).unwrap(),
+            "{unit} is shipped unchanged"
+        );
+    }
+    let conffiles = chroot(&root, &["dpkg-query", "-W", "-f=${Conffiles}", "gitops"]);
+    assert!(conffiles.contains("/etc/gitops/gitops.env"), "{conffiles}");
+    let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("etc/gitops"), 0o700, "postinst locks /etc/gitops down");
+    assert_eq!(mode("etc/gitops/gitops.env"), 0o600);
+    assert!(
+        !root.join("etc/systemd/system/timers.target.wants/gitops.timer").exists(),
+        "installing does not enable the timer before it is configured"
+    );
+
+    // The operator's steps: configure, enable (offline, as in an image build), boot.
+    chroot(&root, &["systemctl", "enable", "gitops.timer"]);
+    boot_and_apply_two_commits(dir.path(), &root);
+}
+
+/// Build the .deb from the test build's binary, with the man pages and completions it generates.
+fn build_deb(dir: &Path) -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| manifest_dir.join("target"));
+    for (what, out) in [("man", "assets/man"), ("completions", "assets/completions")] {
+        let generated = Command::new(env!("CARGO_BIN_EXE_gitops"))
+            .args(["generate", what, "--out"])
+            .arg(target.join(out))
+            .output()
+            .unwrap();
+        assert!(generated.status.success());
+    }
+    // --profile dev packages the binary this test run built (target/debug) instead of building
+    // a release: the layout is what is tested here, `just package` makes the real thing.
+    let out = Command::new("cargo-deb")
+        .args(["--no-build", "--profile", "dev", "--fast", "--quiet", "--output"])
+        .arg(dir)
+        .current_dir(manifest_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cargo deb:\n{}", String::from_utf8_lossy(&out.stderr));
+    let deb = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .expect("cargo deb wrote a .deb");
+    deb
+}
+
+/// Run a command in `root` with chroot (no boot); panics with its output if it fails.
+fn chroot(root: &Path, args: &[&str]) -> String {
+    let out =
+        Command::new("chroot").arg(root).args(args).env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin").output().unwrap();
+    assert!(
+        out.status.success(),
+        "chroot {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The scenario both installs must pass: with gitops and its units in `root` and the timer
+/// enabled, configure it, boot, and watch the timer apply two commits, then idle.
+fn boot_and_apply_two_commits(dir: &Path, root: &Path) {
+    let started = Instant::now();
     write(&root.join("etc/systemd/system/gitops.timer.d/e2e.conf"), TIMER_DROP_IN);
     write(&root.join("etc/gitops/gitops.env"), "GITOPS_REPO_URL=/srv/fleet.git\nGITOPS_BRANCH=main\n");
 
-    let remote = Remote::with_script(dir.path(), RUN_SH);
+    let remote = Remote::with_script(dir, RUN_SH);
     let first = remote.head();
-    let mut container = Container::boot(&root, &remote.bare, dir.path());
+    let mut container = Container::boot(root, &remote.bare, dir);
     let booted = Instant::now();
 
     container.wait_for_applied(&first, Duration::from_secs(60));
@@ -98,8 +199,7 @@ fn timer_applies_first_and_pushed_commits_under_real_systemd() {
     // missing credential file broke it.
     assert!(!service.contains("Failed") && !service.contains("CREDENTIALS"), "gitops.service never failed:\n{service}");
     eprintln!(
-        "e2e: first commit applied {:.1?} after boot, whole test {:.1?}, {runs} runs",
-        first_applied,
+        "e2e: first commit applied {first_applied:.1?} after boot, scenario {:.1?}, {runs} runs",
         started.elapsed()
     );
 }
@@ -109,6 +209,8 @@ fn write(path: &Path, text: &str) {
     fs::write(path, text).unwrap();
     fs::set_permissions(path, fs::Permissions::from_mode(0o644)).unwrap();
 }
+
+static MACHINES: AtomicUsize = AtomicUsize::new(0);
 
 /// A booted container; if the test panics while it lives, its console and journal are printed.
 struct Container {
@@ -125,7 +227,8 @@ impl Container {
         let child = Command::new("systemd-nspawn")
             // --register=no --keep-unit: the host's PID 1 need not be systemd (no machined, no bus).
             .args(["-q", "--boot", "--register=no", "--keep-unit", "--link-journal=no"])
-            .arg(format!("--machine=gitops-e2e-{}", std::process::id()))
+            // Unique per container: the tests in this file boot theirs in parallel.
+            .arg(format!("--machine=gitops-e2e-{}-{}", std::process::id(), MACHINES.fetch_add(1, Ordering::Relaxed)))
             .arg("-D")
             .arg(root)
             .arg(format!("--bind-ro={}:/srv/fleet.git", bare.display()))

@@ -1,0 +1,171 @@
+//! The package metadata in Cargo.toml (cargo-deb and cargo-generate-rpm): every asset exists
+//! or is made by `just package`, and both packages carry every unit, man page and completion.
+//! (The .deb itself is built, installed with dpkg and booted in tests/e2e_systemd.rs.)
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `[package.metadata]` of this crate, as cargo reads it.
+fn metadata() -> Value {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
+        .current_dir(MANIFEST_DIR)
+        .output()
+        .expect("running cargo metadata");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    all["packages"][0]["metadata"].clone()
+}
+
+/// What `gitops generate` writes, by file name, for the `target/assets/<dir>` it goes to.
+fn generated(what: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_gitops")).args(["generate", what, "--out"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success());
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+/// The files a source pattern stands for: repository files, the release binary, or generated assets.
+fn expand(source: &str) -> Vec<String> {
+    if source == "target/release/gitops" {
+        return vec![source.into()];
+    }
+    for (dir, what) in [("target/assets/man/", "man"), ("target/assets/completions/", "completions")] {
+        if let Some(pattern) = source.strip_prefix(dir) {
+            let matches: Vec<String> = generated(what)
+                .into_iter()
+                .filter(|name| match pattern.strip_prefix('*') {
+                    Some(suffix) => name.ends_with(suffix),
+                    None => name == pattern,
+                })
+                .map(|name| format!("{dir}{name}"))
+                .collect();
+            assert!(!matches.is_empty(), "{source} matches nothing gitops generates");
+            return matches;
+        }
+    }
+    assert!(Path::new(MANIFEST_DIR).join(source).is_file(), "asset {source} does not exist");
+    vec![source.into()]
+}
+
+/// (source, installed path, mode) of the .deb's assets, with the systemd units cargo-deb adds.
+fn deb_assets(deb: &Value) -> Vec<(String, String, String)> {
+    let mut assets = Vec::new();
+    for asset in deb["assets"].as_array().unwrap() {
+        let [source, dest, mode] = [0, 1, 2].map(|i| asset[i].as_str().unwrap().to_string());
+        for file in expand(&source) {
+            let name = Path::new(&file).file_name().unwrap().to_string_lossy().into_owned();
+            let dest = if dest.ends_with('/') { format!("/{dest}{name}") } else { format!("/{dest}") };
+            assets.push((file, dest, mode.clone()));
+        }
+    }
+    let unit_dir = deb["systemd-units"]["unit-scripts"].as_str().unwrap();
+    for unit in units() {
+        assets.push((format!("{unit_dir}{unit}"), format!("/usr/lib/systemd/system/{unit}"), "644".into()));
+    }
+    assets
+}
+
+/// (source, installed path, mode) of the .rpm's assets.
+fn rpm_assets(rpm: &Value) -> Vec<(String, String, String)> {
+    let mut assets = Vec::new();
+    for asset in rpm["assets"].as_array().unwrap() {
+        let [source, dest, mode] = ["source", "dest", "mode"].map(|k| asset[k].as_str().unwrap().to_string());
+        for file in expand(&source) {
+            let name = Path::new(&file).file_name().unwrap().to_string_lossy().into_owned();
+            let dest = if dest.ends_with('/') { format!("{dest}{name}") } else { dest.clone() };
+            assets.push((file, dest, mode.clone()));
+        }
+    }
+    assets
+}
+
+fn units() -> Vec<String> {
+    let mut units: Vec<String> = std::fs::read_dir(Path::new(MANIFEST_DIR).join("systemd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    units.sort();
+    units
+}
+
+#[test]
+fn deb_and_rpm_ship_the_same_files_and_every_asset_exists() {
+    let meta = metadata();
+    let deb = deb_assets(&meta["deb"]);
+    let rpm = rpm_assets(&meta["generate-rpm"]);
+
+    for assets in [&deb, &rpm] {
+        let sources: BTreeSet<&str> = assets.iter().map(|a| a.0.as_str()).collect();
+        for unit in units() {
+            assert!(sources.contains(format!("systemd/{unit}").as_str()), "{unit}");
+        }
+        for name in generated("man") {
+            assert!(sources.contains(format!("target/assets/man/{name}").as_str()), "{name}");
+        }
+        for name in generated("completions") {
+            assert!(sources.contains(format!("target/assets/completions/{name}").as_str()), "{name}");
+        }
+        let find = |dest: &str| assets.iter().find(|a| a.1 == dest);
+        assert_eq!(find("/usr/bin/gitops").map(|a| a.2.as_str()), Some("755"));
+        // The env file may come to hold settings worth hiding: root-only, as the kickstart writes it.
+        assert_eq!(find("/etc/gitops/gitops.env").map(|a| a.2.as_str()), Some("600"));
+        assert!(find("/usr/lib/systemd/system/gitops.service").is_some());
+    }
+    // The .deb and .rpm differ only in where zsh looks for vendor completions, and the docs.
+    let dests = |assets: &[(String, String, String)]| -> BTreeSet<String> {
+        assets
+            .iter()
+            .map(|a| a.1.replace("/usr/share/zsh/site-functions/", "/usr/share/zsh/vendor-completions/"))
+            .filter(|d| !d.starts_with("/usr/share/doc/"))
+            .collect()
+    };
+    assert_eq!(dests(&deb), dests(&rpm));
+
+    // The env file is a configuration file in both: upgrades keep the operator's edits.
+    assert_eq!(meta["deb"]["conf-files"], serde_json::json!(["/etc/gitops/gitops.env"]));
+    let rpm_env = meta["generate-rpm"]["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["dest"] == "/etc/gitops/gitops.env")
+        .unwrap();
+    assert_eq!(rpm_env["config"], "noreplace");
+    // Upgrades never stop or restart a sync in progress (it may be the one upgrading gitops).
+    let units = &meta["deb"]["systemd-units"];
+    assert_eq!(units["enable"], false);
+    assert_eq!(units["stop-on-upgrade"], false);
+    assert_eq!(units["restart-after-upgrade"], false);
+    assert_eq!(meta["generate-rpm"]["requires"]["git-core"], "*");
+}
+
+#[test]
+fn just_package_generates_the_assets_the_packages_use() {
+    let justfile = std::fs::read_to_string(Path::new(MANIFEST_DIR).join("justfile")).unwrap();
+    let recipe: String = justfile
+        .split("\npackage:\n")
+        .nth(1)
+        .expect("a package recipe")
+        .lines()
+        .take_while(|l| l.starts_with("    "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for step in [
+        "cargo build --release --locked",
+        "target/release/gitops generate man --out target/assets/man",
+        "target/release/gitops generate completions --out target/assets/completions",
+        "cargo deb --no-build",
+        "cargo generate-rpm",
+    ] {
+        assert!(recipe.contains(step), "just package runs {step:?}:\n{recipe}");
+    }
+}
