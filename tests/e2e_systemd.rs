@@ -131,13 +131,12 @@ fn build_deb(dir: &Path) -> PathBuf {
         .output()
         .unwrap();
     assert!(out.status.success(), "cargo deb:\n{}", String::from_utf8_lossy(&out.stderr));
-    let deb = fs::read_dir(dir)
+    fs::read_dir(dir)
         .unwrap()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("cargo deb wrote a .deb");
-    deb
+        .expect("cargo deb wrote a .deb")
 }
 
 /// Run a command in `root` with chroot (no boot); panics with its output if it fails.
