@@ -114,8 +114,8 @@ State: \fIstate.json\fR, the run \fIlock\fR, \fIcache.git/\fR, \fIrevisions/<com
 .I /etc/systemd/system/gitops.service\fR, \fI/etc/systemd/system/gitops.timer
 The units \fBgitops install\-units\fR writes; change them with drop\-ins (\fBsystemctl edit\fR).
 .TP
-.I /etc/credstore/gitops.ssh\-key
-The deploy key, passed to the service as the systemd credential \fIssh\-key\fR.
+.I /etc/credstore/gitops.NAME
+Secrets passed to the service as systemd credentials: \fIssh\-key\fR, \fIhttp\-token\fR, \fIallowed\-signers\fR, \fInotify\-url\fR, \fInotify\-secret\fR.
 .SH ENVIRONMENT
 Every flag of \fBgitops sync\fR has a \fBGITOPS_*\fR variable (see \fBgitops\-sync\fR(1)); flags win over variables, variables over the env file.
 .TP
@@ -123,7 +123,7 @@ Every flag of \fBgitops sync\fR has a \fBGITOPS_*\fR variable (see \fBgitops\-sy
 Set by systemd's StateDirectory=; the default state directory.
 .TP
 .B CREDENTIALS_DIRECTORY
-Set by systemd's LoadCredential=; gitops reads \fIssh\-key\fR from it when no key is configured.
+Set by systemd's LoadCredential=; gitops reads the credentials above from it when no flag or variable names a file.
 .TP
 .B RUST_LOG
 Log filter, e.g. \fIdebug\fR or \fIgitops=trace\fR.

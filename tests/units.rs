@@ -232,12 +232,34 @@ fn service_timeout_outlasts_the_default_apply_timeout() {
 
 #[test]
 fn credential_names_match_what_gitops_reads() {
-    // gitops looks for $CREDENTIALS_DIRECTORY/<name>; the unit must use the same names, each
-    // from the credential store (a missing absolute path would fail the unit with 243/CREDENTIALS).
-    let text = fs::read_to_string(Path::new(UNITS_DIR).join("gitops.service")).unwrap();
-    let credentials = values(&text, "LoadCredential");
-    assert_eq!(
-        credentials,
-        ["ssh-key:gitops.ssh-key", "allowed-signers:gitops.allowed-signers", "notify-url:gitops.notify-url"]
-    );
+    // gitops looks for $CREDENTIALS_DIRECTORY/<name> (config::credential); the units pass each
+    // from the credential store, where a missing file is skipped (a missing absolute path
+    // would fail the unit with 243/CREDENTIALS).
+    let mut read: Vec<String> = Vec::new();
+    for file in fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src")).unwrap() {
+        let code = fs::read_to_string(file.unwrap().path()).unwrap();
+        for piece in code.split("credential(\"").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            read.push(format!("{name}:gitops.{name}"));
+        }
+    }
+    read.sort();
+    read.dedup();
+    assert!(read.len() >= 5, "{read:?}");
+    let mut loaded: Vec<String> = Vec::new();
+    for unit in shipped_units() {
+        let text = fs::read_to_string(Path::new(UNITS_DIR).join(&unit)).unwrap();
+        for credential in values(&text, "LoadCredential") {
+            assert!(read.iter().any(|r| r == credential), "{unit}: LoadCredential={credential} is read by nothing");
+            loaded.push(credential.to_string());
+        }
+    }
+    for credential in &read {
+        assert!(loaded.contains(credential), "no unit has LoadCredential={credential}");
+    }
+    // The sync service carries every credential a sync reads.
+    let service = fs::read_to_string(Path::new(UNITS_DIR).join("gitops.service")).unwrap();
+    for name in ["ssh-key", "http-token", "allowed-signers", "notify-url", "notify-secret"] {
+        assert!(values(&service, "LoadCredential").contains(&format!("{name}:gitops.{name}").as_str()), "{name}");
+    }
 }

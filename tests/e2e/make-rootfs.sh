@@ -20,8 +20,9 @@ mirror=${mirror:-http://deb.debian.org/debian}
 tmp="$dest.tmp.$$"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$(dirname "$dest")"
-# systemd + dbus: a real PID 1; git: gix runs `git upload-pack` for local repositories.
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,git \
+# systemd + dbus: a real PID 1; git: gix runs `git upload-pack` for local repositories;
+# libssl3: gitops's libcurl uses OpenSSL.
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,git,libssl3 \
     bookworm "$tmp" "$mirror" >"$tmp.log" 2>&1 || { cat "$tmp.log" >&2; rm -f "$tmp.log"; exit 1; }
 rm -f "$tmp.log"
 
