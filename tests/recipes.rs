@@ -160,11 +160,19 @@ fn kickstart_install_step_in_a_chroot_places_config_keys_and_enables_the_timer()
     assert!(!out.status.success());
     assert!(text(&out).contains("still hold REPLACE-ME placeholders"), "{}", text(&out));
 
-    // Filled in as an operator would (the guard's own pattern is left alone).
+    // Filled in as an operator would, with a real key (gitops parses allowed_signers); the
+    // guard's own pattern is left alone.
+    let keygen = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "ops", "-f"])
+        .arg(dir.path().join("key")));
+    assert!(keygen.status.success(), "{}", text(&keygen));
+    let private = fs::read_to_string(dir.path().join("key")).unwrap();
+    let public = fs::read_to_string(dir.path().join("key.pub")).unwrap();
+    let public_key = public.split_whitespace().nth(1).unwrap();
     let filled = install
         .replace("REPLACE-ME/fleet.git", "ops/fleet.git")
-        .replace("ssh-ed25519 REPLACE-ME", "ssh-ed25519 test-value")
-        .replace("\nREPLACE-ME\n", "\ntest-value\n");
+        .replace("ssh-ed25519 REPLACE-ME", &format!("ssh-ed25519 {public_key}"))
+        .replace("-----BEGIN OPENSSH PRIVATE KEY-----\nREPLACE-ME\n-----END OPENSSH PRIVATE KEY-----\n", &private);
     let out = chroot(&filled);
     assert!(out.status.success(), "%post failed:\n{}", text(&out));
     let calls = fs::read_to_string(root.join("root/calls")).unwrap();
@@ -181,12 +189,9 @@ fn kickstart_install_step_in_a_chroot_places_config_keys_and_enables_the_timer()
     // Each here-document wrote exactly its own lines.
     assert_eq!(
         fs::read_to_string(root.join("etc/gitops/known_hosts")).unwrap(),
-        "git.example.com ssh-ed25519 test-value\n"
+        format!("git.example.com ssh-ed25519 {public_key}\n")
     );
-    assert_eq!(
-        fs::read_to_string(root.join("etc/gitops/deploy_key")).unwrap(),
-        "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-value\n-----END OPENSSH PRIVATE KEY-----\n"
-    );
+    assert_eq!(fs::read_to_string(root.join("etc/gitops/deploy_key")).unwrap(), private);
     assert!(!root.join("root/.ssh/authorized_keys").exists());
     assert_eq!(
         fs::read_link(root.join("etc/systemd/system/timers.target.wants/gitops.timer")).unwrap(),
