@@ -88,10 +88,23 @@ fn deb_package_installs_with_dpkg_and_applies_under_systemd() {
     ] {
         assert!(listed.lines().any(|l| l == path), "{path} in the package:\n{listed}");
     }
-    for unit in ["gitops.service", "gitops.timer"] {
+    // Exactly the units in systemd/, unchanged.
+    let names = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("gitops"))
+            .collect();
+        names.sort();
+        names
+    };
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    let installed = root.join("usr/lib/systemd/system");
+    assert_eq!(names(&installed), names(&shipped));
+    for unit in names(&shipped) {
         assert_eq!(
-            fs::read(root.join("usr/lib/systemd/system").join(unit)).unwrap(),
-            fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd").join(unit)).unwrap(),
+            fs::read(installed.join(&unit)).unwrap(),
+            fs::read(shipped.join(&unit)).unwrap(),
             "{unit} is shipped unchanged"
         );
     }

@@ -68,8 +68,10 @@ fn deb_assets(deb: &Value) -> Vec<(String, String, String)> {
             assets.push((file, dest, mode.clone()));
         }
     }
+    // cargo-deb's systemd-units: systemd/<unit-name>.<type>.
     let unit_dir = deb["systemd-units"]["unit-scripts"].as_str().unwrap();
-    for unit in units() {
+    let unit_name = deb["systemd-units"]["unit-name"].as_str().unwrap();
+    for unit in units().into_iter().filter(|u| u.starts_with(&format!("{unit_name}."))) {
         assets.push((format!("{unit_dir}{unit}"), format!("/usr/lib/systemd/system/{unit}"), "644".into()));
     }
     assets
