@@ -1,15 +1,14 @@
 //! gitops under a real systemd: boot Debian bookworm with systemd as PID 1 in a
-//! `systemd-nspawn --boot` container with gitops installed unchanged — once by
-//! `gitops install-units --enable` as an image build does, once from the .deb with dpkg — only
-//! the timer's delays shortened by a drop-in, and watch the timer apply the first commit and
-//! then a pushed one, from the container's journal and state.
+//! `systemd-nspawn --boot` container with gitops installed unchanged — by
+//! `gitops install-units --enable` as an image build does, or from the .deb with dpkg — only
+//! the timer's delays shortened by a drop-in, and watch from the container's journal and state:
+//! the timer applies the first commit and then a pushed one; a reboot requested through Git
+//! happens exactly once (nspawn exits 133, the container is booted again, as
+//! systemd-nspawn@.service would) and not again after the host is back.
 //!
 //! Needs root, debootstrap and systemd-nspawn (package systemd-container). Without them the test
 //! says it is skipped, unless GITOPS_TEST_STRICT=1 (set by .ci/run) turns that into a failure.
 //! The rootfs is built once by tests/e2e/make-rootfs.sh and cached (see support/tooling.rs).
-//!
-//! Reboot-by-Git is not built yet; when it is, this is where a reboot requested through Git is
-//! proven: nspawn exits 133 on a container reboot, boot it again and check it happens once.
 
 mod support;
 
@@ -43,21 +42,72 @@ fn timer_applies_first_and_pushed_commits_under_real_systemd() {
         return;
     }
     let dir = support::tempdir();
-    let root = dir.path().join("root");
-    tooling::rootfs_copy(&root);
-
-    // What an image build does: the binary in /usr/bin, then install-units from the host.
-    let bin = root.join("usr/bin/gitops");
-    fs::copy(env!("CARGO_BIN_EXE_gitops"), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    let installed = Command::new(&bin)
-        .args(["install-units", "--enable", "--root"])
-        .arg(&root)
-        .env("GITOPS_CONFIG", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
+    let root = install_with_install_units(dir.path());
     boot_and_apply_two_commits(dir.path(), &root);
+}
+
+#[test]
+fn reboot_requested_through_git_happens_exactly_once() {
+    if !tooling::available(tooling::missing_rootfs_tooling()) {
+        return;
+    }
+    let dir = support::tempdir();
+    let root = install_with_install_units(dir.path());
+    configure(&root);
+    let remote = Remote::with_script(dir.path(), RUN_SH);
+    let first = remote.head();
+    let mut container = Container::boot(&root, &remote.bare, dir.path());
+    container.wait_for_applied(&first, Duration::from_secs(60));
+
+    // "Reboot every host that booted before now": T is now, after this container's boot time
+    // (which, in a container, is the host kernel's). The default --reboot-command,
+    // `systemctl reboot --no-block`, reboots the container and nspawn exits 133.
+    let not_before = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    remote.write(".gitops/reboot", &format!("{not_before}\ne2e reboot\n"));
+    let second = remote.commit("reboot the fleet");
+    let status = container.wait_for_exit(Duration::from_secs(60));
+    assert_eq!(status, Some(133), "the container rebooted (nspawn exits 133)");
+    assert_eq!(container.state().unwrap()["applied_commit"], second.as_str());
+
+    // Boot it again. The first run after the boot records the reboot and does not reboot again,
+    // nor do the runs after it.
+    let mut container = Container::boot(&root, &remote.bare, dir.path());
+    container.wait_for_journal("rebooted for the reboot request", Duration::from_secs(60));
+    let runs_after =
+        |c: &Container| c.journal(&["-u", "gitops.service", "-b", "0"]).matches("Starting gitops.service").count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while runs_after(&container) < 3 {
+        assert!(Instant::now() < deadline, "the timer keeps running after the reboot");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let status = container.power_off();
+    assert_eq!(status, Some(0), "still up after 3 runs: no second reboot; SIGTERM powers it off");
+
+    let boots = container.journal(&["--list-boots"]);
+    assert_eq!(
+        boots.lines().filter(|l| l.split_whitespace().next().is_some_and(|idx| idx.parse::<i32>().is_ok())).count(),
+        2,
+        "exactly two boots:\n{boots}"
+    );
+    let state = container.state().expect("state.json");
+    let last = &state["reboot"]["last"];
+    assert_eq!(last["request"]["not_before"], not_before.as_str(), "{state:#}");
+    assert!(last["rebooted_into"].is_string(), "the reboot is recorded: {state:#}");
+    assert_eq!(
+        fs::read_to_string(root.join("etc/gitops-e2e/applied")).unwrap(),
+        format!("{first}\n{second}\n"),
+        "the reboot commit was applied once, before the reboot"
+    );
+    let service = container.journal(&["-u", "gitops.service"]);
+    assert_eq!(service.matches("gitops::reboot: rebooted for the reboot request").count(), 1, "{service}");
+    assert_eq!(service.matches("gitops::reboot: rebooting for").count(), 1, "{service}");
+    // In a container the kernel's boot time (btime) is the host's, still before T: what stops a
+    // second reboot here is state.json's guard (a new boot id since the recorded reboot).
+    assert!(service.contains("already rebooted for the reboot request"), "{service}");
 }
 
 #[test]
@@ -165,12 +215,35 @@ fn chroot(root: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A rootfs copy with gitops installed the way an image build does: the binary in /usr/bin,
+/// then `gitops install-units --enable --root` from the host.
+fn install_with_install_units(dir: &Path) -> PathBuf {
+    let root = dir.join("root");
+    tooling::rootfs_copy(&root);
+    let bin = root.join("usr/bin/gitops");
+    fs::copy(env!("CARGO_BIN_EXE_gitops"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let installed = Command::new(&bin)
+        .args(["install-units", "--enable", "--root"])
+        .arg(&root)
+        .env("GITOPS_CONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
+    root
+}
+
+/// The operator's part: the env file, and the timer's drop-in (the only change to the units).
+fn configure(root: &Path) {
+    write(&root.join("etc/systemd/system/gitops.timer.d/e2e.conf"), TIMER_DROP_IN);
+    write(&root.join("etc/gitops/gitops.env"), "GITOPS_REPO_URL=/srv/fleet.git\nGITOPS_BRANCH=main\n");
+}
+
 /// The scenario both installs must pass: with gitops and its units in `root` and the timer
 /// enabled, configure it, boot, and watch the timer apply two commits, then idle.
 fn boot_and_apply_two_commits(dir: &Path, root: &Path) {
     let started = Instant::now();
-    write(&root.join("etc/systemd/system/gitops.timer.d/e2e.conf"), TIMER_DROP_IN);
-    write(&root.join("etc/gitops/gitops.env"), "GITOPS_REPO_URL=/srv/fleet.git\nGITOPS_BRANCH=main\n");
+    configure(root);
 
     let remote = Remote::with_script(dir, RUN_SH);
     let first = remote.head();
@@ -237,13 +310,14 @@ struct Container {
 impl Container {
     /// Boot `root` with systemd as PID 1 and the bare repository at /srv/fleet.git (read-only).
     fn boot(root: &Path, bare: &Path, dir: &Path) -> Container {
-        let console = dir.join("console.log");
+        // Unique per boot: the tests in this file boot theirs in parallel, some twice.
+        let n = MACHINES.fetch_add(1, Ordering::Relaxed);
+        let console = dir.join(format!("console-{n}.log"));
         let log = fs::File::create(&console).unwrap();
         let child = Command::new("systemd-nspawn")
             // --register=no --keep-unit: the host's PID 1 need not be systemd (no machined, no bus).
             .args(["-q", "--boot", "--register=no", "--keep-unit", "--link-journal=no"])
-            // Unique per container: the tests in this file boot theirs in parallel.
-            .arg(format!("--machine=gitops-e2e-{}-{}", std::process::id(), MACHINES.fetch_add(1, Ordering::Relaxed)))
+            .arg(format!("--machine=gitops-e2e-{}-{n}", std::process::id()))
             .arg("-D")
             .arg(root)
             .arg(format!("--bind-ro={}:/srv/fleet.git", bare.display()))
@@ -287,6 +361,19 @@ impl Container {
             assert!(Instant::now() < deadline, "{text:?} not in the journal within {timeout:?}");
             std::thread::sleep(Duration::from_millis(300));
         }
+    }
+
+    /// Wait for nspawn to exit by itself (a reboot: 133); returns its exit code.
+    fn wait_for_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("systemd-nspawn did not exit within {timeout:?}");
     }
 
     /// SIGTERM to nspawn powers the container off; returns nspawn's exit code.
