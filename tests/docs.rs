@@ -15,11 +15,16 @@ fn gitops(args: &[&str]) -> Output {
     out
 }
 
-/// The long flags (`--name`) a `--help` text mentions.
+/// The long flags (`--name`) a `--help` text defines: the first `--word` of each option line
+/// (`  -v, --verbose...`, `      --repo-url <URL>`), not flags quoted in descriptions.
 fn long_flags(help: &str) -> Vec<String> {
     let mut flags: Vec<String> = help
-        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
-        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .lines()
+        // Options are indented by 2 (`-v, --verbose`) or 6 (`--repo-url`); descriptions by 10.
+        .filter(|line| line.trim_start().starts_with('-') && (2..=6).contains(&(line.len() - line.trim_start().len())))
+        .filter_map(|line| {
+            line.split(|c: char| c.is_whitespace() || c == ',' || c == '=').find(|w| w.starts_with("--") && w.len() > 2)
+        })
         .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()).to_string())
         .collect();
     flags.sort();
