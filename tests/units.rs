@@ -268,3 +268,20 @@ fn credential_names_match_what_gitops_reads() {
         assert!(loaded.contains(name), "no unit has LoadCredential={name}:…");
     }
 }
+
+#[test]
+fn install_units_works_with_a_broken_env_file() {
+    // An image build may carry a half-written /etc/gitops/gitops.env: writing units reads no
+    // configuration, so it must not fail on it (a sync does, with exit 2).
+    let root = tempfile::tempdir().unwrap();
+    let env = root.path().join("broken.env");
+    fs::write(&env, "this is not KEY=VALUE\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(["install-units", "--root", root.path().to_str().unwrap()])
+        .env("GITOPS_CONFIG", &env)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sync = Command::new(env!("CARGO_BIN_EXE_gitops")).args(["sync"]).env("GITOPS_CONFIG", &env).output().unwrap();
+    assert_eq!(sync.status.code(), Some(2), "{}", String::from_utf8_lossy(&sync.stderr));
+}
