@@ -260,17 +260,30 @@ pub fn current_boot() -> anyhow::Result<Boot> {
     };
     let time = match std::env::var(TEST_BOOT_TIME) {
         Ok(text) => parse_time(&text).ok_or_else(|| anyhow!("{TEST_BOOT_TIME}={text:?} is not a time"))?,
-        Err(_) => {
-            let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat for the boot time")?;
-            let btime = stat
-                .lines()
-                .find_map(|l| l.strip_prefix("btime "))
-                .and_then(|v| v.trim().parse::<i64>().ok())
-                .ok_or_else(|| anyhow!("/proc/stat has no btime line; cannot tell when this host booted"))?;
-            OffsetDateTime::from_unix_timestamp(btime).context("btime in /proc/stat is out of range")?
-        }
+        Err(_) => boot_time_from_proc()?,
     };
     Ok(Boot { id, time })
+}
+
+/// When this system booted: the kernel's `btime` plus the moment PID 1 started after it. On a host
+/// the two are a second apart; in a container the kernel (and btime) is the host's, but PID 1 starts
+/// with the container, so a container's reboot moves this forward as a host's reboot does.
+fn boot_time_from_proc() -> anyhow::Result<OffsetDateTime> {
+    let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat for the boot time")?;
+    let btime = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .ok_or_else(|| anyhow!("/proc/stat has no btime line; cannot tell when this host booted"))?;
+    // starttime is field 22 of /proc/1/stat, in clock ticks since the kernel booted; the command
+    // name before it may hold spaces, so count from the last ')'. Unreadable (hidepid): btime alone.
+    let pid1_ticks = fs::read_to_string("/proc/1/stat")
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse::<i64>().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let ticks_per_second = (unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as i64).max(1);
+    OffsetDateTime::from_unix_timestamp(btime + pid1_ticks / ticks_per_second).context("boot time out of range")
 }
 
 fn parse_time(text: &str) -> Option<OffsetDateTime> {
