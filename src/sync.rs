@@ -77,11 +77,10 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
 
 /// fetch → decide → verify → checkout → teardown → apply → record, filling `summary` on the way.
 fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started: Instant) -> Result<Outcome, Failure> {
-    let layout = layout.clone();
     let mut state = state::load_or_quarantine(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| parse_id(hex, "applied_commit")).transpose()?;
 
-    let (repo, fetched) = match fetch_once(settings, &layout) {
+    let (repo, fetched) = match fetch_once(settings, layout) {
         Err(error) if cache_damaged(&error) => {
             // The cache is only a copy of the remote: rebuild it rather than fail every run from now on.
             log::warn!(
@@ -91,7 +90,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
             );
             std::fs::remove_dir_all(layout.cache())
                 .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
-            fetch_once(settings, &layout)?
+            fetch_once(settings, layout)?
         }
         other => other?,
     };
@@ -107,7 +106,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         // A commit this host applied before: a rollback, even if the cache no longer knows the history.
         decision = Decision::NeedPush;
     }
-    let live = checkout::live_commit(&layout);
+    let live = checkout::live_commit(layout);
     if decision == Decision::UpToDate && live.as_deref() != Some(remote.to_string().as_str()) {
         // A later commit was checked out but never applied (failed, then reverted): converge on the remote again.
         log::warn!(
@@ -171,7 +170,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
             log::error!(
                 "commit {} failed {n} times in a row; not retrying it until a newer commit arrives or you run gitops sync --retry (log: {})",
                 short(remote),
-                log_path(&layout, remote).display()
+                log_path(layout, remote).display()
             );
             return Ok(Outcome::ApplyFailed);
         }
@@ -180,12 +179,12 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     checkout::inspect(&repo, remote, settings.max_checkout_size)?;
     let changed = changed_paths(&repo, deployed, remote)?;
     if settings.dry_run {
-        let fleet = fleet_plan(settings, &layout, &repo, remote)?;
+        let fleet = fleet_plan(settings, layout, &repo, remote)?;
         print_plan(settings, decision, deployed, &fetched, attempt, &changed, &fleet);
         return Ok(Outcome::Applied);
     }
 
-    let checkout_dir = checkout::materialise(&repo, &layout, remote)?;
+    let checkout_dir = checkout::materialise(&repo, layout, remote)?;
     crate::failpoint::hit("checkout-complete");
     let changed_file = layout.logs().join(format!("{remote}.changed"));
     let mut listing = changed.join("\n");
@@ -194,7 +193,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     }
     state::write_atomic(&changed_file, listing.as_bytes())?;
 
-    let log = log_path(&layout, remote);
+    let log = log_path(layout, remote);
     let started_at = now();
     let apply_started = Instant::now();
     let inventory = &settings.fleet.inventory;
@@ -220,10 +219,10 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         log_path: &log,
     };
     // The outgoing revision undoes its own changes first; until it has, the new one does not go live.
-    let (ran, log) = match teardown::before_publish(settings, &layout, remote, &job)? {
+    let (ran, log) = match teardown::before_publish(settings, layout, remote, &job)? {
         Some(failed) => failed,
         None => {
-            checkout::publish(&layout, remote)?;
+            checkout::publish(layout, remote)?;
             crate::failpoint::hit("published");
             log::info!(
                 "applying {} with {} (attempt {attempt}, {} changed paths)",
@@ -256,10 +255,10 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     crate::failpoint::hit("state-saved");
     summary.error = ran.error.clone();
     (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
-    if let Err(e) = checkout::prune(&layout, settings.keep_revisions) {
+    if let Err(e) = checkout::prune(layout, settings.keep_revisions) {
         log::warn!("cleaning up old revisions: {e:#}");
     }
-    if let Err(e) = checkout::prune_logs(&layout, settings.keep_logs) {
+    if let Err(e) = checkout::prune_logs(layout, settings.keep_logs) {
         log::warn!("cleaning up old logs: {e:#}");
     }
 
