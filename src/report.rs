@@ -171,7 +171,13 @@ fn send_once(target: &Target, secret: Option<&[u8]>, summary: &RunSummary) -> Re
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(HTTP_TIMEOUT))
         .http_status_as_error(false)
-        .tls_config(ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build())
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                // The crypto provider libcurl's rustls backend already links: one TLS stack, no OpenSSL.
+                .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .build(),
+        )
         .build()
         .into();
     let request = agent.post(&target.url).header("User-Agent", concat!("gitops/", env!("CARGO_PKG_VERSION")));

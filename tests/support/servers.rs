@@ -469,7 +469,8 @@ fn read_log(dir: &Path) -> String {
     fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
 }
 
-/// A TLS terminator (`socat`) in front of a plain HTTP server, with a self-signed certificate for 127.0.0.1.
+/// A TLS terminator (`socat`) in front of a plain HTTP server, with a certificate for 127.0.0.1 issued
+/// by a private CA made for the test (a self-signed server certificate is not a CA to rustls).
 pub struct TlsProxy {
     child: Child,
     port: u16,
@@ -479,17 +480,50 @@ pub struct TlsProxy {
 impl TlsProxy {
     /// Terminate TLS on a random port and forward to 127.0.0.1:`backend_port`.
     pub fn start(dir: &Path, backend_port: u16) -> TlsProxy {
-        let (cert, key) = (dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
-        let status = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"])
-            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("running openssl (package openssl)");
-        assert!(status.success(), "openssl req failed");
+        let (ca, cert, key) = (dir.join("tls-ca.pem"), dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
+        fs::write(
+            dir.join("tls-ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .expect("write certificate extensions");
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stderr(Stdio::null())
+                .status()
+                .expect("running openssl (package openssl)");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        openssl(
+            &["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1"]
+                .into_iter()
+                .chain(["-subj", "/CN=gitops test CA", "-keyout", "tls-ca-key.pem", "-out", "tls-ca.pem"])
+                .collect::<Vec<_>>(),
+        );
+        openssl(
+            &["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=127.0.0.1"]
+                .into_iter()
+                .chain(["-keyout", "tls-key.pem", "-out", "tls.csr"])
+                .collect::<Vec<_>>(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "tls-ca.pem",
+            "-CAkey",
+            "tls-ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "tls-ext.cnf",
+            "-out",
+            "tls-cert.pem",
+        ]);
         for _ in 0..5 {
             let port = free_port();
             let listen = format!(
@@ -506,7 +540,7 @@ impl TlsProxy {
             thread::sleep(Duration::from_millis(50));
             if child.try_wait().expect("socat status").is_none() {
                 wait_for_port("127.0.0.1", port, "socat TLS proxy");
-                return TlsProxy { child, port, ca: cert };
+                return TlsProxy { child, port, ca };
             }
         }
         panic!("socat could not listen on a free port");
@@ -517,7 +551,7 @@ impl TlsProxy {
         format!("https://127.0.0.1:{}/{}", self.port, repo_rel.trim_start_matches('/'))
     }
 
-    /// The self-signed certificate, to trust as a CA.
+    /// The private CA's certificate, to trust.
     pub fn ca_file(&self) -> PathBuf {
         self.ca.clone()
     }
