@@ -110,6 +110,8 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
 
     let started = Instant::now();
     let pgid = child.id() as i32;
+    // A quick entrypoint is noticed within a millisecond or two; a long one costs a wake-up every 20 ms.
+    let mut pause = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait().context("waiting for the entrypoint")? {
             break Some(status);
@@ -117,7 +119,8 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
         if started.elapsed() >= job.timeout {
             break None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     };
     let ran = match status {
         Some(status) => judge(status, &shown),

@@ -177,13 +177,21 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
             },
             None => anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch"),
         })?;
-    let outcome = prepare
-        .receive(gix::progress::Discard, &interrupt)
-        .map_err(anyhow::Error::new)
-        .with_context(|| format!("fetching {source} from {url}"))?;
-
     let tip =
         mapping.remote.as_id().ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?.to_owned();
+    let remote_refs = if already_fetched(repo, tip) {
+        // A no-op poll ends with the ref advertisement: nothing to negotiate, receive or record.
+        // Dropping the connection tells the server we are done.
+        let refs = prepare.ref_map().remote_refs.clone();
+        drop(prepare);
+        refs
+    } else {
+        let outcome = prepare
+            .receive(gix::progress::Discard, &interrupt)
+            .map_err(anyhow::Error::new)
+            .with_context(|| format!("fetching {source} from {url}"))?;
+        outcome.ref_map.remote_refs
+    };
     let object = repo.find_object(tip).map_err(|e| {
         anyhow::Error::new(CacheDamaged(format!("fetched tip {tip} of {source} cannot be read from the cache ({e})")))
     })?;
@@ -194,7 +202,7 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
         .id;
     let reference = match from.reference {
         Some(reference) => reference.to_string(),
-        None => head_target(&outcome.ref_map.remote_refs).unwrap_or_else(|| "HEAD".into()),
+        None => head_target(&remote_refs).unwrap_or_else(|| "HEAD".into()),
     };
     let branch = reference
         .strip_prefix("refs/heads/")
@@ -202,6 +210,12 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
         .unwrap_or(&reference)
         .to_string();
     Ok(Fetched { commit, tag, reference, branch })
+}
+
+/// Whether the cache already holds `tip` under our ref, i.e. the last fetch brought it.
+fn already_fetched(repo: &gix::Repository, tip: ObjectId) -> bool {
+    let Ok(Some(reference)) = repo.try_find_reference(REMOTE_REF) else { return false };
+    reference.target().try_id() == Some(tip.as_ref()) && repo.has_object(tip)
 }
 
 /// The ref the remote's HEAD points at, if it told us.
