@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, bail};
 use gix::ObjectId;
 
+use crate::reuse;
 use crate::state::{Layout, sync_dir};
 
 /// Refuse a hostile tree before anything is written: invalid or duplicate names, `.git` components,
@@ -69,44 +70,166 @@ pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64) -> anyho
 /// Ensure `revisions/<commit>/` holds the complete tree of `commit` and return its path.
 ///
 /// The tree is written to a temporary directory and renamed into place only when complete
-/// and checked, so a directory named after a commit is always whole.
-pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId) -> anyhow::Result<PathBuf> {
-    let dest = layout.revisions().join(commit.to_string());
-    if dest.is_dir() {
-        return Ok(dest);
-    }
+/// and checked, so a directory named after a commit is always whole. When a revision is due to be
+/// pruned (more than `keep` with the new one), it becomes that temporary directory instead of being
+/// deleted afterwards, and only what changed is written (see `reuse`); an existing revision that is
+/// not live is checked against its manifest the same way before it is used again.
+pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId, keep: usize) -> anyhow::Result<PathBuf> {
+    let name = commit.to_string();
+    let dest = layout.revisions().join(&name);
+    let live = live_commit(layout);
+    let base = if dest.is_dir() {
+        if live.as_deref() == Some(name.as_str()) || !reuse::manifest_path(layout, &name).exists() {
+            return Ok(dest);
+        }
+        Some(name.clone())
+    } else {
+        recyclable(layout, keep, live.as_deref(), &name)?
+    };
     let tmp = layout.revisions().join(format!(".tmp-{commit}-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
     }
-    fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let result = write_tree(repo, commit, &tmp).and_then(|()| check_symlinks(&tmp));
-    if let Err(e) = result {
+    let reused = match base {
+        Some(base) => build_from(repo, layout, &base, commit, &tmp),
+        None => None,
+    };
+    let (index, written) = match reused {
+        Some(done) => done,
+        None => {
+            if tmp.exists() {
+                fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+            }
+            fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            let index = write_tree(repo, commit, &tmp, None).inspect_err(|_| {
+                let _ = fs::remove_dir_all(&tmp);
+            })?;
+            (index, None)
+        }
+    };
+    if let Err(e) = check_symlinks(&tmp) {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
     crate::failpoint::hit("checkout-written");
     // The files must be on disk before the name that promises they are complete.
-    sync_filesystem(&tmp);
+    match written {
+        Some(paths) if paths.len() <= FSYNC_EACH_MAX => sync_paths(&tmp, &paths)?,
+        _ => sync_filesystem(&tmp),
+    }
+    reuse::save_manifest(layout, commit, index)?;
+    // Pruning goes by age: a reused directory is as new as its content.
+    fs::File::open(&tmp)
+        .and_then(|dir| dir.set_modified(std::time::SystemTime::now()))
+        .with_context(|| format!("touching {}", tmp.display()))?;
     fs::rename(&tmp, &dest).with_context(|| format!("moving checkout into place at {}", dest.display()))?;
     sync_dir(&layout.revisions()).context("syncing revisions directory")?;
     Ok(dest)
 }
 
-fn write_tree(repo: &gix::Repository, commit: ObjectId, dir: &Path) -> anyhow::Result<()> {
+/// Up to this many changed paths are fsynced one by one; more, and one syncfs is cheaper.
+const FSYNC_EACH_MAX: usize = 256;
+
+/// The revision the prune after this run would delete, if it has a manifest to be rebuilt from.
+fn recyclable(layout: &Layout, keep: usize, live: Option<&str>, target: &str) -> anyhow::Result<Option<String>> {
+    let mut others = Vec::new();
+    let mut count = 1; // the new revision
+    for entry in fs::read_dir(layout.revisions()).context("listing revisions")? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == target {
+            continue;
+        }
+        count += 1;
+        if Some(name.as_str()) != live {
+            others.push((entry.metadata()?.modified()?, name));
+        }
+    }
+    if count <= keep {
+        return Ok(None);
+    }
+    let oldest = others.into_iter().min().map(|(_, name)| name);
+    Ok(oldest.filter(|name| reuse::manifest_path(layout, name).exists()))
+}
+
+/// Turn revision `base` into `commit`'s tree at `tmp`, writing only what changed; None (and `tmp`
+/// gone) when that is not possible, so that the caller writes the whole tree.
+fn build_from(
+    repo: &gix::Repository,
+    layout: &Layout,
+    base: &str,
+    commit: ObjectId,
+    tmp: &Path,
+) -> Option<(gix::index::State, Option<Vec<PathBuf>>)> {
+    let manifest = reuse::load_manifest(layout, base)?;
+    let from = layout.revisions().join(base);
+    if let Err(e) = fs::rename(&from, tmp) {
+        log::warn!("cannot reuse revision {base} ({e}); writing {commit} in full");
+        return None;
+    }
+    // The manifest describes a directory that no longer exists under its name.
+    let _ = fs::remove_file(reuse::manifest_path(layout, base));
+    let result = (|| {
+        let mut index = index_of(repo, commit)?;
+        let refreshed = reuse::refresh(tmp, &manifest, &mut index)?;
+        let index = write_tree(repo, commit, tmp, Some(index))?;
+        Ok::<_, anyhow::Error>((index, refreshed))
+    })();
+    match result {
+        Ok((mut index, refreshed)) => {
+            let mut changed = refreshed.removed;
+            for (entry, path) in index.entries_mut_with_paths() {
+                if entry.flags.contains(gix::index::entry::Flags::SKIP_WORKTREE) {
+                    entry.flags.remove(gix::index::entry::Flags::SKIP_WORKTREE);
+                } else {
+                    changed.push(PathBuf::from(path.to_string()));
+                }
+            }
+            log::debug!(
+                "built {commit} from revision {base}: {} files kept, {} paths written or removed",
+                refreshed.kept,
+                changed.len()
+            );
+            Some((index, Some(changed)))
+        }
+        Err(e) => {
+            log::warn!("cannot reuse revision {base} ({e:#}); writing {commit} in full");
+            let _ = fs::remove_dir_all(tmp);
+            None
+        }
+    }
+}
+
+/// The index of `commit`'s tree, without stat data.
+fn index_of(repo: &gix::Repository, commit: ObjectId) -> anyhow::Result<gix::index::State> {
     let tree = repo
         .find_commit(commit)
         .and_then(|c| c.tree_id())
         .map_err(anyhow::Error::new)
         .with_context(|| format!("reading the tree of commit {commit}"))?;
-    let mut index = gix::index::State::from_tree(&tree, &repo.objects, Default::default())
+    gix::index::State::from_tree(&tree, &repo.objects, Default::default())
         .map_err(anyhow::Error::new)
-        .with_context(|| format!("commit {commit} has a tree that cannot be checked out safely"))?;
+        .with_context(|| format!("commit {commit} has a tree that cannot be checked out safely"))
+}
+
+/// Check `commit` out into `dir`: all of it into an empty `dir`, or the entries of `index` not
+/// flagged `SKIP_WORKTREE` into a refreshed one. Returns the index with the written files' stat data.
+fn write_tree(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    dir: &Path,
+    index: Option<gix::index::State>,
+) -> anyhow::Result<gix::index::State> {
+    let fresh = index.is_none();
+    let mut index = match index {
+        Some(index) => index,
+        None => index_of(repo, commit)?,
+    };
     let mut options = repo
         .checkout_options(gix::worktree::stack::state::attributes::Source::IdMapping)
         .map_err(anyhow::Error::new)
         .context("reading checkout options")?;
-    options.destination_is_initially_empty = true;
+    options.destination_is_initially_empty = fresh;
     options.overwrite_existing = false;
     let objects = repo.objects.clone().into_arc().context("sharing the object database")?;
     let outcome = gix::worktree::state::checkout(
@@ -126,7 +249,7 @@ fn write_tree(repo: &gix::Repository, commit: ObjectId, dir: &Path) -> anyhow::R
     if let Some(first) = outcome.collisions.first() {
         bail!("checking out commit {commit}: path {} collides with another path", first.path);
     }
-    Ok(())
+    Ok(index)
 }
 
 /// Refuse a checkout with a symlink that resolves outside of it (a hostile repository).
@@ -208,6 +331,27 @@ impl From<Component<'_>> for Step {
     }
 }
 
+/// fsync the files written and the directories whose entries changed, root included.
+fn sync_paths(root: &Path, changed: &[PathBuf]) -> anyhow::Result<()> {
+    let mut dirs = std::collections::BTreeSet::from([root.to_path_buf()]);
+    for path in changed {
+        let full = root.join(path);
+        // Symlinks and removed paths have nothing to sync but their directory entry.
+        if fs::symlink_metadata(&full).is_ok_and(|m| m.is_file()) {
+            fs::File::open(&full).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", full.display()))?;
+        }
+        let mut parent = full.parent();
+        while let Some(dir) = parent.filter(|d| d.starts_with(root)) {
+            dirs.insert(dir.to_path_buf());
+            parent = dir.parent();
+        }
+    }
+    for dir in dirs {
+        sync_dir(&dir).with_context(|| format!("syncing {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn sync_filesystem(dir: &Path) {
     if let Ok(file) = fs::File::open(dir) {
         use std::os::fd::AsRawFd;
@@ -261,6 +405,14 @@ pub fn prune(layout: &Layout, keep: usize) -> anyhow::Result<()> {
         }
         log::debug!("removing old revision {name}");
         fs::remove_dir_all(&path).with_context(|| format!("removing old revision {}", path.display()))?;
+    }
+    // Manifests of revisions that are gone (pruned, or an interrupted run's).
+    if let Ok(manifests) = fs::read_dir(layout.manifests()) {
+        for entry in manifests.flatten() {
+            if !layout.revisions().join(entry.file_name()).is_dir() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
     Ok(())
 }

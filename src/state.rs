@@ -36,6 +36,10 @@ impl Layout {
     pub fn current(&self) -> PathBuf {
         self.root.join("current")
     }
+    /// What each revision was written with (index files), to rebuild one from another.
+    pub fn manifests(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
     /// Entrypoint logs and changed-file lists.
     pub fn logs(&self) -> PathBuf {
         self.root.join("logs")

@@ -184,7 +184,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         return Ok(Outcome::Applied);
     }
 
-    let checkout_dir = checkout::materialise(&repo, layout, remote)?;
+    let checkout_dir = checkout::materialise(&repo, layout, remote, settings.keep_revisions)?;
     crate::failpoint::hit("checkout-complete");
     let changed_file = layout.logs().join(format!("{remote}.changed"));
     let mut listing = changed.join("\n");

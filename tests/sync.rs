@@ -471,3 +471,87 @@ fn relative_state_dir_works_from_the_current_directory() {
     assert_eq!(host.out_lines().last().map(String::as_str), absolute.to_str());
     assert!(absolute.join("state.json").exists());
 }
+
+/// What a checkout holds, comparable across directories: path, kind, exec bit, content or link target.
+fn tree_listing(root: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path);
+                "dir".into()
+            } else {
+                let exec = if meta.permissions().mode() & 0o100 != 0 { "exec" } else { "file" };
+                format!("{exec} {}", fs::read_to_string(&path).unwrap())
+            };
+            out.push((rel, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn revisions_rebuilt_from_old_ones_match_their_commit_whatever_the_entrypoint_did() {
+    let dir = tempdir();
+    // The entrypoint keeps a copy of its checkout as it found it, then vandalises it: same-size edits in place
+    // (one with the mtime put back), a chmod, new files and directories, a directory swapped for a symlink out
+    // of the tree and a file swapped for a directory. None of it may reach a later revision.
+    let script = r#"snap="$TEST_OUT.snap/$GITOPS_COMMIT"; rm -rf "$snap"; mkdir -p "$TEST_OUT.snap"; cp -a . "$snap"
+printf 'a=9\n' > conf/a.conf
+touch -r conf/c.conf "$TEST_OUT.mtime"; printf 'c=9\n' > conf/c.conf; touch -r "$TEST_OUT.mtime" conf/c.conf
+chmod +x conf/b.conf
+echo junk > junk.txt; mkdir -p extra/deep; echo x > extra/deep/f
+rm -rf keep; ln -s /etc keep
+rm bin/tool; mkdir bin/tool; echo x > bin/tool/x"#;
+    let remote = Remote::with_script(dir.path(), script);
+    remote
+        .write("conf/a.conf", "a=1\n")
+        .write("conf/b.conf", "b=1\n")
+        .write("conf/c.conf", "c=1\n")
+        .write("keep/x.txt", "x\n")
+        .script("bin/tool", "true")
+        .symlink("link", "conf/a.conf");
+    let mut commits = vec![remote.commit("tree")];
+    let host = Host::new(dir.path(), &remote.file_url());
+    let snapshot = |commit: &str| tree_listing(&dir.path().join("host/out.snap").join(commit));
+    let expected = |commit: &str| {
+        let fresh = dir.path().join(format!("fresh-{commit}"));
+        fs::create_dir_all(&fresh).unwrap();
+        let archive = dir.path().join("archive.tar");
+        git(&remote.work, &["archive", "-o", archive.to_str().unwrap(), commit]);
+        let status = std::process::Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&fresh).status();
+        assert!(status.unwrap().success());
+        tree_listing(&fresh)
+    };
+    host.sync(&["--keep-revisions", "2"]).expect(APPLIED);
+    for n in 0..4 {
+        remote.write("n", &n.to_string());
+        if n == 2 {
+            remote.remove("conf/b.conf").write("keep/y.txt", "y\n");
+        }
+        commits.push(remote.commit(&format!("change {n}")));
+        std::thread::sleep(Duration::from_millis(20));
+        let run = host.sync(&["--keep-revisions", "2", "-v"]).expect(APPLIED);
+        if n >= 1 {
+            let (new, old) = (&commits[n + 1], &commits[n - 1]);
+            assert!(run.stderr.contains(&format!("built {new} from revision {old}")), "{}", run.stderr);
+        }
+    }
+    for commit in &commits {
+        assert_eq!(snapshot(commit), expected(commit), "revision {commit} as its entrypoint found it");
+    }
+
+    // A rollback to a revision still on disk repairs it before it runs again.
+    let back = commits[3].clone();
+    remote.force_push(&back);
+    let run = host.sync(&["--keep-revisions", "2", "--allow-rewind", "-v"]).expect(APPLIED);
+    assert!(run.stderr.contains(&format!("built {back} from revision {back}")), "{}", run.stderr);
+    assert_eq!(snapshot(&back), expected(&back), "revision {back} after the rollback");
+}
