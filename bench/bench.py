@@ -1,179 +1,654 @@
 #!/usr/bin/env python3
-"""gitops against the seed's git-CLI flow, side by side in one run.
+"""gitops against the seed's git-CLI flow and ansible-pull, side by side in one run.
 
-Each round runs every contender once, interleaved, so machine noise hits both
-alike; the report gives min and median wall time, the ratio of medians to the
-baseline, and peak RSS (ru_maxrss of the child, via wait4).
+The machine is shared and noisy, so every claim is a ratio measured in the same run: each
+round runs every contender once, interleaved (the order rotates), and the report gives min
+and median wall time, the ratio of medians to the baseline, and peak RSS.
+
+    python3 bench/bench.py [--rounds 15] [--build cold|incremental|none] [--quick]
+
+Writes bench/results/latest.md and prints it. `bench/setup` installs ansible-core into
+bench/.venv for the ansible-pull rows (they are skipped, with a note, without it).
 """
 import argparse
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GITOPS = os.path.join(ROOT, "target", "release", "gitops")
+BENCH = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(BENCH)
+SEED_FLOW = os.path.join(BENCH, "seed-flow.sh")
+ANSIBLE_PULL = os.path.join(BENCH, ".venv", "bin", "ansible-pull")
 ENV = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_CONFIG_GLOBAL="/dev/null", GITOPS_CONFIG="/dev/null",
            GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b",
-           RUST_LOG="error,gitops=debug")
+           RUST_LOG="error,gitops=debug", LC_ALL="C.UTF-8")
+for key in ("GIT_SSH_COMMAND", "GIT_SSH", "GIT_DIR", "GIT_WORK_TREE", "SSH_AUTH_SOCK"):
+    ENV.pop(key, None)
 RUN_SH = "#!/bin/sh\ntrue\n"
+# ansible-pull runs a playbook from the repository; this one runs the same entrypoint.
+LOCAL_YML = """- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - name: run.sh
+      command: ./run.sh
+      args:
+        chdir: "{{ playbook_dir }}"
+"""
+MIB = 1024 * 1024
+# Fleet view: this many hosts, each polling once every POLL_INTERVAL seconds.
+FLEET_HOSTS = 10_000
+POLL_INTERVAL = 300
+
+# (label, files, commits); the deep repository shows the no-op poll is flat in history.
+REPOS = [("small", 100, 10), ("large", 10_000, 5_000), ("deep", 1_000, 50_000)]
+QUICK_REPOS = [("small", 100, 10), ("large", 2_000, 500), ("deep", 200, 5_000)]
 
 
-def run(cmd, cwd=None):
-    """Run one command; return (seconds, peak RSS KiB)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    proc.stderr.close()
-    return elapsed, usage.ru_maxrss, proc.returncode, err
+def say(message):
+    print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def steps(cmds, ok=(0,)):
-    """Run commands in sequence as one job: summed time, max RSS.
+def git(*args, cwd=None, env=None, input=None):
+    return subprocess.run(["git", *args], cwd=cwd, env=env or ENV, input=input, check=True,
+                          capture_output=True).stdout.decode().strip()
 
-    wait4 reports the largest process of the tree, which for gitops over file:// is the
-    `git upload-pack` it spawns; gitops's own peak comes from its debug line instead.
-    """
-    total, peak = 0.0, 0
-    for cmd, cwd in cmds:
-        t, rss, code, err = run(cmd, cwd)
-        if code not in ok and code != 0:
-            sys.exit(f"bench: {' '.join(cmd)} exited {code}: {err}")
+
+# ---------------------------------------------------------------- running and measuring
+
+def run(cmd, cwd=None, env=None):
+    """Run one command; return (seconds, peak RSS KiB of its largest process, exit code, stderr)."""
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env or ENV, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        return elapsed, usage.ru_maxrss, proc.returncode, err.read().decode(errors="replace")
+
+
+class Contender:
+    """One way of deploying: a name and how to run it against a URL into a directory."""
+
+    def __init__(self, name, short):
+        self.name, self.short = name, short
+
+    def env(self, transport):
+        return transport.client_env
+
+    def command(self, transport, url, where):
+        raise NotImplementedError
+
+    def once(self, transport, url, where, ok=(0,)):
+        elapsed, rss, code, err = run(self.command(transport, url, where), env=self.env(transport))
+        if code not in ok:
+            sys.exit(f"bench: {self.name} exited {code} (wanted {ok}) on {url}:\n{err[-3000:]}")
         own = [int(line.split("peak-rss-kib=")[1]) for line in err.splitlines() if "peak-rss-kib=" in line]
-        total, peak = total + t, max(peak, own[0] if own else rss)
-    return total, peak
+        # gitops reports its own peak (RUSAGE_SELF); wait4 would report the git upload-pack it spawns
+        # for file:// or ssh when that is larger. The others: their largest process.
+        return elapsed, own[0] if own else rss
 
+
+class Seed(Contender):
+    def __init__(self):
+        super().__init__("seed: git CLI flow (bench/seed-flow.sh)", "seed")
+
+    def command(self, transport, url, where):
+        return ["sh", SEED_FLOW, url, where]
+
+
+class Gitops(Contender):
+    def __init__(self, binary):
+        super().__init__("gitops sync", "gitops")
+        self.binary = binary
+
+    def env(self, transport):
+        return ENV
+
+    def command(self, transport, url, where):
+        return [self.binary, "sync", "-v", "--repo-url", url, "--state-dir", where, *transport.gitops_flags]
+
+
+class AnsiblePull(Contender):
+    def __init__(self):
+        super().__init__("ansible-pull --only-if-changed", "ansible")
+
+    def env(self, transport):
+        return dict(transport.client_env, ANSIBLE_HOME=os.path.join(transport.work, "ansible-home"),
+                    ANSIBLE_LOCAL_TEMP=os.path.join(transport.work, "ansible-tmp"),
+                    ANSIBLE_PYTHON_INTERPRETER=os.path.join(BENCH, ".venv", "bin", "python3"), ANSIBLE_NOCOLOR="1")
+
+    def command(self, transport, url, where):
+        return [ANSIBLE_PULL, "-U", url, "-C", "main", "-d", where, "--only-if-changed", "-i", "localhost,",
+                "local.yml"]
+
+
+# ---------------------------------------------------------------- fixtures
 
 def make_repo(path, files, commits):
-    """A bare repo with `files` files and `commits` commits, made fast with git fast-import."""
-    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", path], check=True, env=ENV)
-    lines = []
-    mark = 0
+    """A bare repo with `files` files (run.sh and local.yml among them) and `commits` commits, via fast-import."""
+    git("init", "-q", "--bare", "-b", "main", path)
+    out = []
     for c in range(commits):
-        mark += 1
-        lines.append(f"commit refs/heads/main\nmark :{mark}\ncommitter b <b@b> {1700000000 + c} +0000\ndata 2\nc\n")
+        out.append(f"commit refs/heads/main\nmark :{c + 1}\ncommitter b <b@b> {1700000000 + c} +0000\ndata 2\nc\n")
         if c > 0:
-            lines.append(f"from :{mark - 1}\n")
+            out.append(f"from :{c}\n")
         if c == 0:
-            data = RUN_SH.encode()
-            lines.append(f"M 100755 inline run.sh\ndata {len(data)}\n{RUN_SH}\n")
-            for f in range(files - 1):
+            out.append(f"M 100755 inline run.sh\ndata {len(RUN_SH)}\n{RUN_SH}\n")
+            out.append(f"M 100644 inline local.yml\ndata {len(LOCAL_YML)}\n{LOCAL_YML}\n")
+            for f in range(files - 2):
                 body = f"file {f}\n"
-                lines.append(f"M 100644 inline d{f % 100}/f{f}.txt\ndata {len(body)}\n{body}\n")
+                out.append(f"M 100644 inline d{f % 100}/f{f}.txt\ndata {len(body)}\n{body}\n")
         else:
             body = f"change {c}\n"
-            lines.append(f"M 100644 inline d{c % 100}/f{c % max(files - 1, 1)}.txt\ndata {len(body)}\n{body}\n")
-    subprocess.run(["git", "fast-import", "--quiet"], input="".join(lines).encode(), cwd=path, check=True, env=ENV)
+            out.append(f"M 100644 inline d{c % 100}/f{c % max(files - 2, 1)}.txt\ndata {len(body)}\n{body}\n")
+    git("fast-import", "--quiet", cwd=path, input="".join(out).encode())
+    git("gc", "-q", cwd=path)
 
 
-def push_change(repo, scratch, n):
-    """Add one commit changing one file on top of main, via a scratch clone."""
-    subprocess.run(["git", "-C", scratch, "pull", "-q", "--ff-only"], check=True, env=ENV)
-    with open(os.path.join(scratch, "d0", "f0.txt"), "w") as fh:
-        fh.write(f"bench change {n}\n")
-    subprocess.run(["git", "-C", scratch, "commit", "-q", "-am", f"bench {n}"], check=True, env=ENV)
-    subprocess.run(["git", "-C", scratch, "push", "-q", "origin", "main"], check=True, env=ENV)
+class Pusher:
+    """Adds one commit changing one file to a remote's main, through a scratch clone."""
+
+    def __init__(self, bare, scratch):
+        self.scratch = scratch
+        git("clone", "-q", bare, scratch)
+
+    def push(self, tag):
+        git("pull", "-q", "--ff-only", cwd=self.scratch)
+        with open(os.path.join(self.scratch, "d0", "f0.txt"), "w") as fh:
+            fh.write(f"bench change {tag}\n")
+        git("commit", "-q", "-am", f"bench {tag}", cwd=self.scratch)
+        git("push", "-q", "origin", "main", cwd=self.scratch)
 
 
-def seed_poll(clone):
-    return [(["git", "fetch", "-q"], clone), (["git", "rev-parse", "@"], clone),
-            (["git", "rev-parse", "@{u}"], clone), (["git", "merge-base", "@", "@{u}"], clone)]
+# ---------------------------------------------------------------- servers
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
-def gitops_sync(url, state):
-    return [([GITOPS, "sync", "-v", "--repo-url", url, "--state-dir", state], None)]
+def wait_port(port, proc, what):
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"bench: {what} exited early")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    sys.exit(f"bench: {what} did not listen on {port}")
 
 
-def measure(rounds, contenders, before_round=None):
-    results = {name: ([], []) for name, _ in contenders}
+class Sshd:
+    """sshd on 127.0.0.1 with a generated host key and deploy key, as tests/support/servers.rs does."""
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "sshd")
+        os.makedirs(self.dir)
+        for key in ("host_ed25519", "client_ed25519"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f",
+                            os.path.join(self.dir, key)], check=True)
+        shutil.copy(os.path.join(self.dir, "client_ed25519.pub"), os.path.join(self.dir, "authorized_keys"))
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.port = free_port()
+        config = os.path.join(self.dir, "sshd_config")
+        with open(config, "w") as fh:
+            fh.write(f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.dir}/host_ed25519\n"
+                     f"PidFile {self.dir}/sshd.pid\nAuthorizedKeysFile {self.dir}/authorized_keys\n"
+                     "StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+                     "PermitRootLogin prohibit-password\nMaxStartups 100\nLogLevel ERROR\n")
+        self.proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", config], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "log"), "w"))
+        wait_port(self.port, self.proc, "sshd")
+        self.key = os.path.join(self.dir, "client_ed25519")
+        self.user = subprocess.run(["id", "-un"], capture_output=True, text=True, check=True).stdout.strip()
+        with open(os.path.join(self.dir, "host_ed25519.pub")) as fh:
+            host_key = " ".join(fh.read().split()[:2])
+        self.known_hosts = os.path.join(self.dir, "known_hosts")
+        with open(self.known_hosts, "w") as fh:
+            fh.write(f"[127.0.0.1]:{self.port} {host_key}\n")
+
+    def known_hosts_for(self, port):
+        """known_hosts pinning the same key under another port (for a proxy in front of sshd)."""
+        path = os.path.join(self.dir, f"known_hosts_{port}")
+        with open(self.known_hosts) as src, open(path, "w") as dst:
+            dst.write(src.read().replace(f"]:{self.port} ", f"]:{port} "))
+        return path
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class GitDaemon:
+    """git daemon (upload-pack only) serving the bench's work dir: the raw protocol, for the fleet view."""
+
+    def __init__(self, base):
+        exec_path = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout.strip()
+        self.port = free_port()
+        self.proc = subprocess.Popen([os.path.join(exec_path, "git-daemon"), "--reuseaddr", "--export-all",
+                                      "--listen=127.0.0.1", f"--port={self.port}", f"--base-path={base}", base],
+                                     env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc, "git daemon")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+class CountingProxy:
+    """A TCP proxy on 127.0.0.1 that counts the bytes each way (the traffic a Git server would see)."""
+
+    def __init__(self, backend_port):
+        self.backend_port = backend_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.up = self.down = self.connections = 0
+        self.active = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.backend_port))
+            with self.lock:
+                self.connections += 1
+                self.active += 2
+            threading.Thread(target=self.pump, args=(client, server, "up"), daemon=True).start()
+            threading.Thread(target=self.pump, args=(server, client, "down"), daemon=True).start()
+
+    def pump(self, src, dst, direction):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                with self.lock:
+                    setattr(self, direction, getattr(self, direction) + len(data))
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            with self.lock:
+                self.active -= 1
+
+    def snapshot(self):
+        deadline = time.time() + 5
+        while self.active and time.time() < deadline:
+            time.sleep(0.01)
+        with self.lock:
+            return self.up, self.down, self.connections
+
+    def stop(self):
+        self.listener.close()
+
+
+def cpu_seconds(pid):
+    """CPU time of a server process and its reaped children (per-connection forks: upload-pack, sshd-session)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+
+
+class Transport:
+    """How contenders reach the repositories: file:// or ssh:// to the bench's sshd."""
+
+    def __init__(self, name, url_of, client_env, gitops_flags, work):
+        self.name, self.url_of, self.client_env, self.gitops_flags, self.work = (
+            name, url_of, client_env, gitops_flags, work)
+
+
+def file_transport(work):
+    return Transport("file://", lambda path: f"file://{path}", ENV, [], work)
+
+
+def ssh_transport(work, sshd, port=None, known_hosts=None):
+    port = port or sshd.port
+    known_hosts = known_hosts or sshd.known_hosts
+    # The same ssh options gitops uses (pinned host key, only the deploy key), for the git CLI too.
+    ssh = (f"ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -i {sshd.key} "
+           f"-o UserKnownHostsFile={known_hosts} -o GlobalKnownHostsFile=/dev/null")
+    env = dict(ENV, GIT_SSH_COMMAND=ssh)
+    flags = ["--ssh-key", sshd.key, "--known-hosts", known_hosts]
+    return Transport("ssh://", lambda path: f"ssh://{sshd.user}@127.0.0.1:{port}{path}", env, flags, work)
+
+
+# ---------------------------------------------------------------- scenarios
+
+class Results:
+    def __init__(self):
+        self.rows = []  # (scenario, repo, transport, contender short name, name, times, rss, baseline?)
+
+    def add(self, scenario, repo, transport, contender, times, rss, baseline):
+        self.rows.append(dict(scenario=scenario, repo=repo, transport=transport.name, short=contender.short,
+                              name=contender.name, times=times, rss=rss, baseline=baseline))
+
+    def median(self, scenario, repo, transport, short):
+        for row in self.rows:
+            if (row["scenario"], row["repo"], row["transport"], row["short"]) == (scenario, repo, transport, short):
+                return statistics.median(row["times"])
+        return None
+
+    def row(self, scenario, repo, transport, short):
+        for row in self.rows:
+            if (row["scenario"], row["repo"], row["transport"], row["short"]) == (scenario, repo, transport, short):
+                return row
+        return None
+
+
+def measure(results, scenario, repo, transport, contenders, rounds, job, before_round=None, limited=None):
+    """Run `job(contender, round)` for each contender, interleaved, `rounds` times; the first is the baseline.
+
+    `limited` maps a contender to fewer rounds (ansible-pull: seconds per run)."""
+    times = {c.short: [] for c in contenders}
+    rss = {c.short: [] for c in contenders}
+    limited = limited or {}
     for r in range(rounds):
         if before_round:
             before_round(r)
-        for name, job in contenders:
-            t, rss = job(r)
-            results[name][0].append(t)
-            results[name][1].append(rss)
-    return results
+        order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+        for contender in order:
+            if r >= limited.get(contender.short, rounds):
+                continue
+            elapsed, peak = job(contender, r)
+            times[contender.short].append(elapsed)
+            rss[contender.short].append(peak)
+    for i, contender in enumerate(contenders):
+        results.add(scenario, repo, transport, contender, times[contender.short], rss[contender.short], i == 0)
 
 
-def table_rows(scenario, results, baseline):
-    base = statistics.median(results[baseline][0])
+def run_scenarios(args, work, gitops, transports, repos, results):
+    seed = Seed()
+    ansible = AnsiblePull() if os.access(ANSIBLE_PULL, os.X_OK) else None
+    contenders = [seed, gitops] + ([ansible] if ansible else [])
+    limited = {"ansible": min(args.rounds, args.ansible_rounds)}
+    for transport in transports:
+        for label, files, commits, bare in repos:
+            url = transport.url_of(bare)
+            tag = f"{transport.name[:-3]}-{label}"
+            say(f"{transport.name} {label}: no-op poll")
+            places = {c.short: os.path.join(work, f"{tag}-{c.short}-deployed") for c in contenders}
+            for c in contenders:
+                c.once(transport, url, places[c.short], ok=(0, 10))
+            measure(results, "no-op poll", label, transport, contenders, args.rounds,
+                    lambda c, r: c.once(transport, url, places[c.short]), limited=limited)
+            if label == "deep":
+                continue
+
+            say(f"{transport.name} {label}: 1-file change applied")
+            pusher = Pusher(bare, os.path.join(work, f"{tag}-scratch"))
+            measure(results, "1-file change applied", label, transport, contenders, args.rounds,
+                    lambda c, r: c.once(transport, url, places[c.short], ok=(0, 10)),
+                    before_round=lambda r: pusher.push(f"{tag}-{r}"), limited=limited)
+            # The deployments lag behind when ansible ran fewer rounds: catch up before the next scenario.
+            for c in contenders:
+                shutil.rmtree(places[c.short], ignore_errors=True)
+
+            say(f"{transport.name} {label}: first deploy")
+
+            def first(c, r):
+                place = os.path.join(work, f"{tag}-{c.short}-first")
+                shutil.rmtree(place, ignore_errors=True)
+                return c.once(transport, url, place, ok=(0, 10))
+            measure(results, "first deploy", label, transport, contenders, args.rounds, first, limited=limited)
+            for c in contenders:
+                shutil.rmtree(os.path.join(work, f"{tag}-{c.short}-first"), ignore_errors=True)
+
+            # ansible-pull has no notion of a rewind: it would check the older commit out and run it.
+            say(f"{transport.name} {label}: rewind detected")
+            rewound = os.path.join(work, f"{tag}-rewind.git")
+            git("clone", "-q", "--bare", "--no-local", bare, rewound)
+            rewind_url = transport.url_of(rewound)
+            rewind_places = {c.short: os.path.join(work, f"{tag}-{c.short}-rewind") for c in (seed, gitops)}
+            for c in (seed, gitops):
+                c.once(transport, rewind_url, rewind_places[c.short], ok=(0, 10))
+            git("update-ref", "refs/heads/main", "main~1", cwd=rewound)
+            measure(results, "rewind detected", label, transport, [seed, gitops], args.rounds,
+                    lambda c, r: c.once(transport, rewind_url, rewind_places[c.short], ok=(20,)))
+            for place in rewind_places.values():
+                shutil.rmtree(place, ignore_errors=True)
+    return ansible is not None
+
+
+# ---------------------------------------------------------------- fleet view
+
+def fleet_view(work, gitops, sshd, bare, polls):
+    """Bytes on the wire and server CPU per no-op poll, gitops against the seed's `git fetch`."""
     rows = []
-    for name, (times, rss) in results.items():
-        med = statistics.median(times)
-        rows.append(f"| {scenario} | {name} | {min(times) * 1000:.1f} | {med * 1000:.1f} | {med / base:.2f}x | {max(rss) / 1024:.1f} |")
+    daemon = GitDaemon(work)
+    try:
+        for name, backend, server_pid in [("git://", daemon.port, daemon.proc.pid),
+                                          ("ssh://", sshd.port, sshd.proc.pid)]:
+            proxy = CountingProxy(backend)
+            rel = os.path.relpath(bare, work)
+            if name == "git://":
+                transport = Transport(name, lambda path: f"git://127.0.0.1:{proxy.port}/{rel}", ENV, [], work)
+            else:
+                transport = ssh_transport(work, sshd, proxy.port, sshd.known_hosts_for(proxy.port))
+            url = transport.url_of(bare)
+            clone = os.path.join(work, f"fleet-{name[:3]}-clone")
+            state = os.path.join(work, f"fleet-{name[:3]}-state")
+            git("clone", "-q", url, clone, env=transport.client_env)
+            gitops.once(transport, url, state, ok=(10,))
+            jobs = [("seed: git fetch", lambda: run(["git", "fetch", "-q"], cwd=clone, env=transport.client_env)),
+                    ("gitops sync (no-op)", lambda: run(gitops.command(transport, url, state), env=ENV))]
+            for label, job in jobs:
+                time.sleep(0.3)
+                up0, down0, conn0 = proxy.snapshot()
+                cpu0 = cpu_seconds(server_pid)
+                for _ in range(polls):
+                    code = job()[2]
+                    if code != 0:
+                        sys.exit(f"bench: fleet view: {label} exited {code}")
+                time.sleep(0.3)  # let the server reap its per-connection children
+                up1, down1, conn1 = proxy.snapshot()
+                cpu1 = cpu_seconds(server_pid)
+                rows.append(dict(transport=name, who=label, up=(up1 - up0) / polls, down=(down1 - down0) / polls,
+                                 connections=(conn1 - conn0) / polls, cpu=(cpu1 - cpu0) / polls))
+            proxy.stop()
+    finally:
+        daemon.stop()
     return rows
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=15)
-    args = ap.parse_args()
-    if not os.path.exists(GITOPS):
-        sys.exit("bench: build first: cargo build --release")
-    work = tempfile.mkdtemp(prefix="gitops-bench-")
-    rows = []
-    try:
-        for label, files, commits in [("small", 100, 10), ("large", 10000, 5000)]:
-            repo = os.path.join(work, f"{label}.git")
-            make_repo(repo, files, commits)
-            url = f"file://{repo}"
-            clone = os.path.join(work, f"{label}-clone")
-            subprocess.run(["git", "clone", "-q", url, clone], check=True, env=ENV)
-            state = os.path.join(work, f"{label}-state")
-            steps(gitops_sync(url, state), ok=(10,))
+# ---------------------------------------------------------------- build
 
-            res = measure(args.rounds, [
-                ("seed: git fetch + rev-parse + merge-base", lambda r: steps(seed_poll(clone))),
-                ("gitops sync (up-to-date)", lambda r: steps(gitops_sync(url, state))),
-            ])
-            rows += table_rows(f"no-op poll, {label} ({files} files, {commits} commits)", res,
-                               "seed: git fetch + rev-parse + merge-base")
+def build(mode):
+    """Build the release binary; return (binary path, cold build seconds or None)."""
+    if mode == "none":
+        return os.path.join(ROOT, "target", "release", "gitops"), None
+    if mode == "incremental":
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        return os.path.join(ROOT, "target", "release", "gitops"), None
+    target = os.path.join(ROOT, "target", "bench-cold")
+    shutil.rmtree(target, ignore_errors=True)
+    say("cold release build (empty target dir, crates already downloaded) ...")
+    subprocess.run(["cargo", "fetch", "--quiet"], cwd=ROOT, check=True)
+    start = time.perf_counter()
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--offline", "--target-dir", target], cwd=ROOT,
+                   check=True)
+    elapsed = time.perf_counter() - start
+    binary = os.path.join(ROOT, "target", "release", "gitops-bench")
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
+    shutil.copy(os.path.join(target, "release", "gitops"), binary)
+    shutil.rmtree(target, ignore_errors=True)
+    return binary, elapsed
 
-            scratch = os.path.join(work, f"{label}-scratch")
-            subprocess.run(["git", "clone", "-q", url, scratch], check=True, env=ENV)
-            res = measure(args.rounds, [
-                ("seed: fetch + compare + git pull + ./run.sh",
-                 lambda r: steps(seed_poll(clone) + [(["git", "pull", "-q"], clone), (["./run.sh"], clone)])),
-                ("gitops sync (apply)", lambda r: steps(gitops_sync(url, state), ok=(10,))),
-            ], before_round=lambda r: push_change(repo, scratch, f"{label}-{r}"))
-            rows += table_rows(f"1-file change applied, {label}", res, "seed: fetch + compare + git pull + ./run.sh")
 
-            def fresh(prefix):
-                path = os.path.join(work, f"{label}-{prefix}-fresh")
-                shutil.rmtree(path, ignore_errors=True)
-                return path
-            res = measure(max(3, args.rounds // 3), [
-                ("seed: git clone + ./run.sh",
-                 lambda r: steps([(["git", "clone", "-q", url, fresh("clone")], None),
-                                  (["./run.sh"], os.path.join(work, f"{label}-clone-fresh"))])),
-                ("gitops sync (first deploy)", lambda r: steps(gitops_sync(url, fresh("state")), ok=(10,))),
-            ])
-            rows += table_rows(f"first deploy, {label}", res, "seed: git clone + ./run.sh")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+# ---------------------------------------------------------------- report
 
-    size = os.path.getsize(GITOPS)
-    report = [
-        f"# gitops benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} rounds, file:// transport)",
+def fmt_ms(seconds):
+    return f"{seconds * 1000:.1f}"
+
+
+def verdict(ok):
+    return "**met**" if ok else "**not met**"
+
+
+def report(args, results, fleet, binary, cold_build, ansible_ran, repos, load_before):
+    lines = [
+        f"# gitops benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.rounds} rounds"
+        + (", quick fixtures" if args.quick else "") + ")",
         "",
-        "Peak RSS: gitops's own (getrusage RUSAGE_SELF); for git, the largest process of the flow.",
+        f"Machine: {os.cpu_count()} cores, shared; load average {load_before:.1f} at the start. Ratios are "
+        "medians measured side by side in the same rounds (interleaved, order rotating); absolute times drift.",
         "",
-        "| scenario | contender | min ms | median ms | ratio (median) | peak RSS MiB |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Release binary (stripped, opt-level=s, lto): {size / 1048576:.2f} MiB",
+        "Repositories: " + "; ".join(f"{label} ({files:,} files, {commits:,} commits)"
+                                     for label, files, commits, _ in repos) + ".",
+        "Baseline (ratio 1.00x): the seed's flow, `bench/seed-flow.sh` — `git clone` + `./run.sh` on first use, "
+        "then `git fetch` + `rev-parse @` + `rev-parse @{u}` + `merge-base`, and `git pull` + `./run.sh` when behind.",
+        "Peak RSS: gitops's own process (RUSAGE_SELF, its `-v` line); for the others the largest process of the "
+        "flow (wait4). `run.sh` is `true`.",
     ]
-    text = "\n".join(report) + "\n"
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "latest.md"), "w") as fh:
+    if ansible_ran:
+        lines.append(f"ansible-pull (`--only-if-changed`, ansible-core from `bench/setup`) runs the first "
+                     f"{min(args.rounds, args.ansible_rounds)} rounds only (seconds per run); it has no rewind "
+                     "detection, so it is not in that scenario.")
+    else:
+        lines.append("ansible-pull: **skipped** — ansible-core is not installed; run `bench/setup` (pip into "
+                     "bench/.venv) to add those rows.")
+    lines += ["", "| scenario | repo | transport | contender | min ms | median ms | ratio | peak RSS MiB |",
+              "|---|---|---|---|---|---|---|---|"]
+    base = {}
+    for row in results.rows:
+        key = (row["scenario"], row["repo"], row["transport"])
+        if row["baseline"]:
+            base[key] = statistics.median(row["times"])
+        if not row["times"]:
+            continue
+        med = statistics.median(row["times"])
+        lines.append(f"| {row['scenario']} | {row['repo']} | {row['transport']} | {row['name']} | "
+                     f"{fmt_ms(min(row['times']))} | {fmt_ms(med)} | {med / base[key]:.2f}x | "
+                     f"{max(row['rss']) / 1024:.1f} |")
+
+    # Fleet view.
+    per_second = FLEET_HOSTS / POLL_INTERVAL
+    lines += ["", f"## Fleet view: one no-op poll, and {FLEET_HOSTS:,} hosts polling every "
+              f"{POLL_INTERVAL // 60} minutes ({per_second:.1f} polls/s)", "",
+              f"Bytes counted by a TCP proxy in front of the server (both directions; ssh bytes are encrypted); "
+              f"server CPU is the server's and its reaped children's utime+stime (git daemon → upload-pack; "
+              f"sshd → session → upload-pack), averaged over {args.fleet_polls} polls of the large repository.", "",
+              "| transport | client | bytes to server | bytes from server | connections | server CPU ms/poll | "
+              "fleet traffic GB/day | fleet server CPU (cores) |", "|---|---|---|---|---|---|---|---|"]
+    for row in fleet:
+        total = row["up"] + row["down"]
+        lines.append(f"| {row['transport']} | {row['who']} | {row['up']:.0f} | {row['down']:.0f} | "
+                     f"{row['connections']:.0f} | {row['cpu'] * 1000:.1f} | "
+                     f"{total * per_second * 86400 / 1e9:.2f} | {row['cpu'] * per_second:.2f} |")
+
+    size = os.path.getsize(binary)
+    lines += ["", "## Binary and build", "",
+              f"- Release binary: {size / MIB:.2f} MiB (stripped: `[profile.release]` opt-level = \"s\", lto, "
+              "codegen-units = 1, strip, panic = \"abort\").",
+              "- Cold release build: " + (f"{cold_build:.0f} s (empty target dir, crates already downloaded, "
+                                          f"{os.cpu_count()} shared cores)" if cold_build else
+                                          "not measured in this run (`--build cold` measures it).")]
+
+    # Targets.
+    def ratios(scenario, of, to, to_scenario=None, to_repo=None):
+        out = []
+        for row in results.rows:
+            if row["scenario"] != scenario or row["short"] != of:
+                continue
+            mine = statistics.median(row["times"])
+            other = results.median(to_scenario or scenario, to_repo or row["repo"], row["transport"], to)
+            if other:
+                out.append((f"{row['repo']} {row['transport']}", mine / other))
+        return out
+
+    def target(text, pairs, limit):
+        if not pairs:
+            return f"- {text}: not measured"
+        worst = max(r for _, r in pairs)
+        shown = ", ".join(f"{where} {r:.3f}x" if r < 0.1 else f"{where} {r:.2f}x" for where, r in pairs)
+        return f"- {text}: {verdict(worst <= limit)} ({shown})"
+
+    noop_rss = [max(row["rss"]) / 1024 for row in results.rows
+                if row["scenario"] == "no-op poll" and row["short"] == "gitops"]
+    flat = [(f"{row['repo']} {row['transport']}",
+             statistics.median(row["times"]) / results.median("no-op poll", "small", row["transport"], "gitops"))
+            for row in results.rows
+            if row["scenario"] == "no-op poll" and row["short"] == "gitops" and row["repo"] != "small"]
+    lines += ["", "## Targets", "",
+              target("no-op poll ≤ 0.5× the seed flow", ratios("no-op poll", "gitops", "seed"), 0.5),
+              target("no-op poll ≤ 0.01× ansible-pull", ratios("no-op poll", "gitops", "ansible"), 0.01)
+              if ansible_ran else "- no-op poll ≤ 0.01× ansible-pull: not measured (ansible-core not installed)",
+              target("no-op poll on the large/deep repo ≤ 1.2× the small one", flat, 1.2),
+              target("1-file change applied ≤ 1.0× the seed's `git pull` flow",
+                     ratios("1-file change applied", "gitops", "seed"), 1.0),
+              target("first deploy ≤ 1.0× `git clone` + run", ratios("first deploy", "gitops", "seed"), 1.0),
+              f"- peak RSS of a no-op ≤ 8 MiB: {verdict(max(noop_rss) <= 8)} (max {max(noop_rss):.1f} MiB)",
+              f"- binary ≤ 8 MiB: {verdict(size <= 8 * MIB)} ({size / MIB:.2f} MiB)"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--ansible-rounds", type=int, default=5, help="rounds ansible-pull takes part in")
+    ap.add_argument("--fleet-polls", type=int, default=40)
+    ap.add_argument("--build", choices=["cold", "incremental", "none"], default="cold",
+                    help="cold: time a release build in an empty target dir and bench that binary")
+    ap.add_argument("--quick", action="store_true", help="smaller fixtures, for trying the bench itself")
+    ap.add_argument("--transports", default="file,ssh")
+    ap.add_argument("--output", default=os.path.join(BENCH, "results", "latest.md"))
+    args = ap.parse_args()
+    load_before = os.getloadavg()[0]
+    binary, cold_build = build(args.build)
+    if not os.path.exists(binary):
+        sys.exit("bench: build first: cargo build --release")
+    gitops = Gitops(binary)
+    work = tempfile.mkdtemp(prefix="gitops-bench-")
+    sshd = None
+    try:
+        repos = []
+        for label, files, commits in (QUICK_REPOS if args.quick else REPOS):
+            say(f"making the {label} repository ({files} files, {commits} commits)")
+            bare = os.path.join(work, f"{label}.git")
+            make_repo(bare, files, commits)
+            repos.append((label, files, commits, bare))
+        transports = []
+        wanted = args.transports.split(",")
+        if "file" in wanted:
+            transports.append(file_transport(work))
+        sshd = Sshd(work)  # the fleet view uses it whatever the transports
+        if "ssh" in wanted:
+            transports.append(ssh_transport(work, sshd))
+        results = Results()
+        ansible_ran = run_scenarios(args, work, gitops, transports, repos, results)
+        say("fleet view")
+        fleet = fleet_view(work, gitops, sshd, repos[1][3], args.fleet_polls)
+    finally:
+        if sshd:
+            sshd.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    text = report(args, results, fleet, binary, cold_build, ansible_ran, repos, load_before)
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as fh:
         fh.write(text)
     print(text)
 
