@@ -34,6 +34,8 @@ pub struct Source<'a> {
     pub reference: Option<&'a str>,
     /// HTTPS user and token.
     pub http_credentials: Option<&'a (String, String)>,
+    /// The deployed commit: when the remote still points there, nothing is read from the cache.
+    pub deployed: Option<ObjectId>,
 }
 
 /// The cache repository turned out to be missing objects it claims to have.
@@ -103,7 +105,7 @@ pub fn open_cache(
 
 /// Whether the tip fetched last time can still be read: a cache with refs to missing or truncated
 /// objects makes every later fetch fail in negotiation, so it is rebuilt instead.
-pub fn check_sound(repo: &gix::Repository) -> anyhow::Result<()> {
+fn check_sound(repo: &gix::Repository) -> anyhow::Result<()> {
     let Ok(Some(mut reference)) = repo.try_find_reference(REMOTE_REF) else { return Ok(()) };
     let readable = reference.peel_to_id().ok().and_then(|id| repo.find_object(id).ok()).is_some();
     if readable {
@@ -179,27 +181,21 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
         })?;
     let tip =
         mapping.remote.as_id().ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?.to_owned();
-    let remote_refs = if already_fetched(repo, tip) {
+    let up_to_date = already_fetched(repo, tip);
+    let remote_refs = if up_to_date {
         // A no-op poll ends with the ref advertisement: nothing to negotiate, receive or record.
         // Dropping the connection tells the server we are done.
         let refs = prepare.ref_map().remote_refs.clone();
         drop(prepare);
         refs
     } else {
+        check_sound(repo)?;
         let outcome = prepare
             .receive(gix::progress::Discard, &interrupt)
             .map_err(anyhow::Error::new)
             .with_context(|| format!("fetching {source} from {url}"))?;
         outcome.ref_map.remote_refs
     };
-    let object = repo.find_object(tip).map_err(|e| {
-        anyhow::Error::new(CacheDamaged(format!("fetched tip {tip} of {source} cannot be read from the cache ({e})")))
-    })?;
-    let tag = (object.kind == gix::object::Kind::Tag).then_some(tip);
-    let commit = object
-        .peel_to_commit()
-        .map_err(|e| anyhow::Error::new(CacheDamaged(format!("{source} on {url}: its commit cannot be read ({e})"))))?
-        .id;
     let reference = match from.reference {
         Some(reference) => reference.to_string(),
         None => head_target(&remote_refs).unwrap_or_else(|| "HEAD".into()),
@@ -209,13 +205,27 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
         .or_else(|| reference.strip_prefix("refs/tags/"))
         .unwrap_or(&reference)
         .to_string();
+    if up_to_date && from.deployed == Some(tip) {
+        // Nothing new and known to be a commit: the object database is not even opened (opening a
+        // pack index reads a table as long as the history).
+        return Ok(Fetched { commit: tip, tag: None, reference, branch });
+    }
+    let object = repo.find_object(tip).map_err(|e| {
+        anyhow::Error::new(CacheDamaged(format!("fetched tip {tip} of {source} cannot be read from the cache ({e})")))
+    })?;
+    let tag = (object.kind == gix::object::Kind::Tag).then_some(tip);
+    let commit = object
+        .peel_to_commit()
+        .map_err(|e| anyhow::Error::new(CacheDamaged(format!("{source} on {url}: its commit cannot be read ({e})"))))?
+        .id;
     Ok(Fetched { commit, tag, reference, branch })
 }
 
-/// Whether the cache already holds `tip` under our ref, i.e. the last fetch brought it.
+/// Whether our ref already points at `tip`, i.e. an earlier fetch brought it (a damaged cache is
+/// found and rebuilt by the first fetch that has something to receive).
 fn already_fetched(repo: &gix::Repository, tip: ObjectId) -> bool {
     let Ok(Some(reference)) = repo.try_find_reference(REMOTE_REF) else { return false };
-    reference.target().try_id() == Some(tip.as_ref()) && repo.has_object(tip)
+    reference.target().try_id() == Some(tip.as_ref())
 }
 
 /// The ref the remote's HEAD points at, if it told us.

@@ -56,6 +56,13 @@ pub fn load_record(layout: &Layout) -> RunRecord {
 /// Record, export and announce a finished run; problems are logged, never fail the run.
 pub fn after_run(layout: &Layout, settings: &ReportSettings, summary: &RunSummary) {
     let mut record = load_record(layout);
+    let mut summary = summary.clone();
+    if let Some(last) = record.last_run.as_ref().filter(|last| last.commit == summary.commit) {
+        // An up-to-date run does not read its commit; it is the one the last run reported on.
+        summary.subject = summary.subject.or_else(|| last.subject.clone());
+        summary.author = summary.author.or_else(|| last.author.clone());
+    }
+    let summary = &summary;
     record.last_run = Some(summary.clone());
     if summary.is_failure() {
         record.consecutive_failures += 1;

@@ -80,7 +80,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let mut state = state::load_or_quarantine(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| parse_id(hex, "applied_commit")).transpose()?;
 
-    let (repo, fetched) = match fetch_once(settings, layout) {
+    let (repo, fetched) = match fetch_once(settings, layout, deployed) {
         Err(error) if cache_damaged(&error) => {
             // The cache is only a copy of the remote: rebuild it rather than fail every run from now on.
             log::warn!(
@@ -90,7 +90,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
             );
             std::fs::remove_dir_all(layout.cache())
                 .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
-            fetch_once(settings, layout)?
+            fetch_once(settings, layout, deployed)?
         }
         other => other?,
     };
@@ -275,14 +275,17 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
 }
 
 /// Open the cache and fetch, within --fetch-timeout; ssh's messages explain a failure.
-fn fetch_once(settings: &Settings, layout: &Layout) -> anyhow::Result<(gix::Repository, Fetched)> {
+fn fetch_once(
+    settings: &Settings,
+    layout: &Layout,
+    deployed: Option<ObjectId>,
+) -> anyhow::Result<(gix::Repository, Fetched)> {
     let repo = fetch::open_cache(
         &layout.cache(),
         &settings.ssh_command,
         settings.http_ca_file.as_deref(),
         settings.fetch_timeout,
     )?;
-    fetch::check_sound(&repo)?;
     let ssh_log = layout.root.join(crate::config::SSH_LOG);
     let _ = std::fs::remove_file(&ssh_log);
     let source = Source {
@@ -290,6 +293,7 @@ fn fetch_once(settings: &Settings, layout: &Layout) -> anyhow::Result<(gix::Repo
         display_url: &settings.repo_url_display,
         reference: settings.source_ref.as_deref(),
         http_credentials: settings.http_credentials.as_ref(),
+        deployed,
     };
     let what = format!("fetching from {}", settings.repo_url_display);
     let (fetched, expired) = deadline::run(settings.fetch_timeout, &what, || fetch::fetch(&repo, source));
@@ -320,6 +324,10 @@ fn describe(repo: &gix::Repository, fetched: &Fetched, deployed: Option<ObjectId
     summary.branch = Some(fetched.branch.clone());
     summary.commit = Some(fetched.commit.to_string());
     summary.previous_commit = deployed.map(|d| d.to_string());
+    if deployed == Some(fetched.commit) {
+        // Up to date: the report carries the subject over from the last run of this commit.
+        return;
+    }
     if let Ok(commit) = repo.find_commit(fetched.commit) {
         summary.subject = commit.message().ok().map(|m| m.summary().to_string());
         summary.author = commit.author().ok().map(|a| format!("{} <{}>", a.name, a.email));
