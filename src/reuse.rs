@@ -90,7 +90,33 @@ pub fn refresh(dir: &Path, old: &gix::index::File, new: &mut gix::index::State) 
             }
         }
         let plan = Plan { old, new, positions: &positions, dirs: &dirs };
-        plan.walk(dir, &mut BString::default(), &mut kept, &mut removed)?;
+        let mut subdirs = Vec::new();
+        plan.walk(dir, &mut BString::default(), &mut kept, &mut removed, Some(&mut subdirs))?;
+        // One stat call per file is most of the cost: the top-level directories go to two threads.
+        let walked: Vec<anyhow::Result<Walked>> = std::thread::scope(|scope| {
+            let plan = &plan;
+            let handles: Vec<_> = (0..2)
+                .map(|half| {
+                    let mine: Vec<BString> = subdirs.iter().skip(half).step_by(2).cloned().collect();
+                    scope.spawn(move || {
+                        let mut walked = Walked::default();
+                        for mut prefix in mine {
+                            plan.walk(dir, &mut prefix, &mut walked.0, &mut walked.1, None)?;
+                        }
+                        Ok(walked)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a directory walk panicked"))))
+                .collect()
+        });
+        for part in walked {
+            let (more_kept, more_removed) = part?;
+            kept.extend(more_kept);
+            removed.extend(more_removed);
+        }
     }
     let count = kept.len();
     for (i, stat) in kept {
@@ -114,6 +140,9 @@ fn attributes_differ(old: &gix::index::File, new: &gix::index::State) -> bool {
     attributes(old) != attributes(new)
 }
 
+/// Files kept (new entry position and stat data) and paths removed by a walk.
+type Walked = (Vec<(usize, Stat)>, Vec<PathBuf>);
+
 /// The new tree as looked up during the walk.
 struct Plan<'a> {
     old: &'a gix::index::File,
@@ -124,12 +153,14 @@ struct Plan<'a> {
 
 impl Plan<'_> {
     /// Walk `root/prefix` without following symlinks; keep, descend into, or remove each entry.
+    /// With `defer`, subdirectories to descend into are collected there instead.
     fn walk(
         &self,
         root: &Path,
         prefix: &mut BString,
         kept: &mut Vec<(usize, Stat)>,
         removed: &mut Vec<PathBuf>,
+        mut defer: Option<&mut Vec<BString>>,
     ) -> anyhow::Result<()> {
         let here = root.join(prefix.to_path_lossy());
         for entry in fs::read_dir(&here).with_context(|| format!("reading {}", here.display()))? {
@@ -140,11 +171,14 @@ impl Plan<'_> {
                 prefix.push(b'/');
             }
             prefix.extend_from_slice(name.as_bytes());
-            let path = entry.path();
+            let path = here.join(&name);
             let kind = entry.file_type().with_context(|| format!("reading the type of {}", path.display()))?;
             if kind.is_dir() {
                 if self.dirs.contains(prefix.as_bstr()) {
-                    self.walk(root, prefix, kept, removed)?;
+                    match defer.as_deref_mut() {
+                        Some(later) => later.push(prefix.clone()),
+                        None => self.walk(root, prefix, kept, removed, None)?,
+                    }
                 } else {
                     fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
                     removed.push(prefix.to_path_lossy().into_owned());
