@@ -87,14 +87,22 @@ class Contender:
     def command(self, transport, url, where):
         raise NotImplementedError
 
-    def once(self, transport, url, where, ok=(0,)):
-        elapsed, rss, code, err = run(self.command(transport, url, where), env=self.env(transport))
-        if code not in ok:
-            sys.exit(f"bench: {self.name} exited {code} (wanted {ok}) on {url}:\n{err[-3000:]}")
+    def once(self, transport, url, where, ok=(0,), wrap=False):
+        """One run: (seconds, peak RSS KiB). `wrap` measures RSS through /usr/bin/time (see below)."""
+        command = self.command(transport, url, where)
+        with tempfile.NamedTemporaryFile() as rss_file:
+            if wrap:
+                # ru_maxrss of a process counts the high-water mark of the image that exec'd it, here a
+                # ~20 MiB Python: /usr/bin/time (small) forks the flow and reports its largest process.
+                command = ["/usr/bin/time", "-f", "%M", "-o", rss_file.name, *command]
+            elapsed, rss, code, err = run(command, env=self.env(transport))
+            if code not in ok:
+                sys.exit(f"bench: {self.name} exited {code} (wanted {ok}) on {url}:\n{err[-3000:]}")
+            if wrap:
+                rss = int(open(rss_file.name).read().split()[-1])
+        # gitops reports its own peak (VmHWM), children excluded; the others: their largest process.
         own = [int(line.split("peak-rss-kib=")[1]) for line in err.splitlines() if "peak-rss-kib=" in line]
-        # gitops reports its own peak (RUSAGE_SELF); wait4 would report the git upload-pack it spawns
-        # for file:// or ssh when that is larger. The others: their largest process.
-        return elapsed, own[0] if own else rss
+        return elapsed, own[0] if own else (rss if wrap else None)
 
 
 class Seed(Contender):
@@ -374,9 +382,15 @@ def measure(results, scenario, repo, transport, contenders, rounds, job, before_
         for contender in order:
             if r >= limited.get(contender.short, rounds):
                 continue
-            elapsed, peak = job(contender, r)
+            elapsed, peak = job(contender, r, False)
             times[contender.short].append(elapsed)
-            rss[contender.short].append(peak)
+            if peak is not None:
+                rss[contender.short].append(peak)
+    # One more, untimed round measures the others' peak RSS through /usr/bin/time.
+    if before_round:
+        before_round(rounds)
+    for contender in contenders:
+        rss[contender.short].append(job(contender, rounds, True)[1])
     for i, contender in enumerate(contenders):
         results.add(scenario, repo, transport, contender, times[contender.short], rss[contender.short], i == 0)
 
@@ -395,28 +409,27 @@ def run_scenarios(args, work, gitops, transports, repos, results):
             for c in contenders:
                 c.once(transport, url, places[c.short], ok=(0, 10))
             measure(results, "no-op poll", label, transport, contenders, args.rounds,
-                    lambda c, r: c.once(transport, url, places[c.short]), limited=limited)
+                    lambda c, r, wrap: c.once(transport, url, places[c.short], wrap=wrap), limited=limited)
             if label == "deep":
                 continue
 
             say(f"{transport.name} {label}: 1-file change applied")
             pusher = Pusher(bare, os.path.join(work, f"{tag}-scratch"))
             measure(results, "1-file change applied", label, transport, contenders, args.rounds,
-                    lambda c, r: c.once(transport, url, places[c.short], ok=(0, 10)),
+                    lambda c, r, wrap: c.once(transport, url, places[c.short], ok=(0, 10), wrap=wrap),
                     before_round=lambda r: pusher.push(f"{tag}-{r}"), limited=limited)
-            # The deployments lag behind when ansible ran fewer rounds: catch up before the next scenario.
-            for c in contenders:
-                shutil.rmtree(places[c.short], ignore_errors=True)
+            # Deleting is left until the repository is done: this ext4 has no journal, and its inode
+            # allocator then skips over inodes freed in the last ~30 s one by one, which would make the
+            # next scenario's file creations pay for this one's deletions.
+            trash = list(places.values())
 
             say(f"{transport.name} {label}: first deploy")
 
-            def first(c, r):
-                place = os.path.join(work, f"{tag}-{c.short}-first")
-                shutil.rmtree(place, ignore_errors=True)
-                return c.once(transport, url, place, ok=(0, 10))
+            def first(c, r, wrap):
+                place = os.path.join(work, f"{tag}-{c.short}-first-{r}")
+                trash.append(place)
+                return c.once(transport, url, place, ok=(0, 10), wrap=wrap)
             measure(results, "first deploy", label, transport, contenders, args.rounds, first, limited=limited)
-            for c in contenders:
-                shutil.rmtree(os.path.join(work, f"{tag}-{c.short}-first"), ignore_errors=True)
 
             # ansible-pull has no notion of a rewind: it would check the older commit out and run it.
             say(f"{transport.name} {label}: rewind detected")
@@ -428,8 +441,8 @@ def run_scenarios(args, work, gitops, transports, repos, results):
                 c.once(transport, rewind_url, rewind_places[c.short], ok=(0, 10))
             git("update-ref", "refs/heads/main", "main~1", cwd=rewound)
             measure(results, "rewind detected", label, transport, [seed, gitops], args.rounds,
-                    lambda c, r: c.once(transport, rewind_url, rewind_places[c.short], ok=(20,)))
-            for place in rewind_places.values():
+                    lambda c, r, wrap: c.once(transport, rewind_url, rewind_places[c.short], ok=(20,), wrap=wrap))
+            for place in trash + list(rewind_places.values()):
                 shutil.rmtree(place, ignore_errors=True)
     return ansible is not None
 
@@ -521,8 +534,9 @@ def report(args, results, fleet, binary, cold_build, ansible_ran, repos, load_be
                                      for label, files, commits, _ in repos) + ".",
         "Baseline (ratio 1.00x): the seed's flow, `bench/seed-flow.sh` — `git clone` + `./run.sh` on first use, "
         "then `git fetch` + `rev-parse @` + `rev-parse @{u}` + `merge-base`, and `git pull` + `./run.sh` when behind.",
-        "Peak RSS: gitops's own process (RUSAGE_SELF, its `-v` line); for the others the largest process of the "
-        "flow (wait4). `run.sh` is `true`.",
+        "Peak RSS: gitops's own process (VmHWM, its `-v` line; children such as a local upload-pack or ssh "
+        "excluded); for the others the largest process of the flow (`/usr/bin/time`, one extra untimed round). "
+        "`run.sh` is `true`.",
     ]
     if ansible_ran:
         lines.append(f"ansible-pull (`--only-if-changed`, ansible-core from `bench/setup`) runs the first "
