@@ -13,9 +13,9 @@ lint:
     cargo fmt --all -- --check
     cargo clippy --all-targets -- -D warnings
 
-# No-op poll and apply, side by side with the git CLI flow; ratios and peak RSS.
+# Issue 8's suite: a timed cold release build, then every scenario interleaved with the seed's git flow
+# and ansible-pull (after `bench/setup`); ratios, RSS, fleet view, targets -> bench/results/latest.md.
 bench rounds="15":
-    cargo build --release --quiet
     python3 bench/bench.py --rounds {{rounds}}
 
 # Push → applied latency through `gitops webhook` (goal ≤ 2 s); writes bench/results/webhook-latency.md.
