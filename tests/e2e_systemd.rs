@@ -217,18 +217,29 @@ fn chroot(root: &Path, args: &[&str]) -> String {
 
 /// A rootfs copy with gitops installed the way an image build does: the binary in /usr/bin,
 /// then `gitops install-units --enable --root` from the host.
+/// Run a freshly copied binary: while another test thread forks, its child briefly holds our write
+/// descriptor of the copy, and exec fails with "Text file busy" (ETXTBSY) until that child execs.
+fn output_retrying_busy(command: &mut Command) -> std::process::Output {
+    for _ in 0..100 {
+        match command.output() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            result => return result.expect("running the copied binary"),
+        }
+    }
+    panic!("the copied binary stayed busy (ETXTBSY) for 2 s");
+}
+
 fn install_with_install_units(dir: &Path) -> PathBuf {
     let root = dir.join("root");
     tooling::rootfs_copy(&root);
     let bin = root.join("usr/bin/gitops");
     fs::copy(env!("CARGO_BIN_EXE_gitops"), &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    let installed = Command::new(&bin)
-        .args(["install-units", "--enable", "--root"])
-        .arg(&root)
-        .env("GITOPS_CONFIG", "/dev/null")
-        .output()
-        .unwrap();
+    let installed = output_retrying_busy(
+        Command::new(&bin).args(["install-units", "--enable", "--root"]).arg(&root).env("GITOPS_CONFIG", "/dev/null"),
+    );
     assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
     root
 }
