@@ -336,9 +336,14 @@ impl SigningKey {
 
     /// The key's SHA256 fingerprint as ssh-keygen prints it.
     pub fn fingerprint(&self) -> String {
-        let out = Command::new("ssh-keygen").arg("-lf").arg(self.private.with_extension("pub")).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).unwrap().to_string()
+        fingerprint_of(&self.private.with_extension("pub"))
     }
+}
+
+/// The SHA256 fingerprint ssh-keygen prints for the first key in a public-key or known_hosts file.
+pub fn fingerprint_of(path: &Path) -> String {
+    let out = Command::new("ssh-keygen").arg("-lf").arg(path).output().expect("running ssh-keygen");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().nth(1).expect("a fingerprint").to_string()
 }
 
 /// Write an allowed_signers file (mode 0644) from lines.
