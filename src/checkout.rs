@@ -9,8 +9,9 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{Context, bail};
 use gix::ObjectId;
 
+use crate::layout::Layout;
 use crate::reuse;
-use crate::state::{Layout, sync_dir};
+use crate::state::sync_dir;
 
 /// Refuse a hostile tree before anything is written: invalid or duplicate names, `.git` components,
 /// or more than `max_size` bytes of content (a blob reused many times counts each time).

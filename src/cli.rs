@@ -5,16 +5,30 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::notify::NotifyOn;
-use crate::outcome::EXIT_CODES_HELP;
+use crate::outcome::{Outcome, exit_codes_help, sync_exit_codes_help};
 use crate::reboot::Strategy;
 use crate::verify::Policy;
 
+/// The default trigger: wait out a gitops.service run already in progress (the timer's, or one
+/// started by hand), then start a new one and wait for it to finish.
+///
+/// Blocking on purpose: `systemctl start` on a oneshot unit that is already running joins that
+/// run instead of starting another, and that run may have fetched before the push. Waiting for
+/// it first, and keeping the worker busy while our own run lasts, is what makes "a push during a
+/// run gets one more run after it" hold for systemd too.
+pub const DEFAULT_TRIGGER_COMMAND: &str = "while [ \"$(systemctl show --property=ActiveState --value gitops.service)\" = activating ]; do sleep 1; done; exec systemctl start gitops.service";
+
 /// Exit codes of `gitops webhook`, shown in its `--help`.
-const WEBHOOK_HELP: &str = "\
-Exit codes:
-   0  stopped after --idle-timeout without requests
-   1  runtime error (cannot listen on --listen)
-   2  usage or configuration error (no secret, secret file readable by others, bad flag or socket)";
+fn webhook_exit_codes_help() -> String {
+    exit_codes_help([
+        (Outcome::Success, "stopped after --idle-timeout without requests".into()),
+        (Outcome::Runtime, "runtime error (cannot listen on --listen)".into()),
+        (
+            Outcome::Usage,
+            "usage or configuration error (no secret, secret file readable by others, bad flag or socket)".into(),
+        ),
+    ])
+}
 
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
 ///
@@ -24,7 +38,7 @@ Exit codes:
 /// Every commit is checked out beside the live one and published by renaming a symlink, then its
 /// entrypoint (run.sh) runs; a failed apply is retried on the next run.
 #[derive(Debug, Parser)]
-#[command(name = "gitops", version, after_help = EXIT_CODES_HELP, propagate_version = true)]
+#[command(name = "gitops", version, after_help = sync_exit_codes_help(), propagate_version = true)]
 pub struct Cli {
     /// Environment file with KEY=VALUE lines, read before flags (default /etc/gitops/gitops.env when present).
     #[arg(long, global = true, env = "GITOPS_CONFIG", value_name = "FILE")]
@@ -46,7 +60,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one fetch → decide → verify → checkout → apply → record cycle and exit with its code.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = sync_exit_codes_help())]
     Sync(Box<SyncArgs>),
     /// Print the signature verdict for a commit (or range) without applying anything; exit 31 if refused.
     Verify(VerifyArgs),
@@ -55,7 +69,7 @@ pub enum Command {
     /// Print the entrypoint log of the last run, or of a given commit.
     Logs(LogsArgs),
     /// Serve forge push webhooks (POST /hooks/push, GET /healthz) and start a sync for each push to the deployed branch.
-    #[command(after_help = WEBHOOK_HELP)]
+    #[command(after_help = webhook_exit_codes_help())]
     Webhook(WebhookArgs),
     /// Write the systemd units into ROOT/etc/systemd/system; with --enable, enable the timer (no running systemd needed).
     InstallUnits(InstallUnitsArgs),
@@ -309,7 +323,7 @@ pub struct WebhookArgs {
         long,
         env = "GITOPS_WEBHOOK_TRIGGER",
         value_name = "COMMAND",
-        default_value = crate::webhook::DEFAULT_TRIGGER_COMMAND,
+        default_value = DEFAULT_TRIGGER_COMMAND,
         hide_default_value = true
     )]
     pub trigger_command: String,

@@ -2,7 +2,6 @@
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -12,16 +11,18 @@ use gix::ObjectId;
 
 use crate::cli::{ReportArgs, SyncArgs, TrustArgs};
 use crate::fleet::FleetSettings;
+use crate::hostkey::{HostKeys, ssh_command};
+use crate::layout::Layout;
 use crate::notify::Target;
+use crate::parse::{parse_duration, parse_size};
 use crate::redact;
 use crate::report::ReportSettings;
+use crate::secret_file::{check_not_writable_by_others, check_private_file, credential, read_secret_file};
 use crate::signers::AllowedSigners;
-use crate::verify::Policy;
+use crate::verify::Trust;
 
 /// Where the env file is looked for when `--config` is not given.
 pub const DEFAULT_ENV_FILE: &str = "/etc/gitops/gitops.env";
-/// State directory when neither `--state-dir` nor systemd's `$STATE_DIRECTORY` says otherwise.
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitops";
 
 /// Validated settings for one `gitops sync` run.
 #[derive(Debug, Clone)]
@@ -32,8 +33,8 @@ pub struct Settings {
     pub repo_url_display: String,
     /// Full ref to fetch (`refs/heads/main`, `refs/tags/prod`); None follows the remote's HEAD.
     pub source_ref: Option<String>,
-    /// Root of all state: lock, state.json, cache, revisions, logs.
-    pub state_dir: PathBuf,
+    /// The state directory: lock, state.json, cache, revisions, logs.
+    pub layout: Layout,
     /// Entrypoint path relative to the checkout root (no `..`, not absolute).
     pub entrypoint: PathBuf,
     /// How long the entrypoint may run before its process group is killed.
@@ -74,40 +75,25 @@ pub struct Settings {
     pub fleet: FleetSettings,
 }
 
-/// Signature verification settings.
-#[derive(Debug, Clone)]
-pub struct Trust {
-    /// Who may sign.
-    pub signers: AllowedSigners,
-    /// Which commits must be signed.
-    pub policy: Policy,
-    /// History from this commit back is not checked.
-    pub since: Option<ObjectId>,
-}
-
-impl Trust {
-    /// Build from flags; None when no allowed_signers file is configured or provided as a credential.
-    pub fn from_args(args: TrustArgs) -> anyhow::Result<Option<Trust>> {
-        let Some(path) = args.allowed_signers.or_else(|| credential("allowed-signers")) else {
-            if args.verify_since.is_some() {
-                bail!("--verify-since needs --allowed-signers; set both or neither");
-            }
-            return Ok(None);
-        };
-        check_not_writable_by_others(&path, "--allowed-signers")?;
-        let signers = AllowedSigners::load(&path)?;
-        let since = args
-            .verify_since
-            .map(|hex| {
-                ObjectId::from_hex(hex.as_bytes()).map_err(|_| {
-                    anyhow!(
-                        "--verify-since {hex:?} is not a full commit id; use the 40-hex id of the first signed commit"
-                    )
-                })
+/// Signature verification from flags; None when no allowed_signers file is configured or provided as a credential.
+pub fn trust(args: TrustArgs) -> anyhow::Result<Option<Trust>> {
+    let Some(path) = args.allowed_signers.or_else(|| credential("allowed-signers")) else {
+        if args.verify_since.is_some() {
+            bail!("--verify-since needs --allowed-signers; set both or neither");
+        }
+        return Ok(None);
+    };
+    check_not_writable_by_others(&path, "--allowed-signers")?;
+    let signers = AllowedSigners::load(&path)?;
+    let since = args
+        .verify_since
+        .map(|hex| {
+            ObjectId::from_hex(hex.as_bytes()).map_err(|_| {
+                anyhow!("--verify-since {hex:?} is not a full commit id; use the 40-hex id of the first signed commit")
             })
-            .transpose()?;
-        Ok(Some(Trust { signers, policy: args.policy, since }))
-    }
+        })
+        .transpose()?;
+    Ok(Some(Trust { signers, policy: args.policy, since }))
 }
 
 /// Notification targets, HMAC key and metrics file; URLs and key are registered as secrets.
@@ -139,25 +125,6 @@ fn report_settings(args: ReportArgs) -> anyhow::Result<ReportSettings> {
         None => None,
     };
     Ok(ReportSettings { targets, notify_on: args.notify_on, secret, metrics_file: args.metrics_file })
-}
-
-/// A systemd credential file (`LoadCredential=NAME:…`), if the service was given one.
-pub fn credential(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
-    let path = Path::new(&dir).join(name);
-    path.is_file().then_some(path)
-}
-
-/// The state directory: the flag, else systemd's `$STATE_DIRECTORY`, else the default.
-pub fn state_dir_or_default(flag: Option<PathBuf>) -> PathBuf {
-    flag.or_else(|| {
-        // systemd passes a colon-separated list when the unit names several directories.
-        std::env::var("STATE_DIRECTORY")
-            .ok()
-            .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
-            .filter(|dir| !dir.as_os_str().is_empty())
-    })
-    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
 }
 
 /// Find the env file named by `--config`/`GITOPS_CONFIG` in raw args, before clap parses them.
@@ -257,16 +224,7 @@ impl Settings {
             }
             (None, None) => None,
         };
-        let state_dir = state_dir_or_default(args.state_dir);
-        if state_dir.to_str().is_none() {
-            bail!(
-                "--state-dir {}: the path is not valid UTF-8, which state.json and the entrypoint's environment need; choose another path",
-                state_dir.display()
-            );
-        }
-        // Absolute, because the entrypoint runs in another working directory and gets this path.
-        let state_dir = std::path::absolute(&state_dir)
-            .with_context(|| format!("--state-dir {}: cannot make it absolute", state_dir.display()))?;
+        let layout = Layout::from_flag(args.state_dir)?;
         let entrypoint = PathBuf::from(&args.entrypoint);
         if args.entrypoint.is_empty()
             || !entrypoint.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
@@ -306,11 +264,10 @@ impl Settings {
                 })?;
                 HostKeys::Pinned(known_hosts)
             }
-            (None, true) => HostKeys::TrustOnFirstUse(state_dir.join("known_hosts")),
+            (None, true) => HostKeys::TrustOnFirstUse(layout.known_hosts()),
             (None, false) => HostKeys::SystemDefaults,
         };
-        let ssh_command =
-            ssh_command(ssh_key.as_ref().map(|(key, _)| key.as_path()), &host_keys, &state_dir.join(SSH_LOG));
+        let ssh_command = ssh_command(ssh_key.as_ref().map(|(key, _)| key.as_path()), &host_keys, &layout.ssh_log());
         let http_credentials = match args
             .http_token_file
             .map(|f| (f, "--http-token-file"))
@@ -324,7 +281,7 @@ impl Settings {
                 .with_context(|| format!("--http-ca-file {}: cannot read it; check the path", ca.display()))?;
         }
         let http_ca_file = args.http_ca_file.map(|ca| std::path::absolute(&ca).unwrap_or(ca));
-        let trust = Trust::from_args(args.trust)?;
+        let trust = trust(args.trust)?;
         let keep_logs = args.report.keep_logs.max(1);
         let report = report_settings(args.report)?;
         let hostname = match args.host {
@@ -337,7 +294,7 @@ impl Settings {
             repo_url_display: redact::url(&repo_url),
             repo_url,
             source_ref,
-            state_dir,
+            layout,
             entrypoint,
             apply_timeout,
             fetch_timeout,
@@ -364,171 +321,15 @@ impl Settings {
 /// The host's own key, usable as a deploy key (`--use-host-key`).
 const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
 
-/// How the server's host key is checked; never "not at all".
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeys {
-    /// Only keys in this known_hosts file.
-    Pinned(PathBuf),
-    /// The first key seen is written to this file and pinned from then on.
-    TrustOnFirstUse(PathBuf),
-    /// ssh's own known_hosts files, strictly.
-    SystemDefaults,
-}
-
-/// Refuse a secret file that is missing, owned by another user, or readable by group/others, as ssh does.
-pub fn check_private_file(path: &Path, what: &str) -> anyhow::Result<()> {
-    check_mode(path, what, 0o077, "are too open (readable by group/others)", "600")
-}
-
-/// Refuse a trust file (allowed_signers) that others could change.
-fn check_not_writable_by_others(path: &Path, what: &str) -> anyhow::Result<()> {
-    check_mode(path, what, 0o022, "let group/others change who may sign", "644")
-}
-
-/// Refuse `path` when it is owned by someone else or any of the `forbidden` mode bits is set.
-fn check_mode(path: &Path, what: &str, forbidden: u32, problem: &str, fix: &str) -> anyhow::Result<()> {
-    let meta = owned_file(path, what)?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & forbidden != 0 {
-        bail!("{what} {}: permissions {mode:04o} {problem}; run chmod {fix} {}", path.display(), path.display());
-    }
-    Ok(())
-}
-
-/// Read a private secret file (checked like a key), trimmed; an empty one is an error saying what belongs in it.
-fn read_secret_file(path: &Path, what: &str, content: &str) -> anyhow::Result<String> {
-    check_private_file(path, what)?;
-    let secret = fs::read_to_string(path).with_context(|| format!("{what} {}: cannot read it", path.display()))?;
-    let secret = secret.trim().to_string();
-    if secret.is_empty() {
-        bail!("{what} {} is empty; put {content} in it", path.display());
-    }
-    redact::register(&secret);
-    Ok(secret)
-}
-
-fn owned_file(path: &Path, what: &str) -> anyhow::Result<fs::Metadata> {
-    use std::os::unix::fs::MetadataExt;
-    let meta =
-        fs::metadata(path).with_context(|| format!("{what} {}: cannot read it; check the path", path.display()))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me && meta.uid() != 0 {
-        bail!(
-            "{what} {}: owned by uid {}, not by this user ({me}) or root; run chown {me} {}",
-            path.display(),
-            meta.uid(),
-            path.display()
-        );
-    }
-    Ok(meta)
-}
-
-/// ssh's messages go to this file in the state dir (`ssh -E`), to be folded into our one-line errors.
-pub const SSH_LOG: &str = "ssh.log";
-
-/// The ssh command line: batch mode, checked host keys, only the given identity, messages to `log`.
-fn ssh_command(key: Option<&Path>, host_keys: &HostKeys, log: &Path) -> String {
-    let strict = match host_keys {
-        HostKeys::TrustOnFirstUse(_) => "accept-new",
-        HostKeys::Pinned(_) | HostKeys::SystemDefaults => "yes",
-    };
-    let mut cmd = format!(
-        "ssh -E {} -o BatchMode=yes -o StrictHostKeyChecking={strict} -o ConnectTimeout=30 -o ServerAliveInterval=15",
-        shell_quote(&log.to_string_lossy())
-    );
-    if let Some(key) = key {
-        cmd.push_str(" -o IdentitiesOnly=yes -i ");
-        cmd.push_str(&shell_quote(&key.to_string_lossy()));
-    }
-    if let HostKeys::Pinned(file) | HostKeys::TrustOnFirstUse(file) = host_keys {
-        cmd.push_str(" -o UserKnownHostsFile=");
-        cmd.push_str(&shell_quote(&file.to_string_lossy()));
-        cmd.push_str(" -o GlobalKnownHostsFile=/dev/null");
-    }
-    cmd
-}
-
-/// Quote for a POSIX shell (gix runs the ssh command through `sh -c`).
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
 fn kernel_hostname() -> anyhow::Result<String> {
     let name = fs::read_to_string("/proc/sys/kernel/hostname")
         .context("reading /proc/sys/kernel/hostname; pass --host NAME instead")?;
     Ok(name.trim().to_string())
 }
 
-/// The longest duration accepted anywhere: beyond it a typo is likelier than intent.
-const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
-
-/// Parse `512K`, `500M`, `2G` (powers of 1024) or plain bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| "not a size".to_string())?;
-    let factor: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        "T" | "TB" | "TIB" => 1 << 40,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    number.checked_mul(factor).filter(|n| *n > 0).ok_or_else(|| "must be more than zero and less than 16 EiB".into())
-}
-
-/// Parse `90s`, `30m`, `2h`, `1d`, `500ms` or plain seconds (at most a year).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = parse_duration_unbounded(text)?;
-    if duration > MAX_DURATION {
-        return Err("longer than a year".into());
-    }
-    Ok(duration)
-}
-
-fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| "not a duration".to_string())?;
-    let seconds = match unit.trim() {
-        "ms" => return Ok(Duration::from_millis(number)),
-        "" | "s" | "sec" => 1,
-        "m" | "min" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    if number == 0 {
-        return Err("must be more than zero".into());
-    }
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3 weeks").is_err());
-        assert!(parse_duration("-5s").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-        assert!(parse_duration("400d").is_err());
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert_eq!(parse_size("512k"), Ok(512 << 10));
-        assert!(parse_size("0").is_err() && parse_size("1Q").is_err() && parse_size("99999999999T").is_err());
-    }
 
     #[test]
     fn env_file_syntax() {
@@ -544,19 +345,6 @@ mod tests {
         );
         assert!(parse_env_file("no equals sign").unwrap_err().contains("line 1"));
         assert!(parse_env_file("BAD-NAME=1").is_err());
-    }
-
-    #[test]
-    fn ssh_command_pins_keys_and_quotes_paths() {
-        let cmd =
-            ssh_command(Some(Path::new("/k/it's key")), &HostKeys::Pinned("/k/known".into()), Path::new("/s/ssh.log"));
-        assert!(cmd.contains("StrictHostKeyChecking=yes"));
-        assert!(cmd.contains("-i '/k/it'\\''s key'"));
-        assert!(cmd.contains("UserKnownHostsFile='/k/known'"));
-        assert!(ssh_command(None, &HostKeys::SystemDefaults, Path::new("/s/l")).contains("StrictHostKeyChecking=yes"));
-        let tofu = ssh_command(None, &HostKeys::TrustOnFirstUse("/s/known_hosts".into()), Path::new("/s/l"));
-        assert!(tofu.contains("StrictHostKeyChecking=accept-new") && tofu.contains("/s/known_hosts"));
-        assert!(!tofu.contains("=no"));
     }
 
     #[test]

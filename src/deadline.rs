@@ -5,11 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
+use crate::outcome::Outcome;
+
 /// How long the blocked work gets to notice its killed children before the process gives up.
 const GRACE: Duration = Duration::from_secs(3);
 
 /// Run `work`; if it has not finished after `timeout`, kill our child processes (ssh, upload-pack) so
-/// it fails, and if it still does not return, log `what` and exit 1 (nothing has been written yet).
+/// it fails, and if it still does not return, log `what` and end the process as a runtime failure
+/// (nothing has been written yet).
 /// Returns the work's result and whether the deadline passed.
 pub fn run<T>(timeout: Duration, what: &str, work: impl FnOnce() -> T) -> (T, bool) {
     let (done, wait) = mpsc::channel::<()>();
@@ -26,7 +29,7 @@ pub fn run<T>(timeout: Duration, what: &str, work: impl FnOnce() -> T) -> (T, bo
             log::error!(
                 "{what}: no answer within --fetch-timeout {timeout:?}; nothing changed; check the network and the Git server"
             );
-            std::process::exit(1);
+            Outcome::Runtime.exit_now();
         }
     });
     let result = work();

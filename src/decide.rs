@@ -2,33 +2,78 @@
 
 use gix::ObjectId;
 
-/// What the comparison of deployed and remote history calls for.
+/// What this host knows about the remote commit, gathered before deciding (all plain data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// The applied commit (None before the first deploy).
+    pub deployed: Option<ObjectId>,
+    /// The remote commit just fetched.
+    pub remote: ObjectId,
+    /// Merge base of the two (None when they share no history or the deployed commit is not in the cache).
+    pub merge_base: Option<ObjectId>,
+    /// The remote commit is one this host applied before (state.json's `applied_history`).
+    pub applied_before: bool,
+    /// The live revision (`current`) is the remote commit's checkout.
+    pub live_is_remote: bool,
+}
+
+/// The operator's permissions to move backwards or sideways (`--allow-rewind`, `--allow-diverged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Allowed {
+    /// Deploy a rewound branch.
+    pub rewind: bool,
+    /// Deploy a diverged branch.
+    pub diverged: bool,
+}
+
+/// What the run does about the remote commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    /// The remote commit is the deployed one.
+    /// The remote commit is the deployed and live one.
     UpToDate,
-    /// The remote descends from the deployed commit, or nothing was deployed yet.
-    Apply,
-    /// The remote is an ancestor of the deployed commit: the branch was rewound.
+    /// Check out and apply the remote commit, for this reason.
+    Apply(Why),
+    /// The remote is behind the deployed commit (a rewind or a rollback): refused, nothing changes.
     NeedPush,
-    /// Neither contains the other (force-push), or the deployed commit is unknown to the remote.
+    /// Neither contains the other (force-push), or the deployed commit is unknown: refused, nothing changes.
     Diverged,
 }
 
-/// Decide from `deployed` (None before the first deploy), `remote`, and their merge base
-/// (None when they share no history or the deployed commit is not in the cache).
-pub fn decide(deployed: Option<ObjectId>, remote: ObjectId, merge_base: Option<ObjectId>) -> Decision {
+/// Why a commit is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Nothing was deployed yet.
+    FirstDeploy,
+    /// The remote descends from the deployed commit.
+    FastForward,
+    /// It is the applied commit, but another revision is live (a later one was checked out, failed, and
+    /// was reverted): converge on it again.
+    Reapply,
+    /// A rewind or rollback, allowed by `--allow-rewind`.
+    Rewind,
+    /// A diverged history, allowed by `--allow-diverged`.
+    Diverged,
+}
+
+/// Decide what to do about `history.remote`.
+pub fn decide(history: &History, allowed: Allowed) -> Decision {
+    let History { deployed, remote, merge_base, applied_before, live_is_remote } = *history;
     let Some(deployed) = deployed else {
-        return Decision::Apply;
+        return Decision::Apply(Why::FirstDeploy);
     };
     if deployed == remote {
-        Decision::UpToDate
-    } else if merge_base == Some(deployed) {
-        Decision::Apply
-    } else if merge_base == Some(remote) {
-        Decision::NeedPush
-    } else {
-        Decision::Diverged
+        return if live_is_remote { Decision::UpToDate } else { Decision::Apply(Why::Reapply) };
+    }
+    if merge_base == Some(deployed) {
+        return Decision::Apply(Why::FastForward);
+    }
+    // A commit this host applied before is a rollback, even when the cache no longer knows the history.
+    let rewound = merge_base == Some(remote) || applied_before;
+    match (rewound, allowed) {
+        (true, Allowed { rewind: true, .. }) => Decision::Apply(Why::Rewind),
+        (true, _) => Decision::NeedPush,
+        (false, Allowed { diverged: true, .. }) => Decision::Apply(Why::Diverged),
+        (false, _) => Decision::Diverged,
     }
 }
 
@@ -43,18 +88,30 @@ mod tests {
     #[test]
     fn table() {
         let (a, b, c) = (id(1), id(2), id(3));
+        let none = Allowed::default();
+        let rewind = Allowed { rewind: true, diverged: false };
+        let diverged = Allowed { rewind: false, diverged: true };
         let cases = [
-            // (deployed, remote, merge base) -> decision
-            (None, a, None, Decision::Apply),
-            (Some(a), a, Some(a), Decision::UpToDate),
-            (Some(a), a, None, Decision::UpToDate),
-            (Some(a), b, Some(a), Decision::Apply),
-            (Some(b), a, Some(a), Decision::NeedPush),
-            (Some(a), b, Some(c), Decision::Diverged),
-            (Some(a), b, None, Decision::Diverged),
+            // (deployed, remote, merge base, applied before, live is remote, allowed) -> decision
+            (None, a, None, false, false, none, Decision::Apply(Why::FirstDeploy)),
+            (Some(a), a, Some(a), true, true, none, Decision::UpToDate),
+            (Some(a), a, None, true, true, none, Decision::UpToDate),
+            (Some(a), a, None, true, false, none, Decision::Apply(Why::Reapply)),
+            (Some(a), b, Some(a), false, false, none, Decision::Apply(Why::FastForward)),
+            (Some(b), a, Some(a), true, false, none, Decision::NeedPush),
+            (Some(b), a, Some(a), false, false, rewind, Decision::Apply(Why::Rewind)),
+            (Some(b), a, Some(a), false, false, diverged, Decision::NeedPush),
+            (Some(a), b, Some(c), false, false, none, Decision::Diverged),
+            (Some(a), b, None, false, false, none, Decision::Diverged),
+            (Some(a), b, None, false, false, rewind, Decision::Diverged),
+            (Some(a), b, None, false, false, diverged, Decision::Apply(Why::Diverged)),
+            // A rollback to a commit applied before, with the cache rebuilt (no merge base): still a rewind.
+            (Some(a), b, None, true, false, none, Decision::NeedPush),
+            (Some(a), b, Some(c), true, false, rewind, Decision::Apply(Why::Rewind)),
         ];
-        for (deployed, remote, base, want) in cases {
-            assert_eq!(decide(deployed, remote, base), want, "{deployed:?} {remote:?} {base:?}");
+        for (deployed, remote, merge_base, applied_before, live_is_remote, allowed, want) in cases {
+            let history = History { deployed, remote, merge_base, applied_before, live_is_remote };
+            assert_eq!(decide(&history, allowed), want, "{history:?} {allowed:?}");
         }
     }
 }

@@ -6,13 +6,13 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 
 use crate::cli::FleetArgs;
-use crate::config::parse_duration;
-use crate::fleetlock;
 use crate::inventory::{self, Inventory};
+use crate::parse::parse_duration;
+use crate::reboot::fleetlock;
+use crate::reboot::window::Window;
 use crate::reboot::{RebootSettings, Strategy};
-use crate::window::Window;
 
-/// The validated fleet part of [`crate::config::Settings`].
+/// The validated fleet part of the sync settings.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
     /// Config root, host overrides, tags and the teardown script's name.

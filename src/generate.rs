@@ -144,12 +144,13 @@ fn completions(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::EXIT_CODES_HELP;
+    use crate::outcome::sync_exit_codes_help;
 
     #[test]
     fn exit_code_table_has_every_code() {
-        let table = exit_code_table(EXIT_CODES_HELP);
-        assert_eq!(table.len(), EXIT_CODES_HELP.lines().count() - 1);
+        let help = sync_exit_codes_help();
+        let table = exit_code_table(&help);
+        assert_eq!(table.len(), help.lines().count() - 1);
         for (code, meaning) in table {
             assert!(code.parse::<u8>().is_ok() && !meaning.is_empty(), "{code}");
         }

@@ -1,12 +1,11 @@
-//! Fold what ssh said into our one-line error; host-key refusals name the pinned and the offered fingerprints.
+//! ssh for Git: the command line that pins host keys, and what ssh said folded into our one-line error
+//! (host-key refusals name the pinned and the offered fingerprints).
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use ssh_key::{HashAlg, PublicKey};
-
-use crate::config::HostKeys;
 
 /// Explain a failed fetch with ssh's own messages (`ssh_log`, from `ssh -E`).
 ///
@@ -60,4 +59,60 @@ fn fingerprints(path: &Path) -> String {
         }
     }
     out.join(", ")
+}
+
+/// How the server's host key is checked; never "not at all".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeys {
+    /// Only keys in this known_hosts file.
+    Pinned(PathBuf),
+    /// The first key seen is written to this file and pinned from then on.
+    TrustOnFirstUse(PathBuf),
+    /// ssh's own known_hosts files, strictly.
+    SystemDefaults,
+}
+
+/// The ssh command line: batch mode, checked host keys, only the given identity, messages to `log`.
+pub fn ssh_command(key: Option<&Path>, host_keys: &HostKeys, log: &Path) -> String {
+    let strict = match host_keys {
+        HostKeys::TrustOnFirstUse(_) => "accept-new",
+        HostKeys::Pinned(_) | HostKeys::SystemDefaults => "yes",
+    };
+    let mut cmd = format!(
+        "ssh -E {} -o BatchMode=yes -o StrictHostKeyChecking={strict} -o ConnectTimeout=30 -o ServerAliveInterval=15",
+        shell_quote(&log.to_string_lossy())
+    );
+    if let Some(key) = key {
+        cmd.push_str(" -o IdentitiesOnly=yes -i ");
+        cmd.push_str(&shell_quote(&key.to_string_lossy()));
+    }
+    if let HostKeys::Pinned(file) | HostKeys::TrustOnFirstUse(file) = host_keys {
+        cmd.push_str(" -o UserKnownHostsFile=");
+        cmd.push_str(&shell_quote(&file.to_string_lossy()));
+        cmd.push_str(" -o GlobalKnownHostsFile=/dev/null");
+    }
+    cmd
+}
+
+/// Quote for a POSIX shell (gix runs the ssh command through `sh -c`).
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_command_pins_keys_and_quotes_paths() {
+        let cmd =
+            ssh_command(Some(Path::new("/k/it's key")), &HostKeys::Pinned("/k/known".into()), Path::new("/s/ssh.log"));
+        assert!(cmd.contains("StrictHostKeyChecking=yes"));
+        assert!(cmd.contains("-i '/k/it'\\''s key'"));
+        assert!(cmd.contains("UserKnownHostsFile='/k/known'"));
+        assert!(ssh_command(None, &HostKeys::SystemDefaults, Path::new("/s/l")).contains("StrictHostKeyChecking=yes"));
+        let tofu = ssh_command(None, &HostKeys::TrustOnFirstUse("/s/known_hosts".into()), Path::new("/s/l"));
+        assert!(tofu.contains("StrictHostKeyChecking=accept-new") && tofu.contains("/s/known_hosts"));
+        assert!(!tofu.contains("=no"));
+    }
 }

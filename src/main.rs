@@ -4,25 +4,31 @@ mod apply;
 mod changes;
 mod checkout;
 mod cli;
+mod clock;
+mod commit_id;
 mod config;
 mod deadline;
 mod decide;
 mod failpoint;
 mod fetch;
 mod fleet;
-mod fleetlock;
 mod generate;
 mod hostkey;
 mod inventory;
+mod last_run;
+mod layout;
 mod metrics;
 mod notify;
 mod outcome;
+mod parse;
+mod plan;
 #[cfg(test)]
 mod proptests;
 mod reboot;
 mod redact;
 mod report;
 mod reuse;
+mod secret_file;
 mod signers;
 mod splay;
 mod state;
@@ -33,7 +39,6 @@ mod units;
 mod verify;
 mod verify_command;
 mod webhook;
-mod window;
 
 use std::process::ExitCode;
 
@@ -93,18 +98,18 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         Command::Logs(args) => status::logs(args),
         Command::Webhook(args) => {
             webhook::run(args)?;
-            // The idle timeout ended it: exit 0.
-            Ok(Outcome::UpToDate)
+            // The idle timeout ended it.
+            Ok(Outcome::Success)
         }
         Command::InstallUnits(args) => {
             units::install(&args.root, args.enable)?;
-            Ok(Outcome::UpToDate)
+            Ok(Outcome::Success)
         }
         Command::Generate(args) => {
             for path in generate::generate(args.what, &args.out)? {
                 log::info!("wrote {}", path.display());
             }
-            Ok(Outcome::UpToDate)
+            Ok(Outcome::Success)
         }
     }
 }

@@ -5,12 +5,9 @@ use std::fmt::Write as _;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::last_run::RunRecord;
 use crate::notify::RunSummary;
-use crate::report::RunRecord;
-
-/// Every result label, so the `gitops_last_result` gauge always has all series.
-const RESULTS: [&str; 8] =
-    ["up-to-date", "applied", "need-push", "diverged", "apply-failed", "verify-failed", "error", "locked"];
+use crate::outcome::Outcome;
 
 /// Render the metrics for the run just finished.
 pub fn render(record: &RunRecord, run: &RunSummary) -> String {
@@ -50,7 +47,11 @@ pub fn render(record: &RunRecord, run: &RunSummary) -> String {
         "gitops_last_result",
         "1 for the result of the last run, 0 for the others.",
         "gauge",
-        RESULTS.iter().map(|r| (format!("{{result=\"{r}\"}}"), if *r == run.result { 1.0 } else { 0.0 })).collect(),
+        // Every result a sync can have, so that the gauge always has all its series.
+        Outcome::SYNC
+            .iter()
+            .map(|r| (format!("{{result=\"{r}\"}}"), if *r == run.result { 1.0 } else { 0.0 }))
+            .collect(),
     );
     if let (Some(commit), Some(branch)) = (&run.commit, &run.branch) {
         let labels = format!("{{commit=\"{}\",branch=\"{}\"}}", escape(commit), escape(branch));

@@ -3,6 +3,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::commit_id::short;
+use crate::outcome::Outcome;
+
 /// Discord's limit on a message's `content`.
 const DISCORD_CONTENT_MAX: usize = 2000;
 /// How much of the log tail goes into a Slack code block (a section holds 3000 characters).
@@ -27,9 +30,9 @@ pub struct RunSummary {
     pub subject: Option<String>,
     /// Its author, `Name <email>`.
     pub author: Option<String>,
-    /// Outcome label: applied, up-to-date, need-push, diverged, apply-failed, verify-failed, error.
-    pub result: String,
-    /// The exit code of the run.
+    /// How the run ended (its label in JSON).
+    pub result: Outcome,
+    /// The exit code of the run (`result`'s code, kept for readers of the JSON).
     pub exit_code: u8,
     /// One line saying what went wrong, if anything.
     pub error: Option<String>,
@@ -51,7 +54,7 @@ pub struct RunSummary {
 impl RunSummary {
     /// A one-line human summary.
     pub fn headline(&self) -> String {
-        let commit = self.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("?");
+        let commit = self.commit.as_deref().map(short).unwrap_or("?");
         let branch = self.branch.as_deref().unwrap_or("?");
         let mut line = format!("{}: {} {branch}@{commit}", self.host, self.result);
         if let Some(subject) = &self.subject {
@@ -66,9 +69,10 @@ impl RunSummary {
         line
     }
 
-    /// Whether this result counts as a failure for `--notify-on failure` and health.
-    pub fn is_failure(&self) -> bool {
-        !matches!(self.exit_code, 0 | 10 | 75)
+    /// Record how the run ended.
+    pub fn set_result(&mut self, outcome: Outcome) {
+        self.result = outcome;
+        self.exit_code = outcome.code();
     }
 }
 
@@ -131,15 +135,15 @@ pub enum NotifyOn {
 impl NotifyOn {
     /// Whether `summary` is to be reported.
     pub fn wants(self, summary: &RunSummary) -> bool {
-        if matches!(summary.exit_code, 2 | 75) {
+        if matches!(summary.result, Outcome::Usage | Outcome::Locked) {
             // A usage error or a skipped run (lock held) is not news for the fleet channel.
             return false;
         }
         match self {
             NotifyOn::Always => true,
             // A reboot is news even on an otherwise up-to-date run.
-            NotifyOn::Change => summary.exit_code != 0 || summary.reboot.is_some(),
-            NotifyOn::Failure => summary.is_failure(),
+            NotifyOn::Change => summary.result != Outcome::UpToDate || summary.reboot.is_some(),
+            NotifyOn::Failure => summary.result.is_failure(),
         }
     }
 }
@@ -185,10 +189,10 @@ pub fn discord_payload(summary: &RunSummary, attachment: Option<&str>) -> serde_
         content.push_str(" (log truncated: the attachment keeps its end)");
     }
     let content = truncate_chars(&content, DISCORD_CONTENT_MAX);
-    let colour = match summary.result.as_str() {
-        "applied" => 0x2e_cc_71,
-        "up-to-date" => 0x95_a5_a6,
-        "need-push" | "diverged" => 0xf3_9c_12,
+    let colour = match summary.result {
+        Outcome::Applied => 0x2e_cc_71,
+        Outcome::UpToDate => 0x95_a5_a6,
+        Outcome::NeedPush | Outcome::Diverged => 0xf3_9c_12,
         _ => 0xe7_4c_3c,
     };
     let field = |name: &str, value: Option<&str>| json!({"name": name, "value": value.unwrap_or("-"), "inline": true});
@@ -243,7 +247,7 @@ mod tests {
             branch: Some("main".into()),
             commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
             subject: Some("bump nginx".into()),
-            result: "applied".into(),
+            result: Outcome::Applied,
             exit_code: 10,
             log_tail: Some("line\n".repeat(1000)),
             ..RunSummary::default()
@@ -264,18 +268,18 @@ mod tests {
     #[test]
     fn notify_on_policy() {
         let mut s = summary();
-        for (code, change, failure) in [
-            (0, false, false),
-            (10, true, false),
-            (20, true, true),
-            (30, true, true),
-            (1, true, true),
-            (75, false, false),
-            (2, false, false),
+        for (outcome, change, failure) in [
+            (Outcome::UpToDate, false, false),
+            (Outcome::Applied, true, false),
+            (Outcome::NeedPush, true, true),
+            (Outcome::ApplyFailed, true, true),
+            (Outcome::Runtime, true, true),
+            (Outcome::Locked, false, false),
+            (Outcome::Usage, false, false),
         ] {
-            s.exit_code = code;
-            assert_eq!(NotifyOn::Change.wants(&s), change, "change {code}");
-            assert_eq!(NotifyOn::Failure.wants(&s), failure, "failure {code}");
+            s.set_result(outcome);
+            assert_eq!(NotifyOn::Change.wants(&s), change, "change {outcome}");
+            assert_eq!(NotifyOn::Failure.wants(&s), failure, "failure {outcome}");
         }
     }
 

@@ -2,10 +2,11 @@
 
 use std::fmt;
 
-/// How a run ended; each variant maps to exactly one documented exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a command ended; each variant maps to exactly one documented exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Outcome {
     /// Nothing to do: the remote commit is the deployed one.
+    #[default]
     UpToDate,
     /// A new commit was checked out and its entrypoint succeeded.
     Applied,
@@ -23,13 +24,28 @@ pub enum Outcome {
     Usage,
     /// Another run holds the lock.
     Locked,
+    /// A command other than `sync` did what was asked (status healthy, units written, webhook idle).
+    Success,
 }
 
 impl Outcome {
+    /// Every way `gitops sync` can end, in the order the exit-code table lists them.
+    pub const SYNC: [Outcome; 9] = [
+        Outcome::UpToDate,
+        Outcome::Applied,
+        Outcome::NeedPush,
+        Outcome::Diverged,
+        Outcome::ApplyFailed,
+        Outcome::VerifyFailed,
+        Outcome::Runtime,
+        Outcome::Usage,
+        Outcome::Locked,
+    ];
+
     /// The process exit code for this outcome.
     pub const fn code(self) -> u8 {
         match self {
-            Outcome::UpToDate => 0,
+            Outcome::UpToDate | Outcome::Success => 0,
             Outcome::Runtime => 1,
             Outcome::Usage => 2,
             Outcome::Applied => 10,
@@ -41,7 +57,7 @@ impl Outcome {
         }
     }
 
-    /// The short name used in logs and state.json.
+    /// The short name used in logs, state.json, notifications and metrics labels.
     pub const fn label(self) -> &'static str {
         match self {
             Outcome::UpToDate => "up-to-date",
@@ -53,7 +69,40 @@ impl Outcome {
             Outcome::Runtime => "error",
             Outcome::Usage => "usage-error",
             Outcome::Locked => "locked",
+            Outcome::Success => "ok",
         }
+    }
+
+    /// What the code means to an operator, as the exit-code table says it.
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            Outcome::UpToDate => "nothing to do",
+            Outcome::Applied => "a new commit was checked out and its entrypoint succeeded",
+            Outcome::NeedPush => "the remote branch is behind the deployed commit; nothing changed",
+            Outcome::Diverged => "remote and deployed histories diverged; nothing changed",
+            Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
+            Outcome::VerifyFailed => "a commit (or tag) is not signed by an allowed key; nothing changed",
+            Outcome::Runtime => "runtime error (fetch failed, repo unreachable, disk); the message says what and why",
+            Outcome::Usage => "usage or configuration error",
+            Outcome::Locked => "another run holds the lock",
+            Outcome::Success => "done",
+        }
+    }
+
+    /// Whether a run that ended so needs an operator's attention (health, `--notify-on failure`).
+    pub const fn is_failure(self) -> bool {
+        !matches!(self, Outcome::UpToDate | Outcome::Applied | Outcome::Locked | Outcome::Success)
+    }
+
+    /// The outcome a label names (state files and reports written by this or an earlier version).
+    pub fn from_label(label: &str) -> Option<Outcome> {
+        Outcome::SYNC.into_iter().chain([Outcome::Success]).find(|o| o.label() == label)
+    }
+
+    /// End the process now with this outcome's code, from a thread that cannot hand it back to `main`
+    /// (the fetch watchdog, when the fetch is stuck in a read nothing can interrupt).
+    pub fn exit_now(self) -> ! {
+        std::process::exit(i32::from(self.code()))
     }
 }
 
@@ -63,18 +112,32 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The exit-code table shown in `--help` (the README carries the same table).
-pub const EXIT_CODES_HELP: &str = "\
-Exit codes:
-   0  up-to-date: nothing to do
-  10  applied: a new commit was checked out and its entrypoint succeeded
-  20  need-push: the remote branch is behind the deployed commit; nothing changed
-  21  diverged: remote and deployed histories diverged; nothing changed
-  30  apply failed: entrypoint exited non-zero or timed out (retried next run)
-  31  verification failed: a commit is not signed by an allowed key; nothing changed
-   1  runtime error (fetch failed, repo unreachable, disk)
-   2  usage or configuration error
-  75  another run holds the lock";
+impl serde::Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.label())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Outcome {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let label = String::deserialize(deserializer)?;
+        Outcome::from_label(&label).ok_or_else(|| serde::de::Error::custom(format!("unknown result {label:?}")))
+    }
+}
+
+/// An exit-code table for `--help`: one `code  meaning` line per row.
+pub fn exit_codes_help(rows: impl IntoIterator<Item = (Outcome, String)>) -> String {
+    let mut help = String::from("Exit codes:");
+    for (outcome, meaning) in rows {
+        help.push_str(&format!("\n{:>4}  {meaning}", outcome.code()));
+    }
+    help
+}
+
+/// The table of `gitops sync`'s exit codes (the README and the man page carry the same rows).
+pub fn sync_exit_codes_help() -> String {
+    exit_codes_help(Outcome::SYNC.map(|o| (o, format!("{}: {}", o.label(), o.meaning()))))
+}
 
 /// An error that ends a run, tagged with the outcome that decides its exit code.
 #[derive(Debug)]
@@ -116,27 +179,23 @@ impl From<anyhow::Error> for Failure {
 mod tests {
     use super::*;
 
-    const ALL: [Outcome; 9] = [
-        Outcome::VerifyFailed,
-        Outcome::UpToDate,
-        Outcome::Applied,
-        Outcome::NeedPush,
-        Outcome::Diverged,
-        Outcome::ApplyFailed,
-        Outcome::Runtime,
-        Outcome::Usage,
-        Outcome::Locked,
-    ];
-
     #[test]
-    fn codes_are_distinct_and_listed_in_help() {
-        let mut codes: Vec<u8> = ALL.iter().map(|o| o.code()).collect();
+    fn sync_codes_are_distinct_labelled_and_listed_in_help() {
+        let mut codes: Vec<u8> = Outcome::SYNC.iter().map(|o| o.code()).collect();
         codes.sort();
         codes.dedup();
-        assert_eq!(codes.len(), ALL.len());
-        for outcome in ALL {
-            let line = format!("{:>4}  ", outcome.code());
-            assert!(EXIT_CODES_HELP.contains(&line), "{outcome} missing from help");
+        assert_eq!(codes.len(), Outcome::SYNC.len());
+        let help = sync_exit_codes_help();
+        for outcome in Outcome::SYNC.into_iter().chain([Outcome::Success]) {
+            assert_eq!(Outcome::from_label(outcome.label()), Some(outcome));
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+        }
+        for outcome in Outcome::SYNC {
+            assert!(
+                help.contains(&format!("{:>4}  {}: ", outcome.code(), outcome.label())),
+                "{outcome} missing: {help}"
+            );
         }
     }
 }

@@ -2,8 +2,9 @@
 
 use proptest::prelude::*;
 
-use crate::config::{parse_duration, parse_env_file, parse_size};
+use crate::config::parse_env_file;
 use crate::notify::Target;
+use crate::parse::{parse_duration, parse_size};
 use crate::state::State;
 
 proptest! {
@@ -39,7 +40,7 @@ proptest! {
 
     #[test]
     fn fleet_parsers_never_panic(text in "\\PC{0,80}") {
-        let _ = crate::window::Window::parse(&text);
+        let _ = crate::reboot::window::Window::parse(&text);
         let _ = crate::reboot::parse_repo_request(&text);
         let _ = crate::inventory::parse_tags(&text);
         let _ = crate::inventory::host_names(&text);
@@ -58,9 +59,9 @@ proptest! {
         let end = (start + length) % 1440;
         let (from, to) = (format!("{:02}:{:02}", start / 60, start % 60), format!("{:02}:{:02}", end / 60, end % 60));
         let text = format!("{} {from}-{to}", days[day as usize]);
-        let window = crate::window::Window::parse(&text).unwrap();
-        prop_assert!(window.contains(crate::window::LocalTime { weekday: day, minute: start }), "{}", text);
-        prop_assert!(!window.contains(crate::window::LocalTime { weekday: (day + 1) % 7, minute: start }), "{}", text);
+        let window = crate::reboot::window::Window::parse(&text).unwrap();
+        prop_assert!(window.contains(crate::reboot::window::LocalTime { weekday: day, minute: start }), "{}", text);
+        prop_assert!(!window.contains(crate::reboot::window::LocalTime { weekday: (day + 1) % 7, minute: start }), "{}", text);
     }
 
     #[test]

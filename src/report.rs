@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hmac::{Hmac, KeyInit, Mac};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::commit_id::short;
+use crate::last_run;
+use crate::layout::Layout;
 use crate::notify::{self, Kind, NotifyOn, RunSummary, Target};
-use crate::state::Layout;
+use crate::state::write_replace;
 
 /// Messages kept per target while it is unreachable; older ones are dropped (with a log line).
 const OUTBOX_MAX: usize = 20;
@@ -32,67 +34,23 @@ pub struct ReportSettings {
     pub metrics_file: Option<PathBuf>,
 }
 
-/// What `last_run.json` keeps between runs: the last run and the counters the metrics need.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunRecord {
-    /// The last run that held the lock.
-    pub last_run: Option<RunSummary>,
-    /// When a run last succeeded (up-to-date or applied).
-    pub last_success_at: Option<String>,
-    /// Failed runs in a row.
-    pub consecutive_failures: u32,
-    /// Failed applies since the state directory was created.
-    pub apply_failures_total: u64,
-}
-
-/// Read `last_run.json`; missing or unreadable means no record yet.
-pub fn load_record(layout: &Layout) -> RunRecord {
-    fs::read(layout.root.join("last_run.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
-}
-
 /// Record, export and announce a finished run; problems are logged, never fail the run.
 pub fn after_run(layout: &Layout, settings: &ReportSettings, summary: &RunSummary) {
-    let mut record = load_record(layout);
-    let mut summary = summary.clone();
-    if let Some(last) = record.last_run.as_ref().filter(|last| last.commit == summary.commit) {
-        // An up-to-date run does not read its commit; it is the one the last run reported on.
-        summary.subject = summary.subject.or_else(|| last.subject.clone());
-        summary.author = summary.author.or_else(|| last.author.clone());
-    }
-    let summary = &summary;
-    record.last_run = Some(summary.clone());
-    if summary.is_failure() {
-        record.consecutive_failures += 1;
-    } else {
-        record.consecutive_failures = 0;
-        record.last_success_at = Some(summary.finished_at.clone());
-    }
-    if summary.exit_code == 30 {
-        record.apply_failures_total += 1;
-    }
-    // Informational and rewritten every run: atomic (rename) but not fsynced, to keep no-op polls cheap.
-    if let Err(e) =
-        write_replace(&layout.root.join("last_run.json"), &serde_json::to_vec_pretty(&record).unwrap_or_default())
-    {
-        log::warn!("recording the run for gitops status: {e:#}");
-    }
+    let (record, summary) = last_run::record(layout, summary);
     if let Some(path) = &settings.metrics_file
-        && let Err(e) = write_replace(path, crate::metrics::render(&record, summary).as_bytes())
+        && let Err(e) = write_replace(path, crate::metrics::render(&record, &summary).as_bytes())
     {
         log::warn!("writing metrics file {}: {e:#}", path.display());
     }
-    let wanted = settings.notify_on.wants(summary);
+    let wanted = settings.notify_on.wants(&summary);
     for target in &settings.targets {
-        deliver(layout, target, settings.secret.as_deref(), wanted.then_some(summary));
+        deliver(layout, target, settings.secret.as_deref(), wanted.then_some(&summary));
     }
 }
 
 /// Send what is queued for `target`, oldest first, then `summary`; whatever fails waits in the outbox.
 fn deliver(layout: &Layout, target: &Target, secret: Option<&[u8]>, summary: Option<&RunSummary>) {
-    let outbox = layout.root.join("outbox").join(target_id(&target.url));
+    let outbox = layout.outbox().join(target_id(&target.url));
     let mut queued = queued_files(&outbox);
     if queued.is_empty() && summary.is_none() {
         return;
@@ -205,8 +163,7 @@ fn send_once(target: &Target, secret: Option<&[u8]>, summary: &RunSummary) -> Re
         Kind::Discord => {
             use ureq::unversioned::multipart::{Form, Part};
             let log = summary.log_tail.as_deref().unwrap_or("");
-            let name =
-                format!("gitops-{}.log", summary.commit.as_deref().map(|c| &c[..c.len().min(12)]).unwrap_or("run"));
+            let name = format!("gitops-{}.log", summary.commit.as_deref().map(short).unwrap_or("run"));
             let attach = !log.is_empty();
             let payload = notify::discord_payload(summary, attach.then_some(name.as_str())).to_string();
             let mut form = Form::new().text("payload_json", &payload);
@@ -231,17 +188,6 @@ pub fn hmac_hex(key: &[u8], body: &[u8]) -> String {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts keys of any length");
     mac.update(body);
     mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Replace `path` by writing a temp file beside it and renaming it over (no fsync).
-fn write_replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    ));
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use gix::ObjectId;
 use gix::bstr::{BStr, BString, ByteSlice};
 use gix::index::entry::{Flags, Mode, Stat, stat};
 
-use crate::state::{self, Layout};
+use crate::layout::Layout;
+use crate::state;
 
 /// Stat comparison as strict as Git can make it (`core.trustctime`, `core.checkStat=default`, nanoseconds).
 const STRICT: stat::Options = stat::Options { trust_ctime: true, check_stat: true, use_nsec: true, use_stdev: false };

@@ -1,50 +1,14 @@
-//! The state directory: its layout, the run lock, and state.json written atomically.
+//! state.json: what a host remembers between runs, written atomically.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-/// Paths inside the state directory.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    /// The state directory itself.
-    pub root: PathBuf,
-}
-
-impl Layout {
-    /// The lock file held for the whole run.
-    pub fn lock(&self) -> PathBuf {
-        self.root.join("lock")
-    }
-    /// The state document.
-    pub fn state_file(&self) -> PathBuf {
-        self.root.join("state.json")
-    }
-    /// The bare cache repository fetched into.
-    pub fn cache(&self) -> PathBuf {
-        self.root.join("cache.git")
-    }
-    /// One checkout per commit lives below here.
-    pub fn revisions(&self) -> PathBuf {
-        self.root.join("revisions")
-    }
-    /// Symlink to the live revision.
-    pub fn current(&self) -> PathBuf {
-        self.root.join("current")
-    }
-    /// What each revision was written with (index files), to rebuild one from another.
-    pub fn manifests(&self) -> PathBuf {
-        self.root.join("manifests")
-    }
-    /// Entrypoint logs and changed-file lists.
-    pub fn logs(&self) -> PathBuf {
-        self.root.join("logs")
-    }
-}
+use crate::outcome::Outcome;
 
 /// What state.json records between runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,8 +27,8 @@ pub struct State {
     #[serde(default)]
     pub applied_history: Vec<String>,
     /// Reboot requests, the reboot in flight and a FleetLock slot held (left out while there are none).
-    #[serde(default, skip_serializing_if = "crate::reboot::RebootState::is_empty")]
-    pub reboot: crate::reboot::RebootState,
+    #[serde(default, skip_serializing_if = "crate::reboot::record::RebootState::is_empty")]
+    pub reboot: crate::reboot::record::RebootState,
 }
 
 /// How many applied commits `applied_history` remembers.
@@ -75,8 +39,9 @@ pub const HISTORY_LEN: usize = 100;
 pub struct VerificationRecord {
     /// The commit that was to be deployed.
     pub commit: String,
-    /// "verified" or "rejected".
-    pub result: String,
+    /// Whether the deploy may go on.
+    #[serde(rename = "result")]
+    pub verdict: SignatureVerdict,
     /// The commit or tag that failed (or the head, when verified).
     pub object: String,
     /// Principals of the signer that matched, when verified.
@@ -91,6 +56,16 @@ pub struct VerificationRecord {
     pub at: String,
 }
 
+/// The signature verdict on a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureVerdict {
+    /// Every commit (and tag) that had to be signed was, by an allowed key.
+    Verified,
+    /// One was not: nothing was deployed.
+    Rejected,
+}
+
 /// One apply attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
@@ -98,8 +73,8 @@ pub struct AttemptRecord {
     pub commit: String,
     /// The commit applied before it, if any.
     pub previous_commit: Option<String>,
-    /// "applied" or "apply-failed".
-    pub result: String,
+    /// Applied or ApplyFailed.
+    pub result: Outcome,
     /// Consecutive attempts at this commit, this one included.
     pub attempts: u32,
     /// The entrypoint's exit code, None when it was killed or could not start.
@@ -129,7 +104,7 @@ impl State {
 
     /// The last failed commit and how many times in a row it failed.
     pub fn last_failure(&self) -> Option<(&str, u32)> {
-        self.last_attempt.as_ref().filter(|a| a.result != "applied").map(|a| (a.commit.as_str(), a.attempts))
+        self.last_attempt.as_ref().filter(|a| a.result != Outcome::Applied).map(|a| (a.commit.as_str(), a.attempts))
     }
 }
 
@@ -200,69 +175,20 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Replace `path` by writing a temp file beside it and renaming it over (no fsync).
+pub fn write_replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
 /// fsync a directory so a rename in it survives a crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// The exclusive run lock; released when dropped (or when the process dies).
-#[derive(Debug)]
-pub struct RunLock {
-    _file: File,
-}
-
-/// Why the lock could not be taken.
-#[derive(Debug)]
-pub enum LockError {
-    /// Another process holds it.
-    Held(PathBuf),
-    /// The lock file could not be opened.
-    Io(anyhow::Error),
-}
-
-/// Take the run lock without waiting.
-pub fn lock(path: &Path) -> Result<RunLock, LockError> {
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening lock file {}", path.display()))
-        .map_err(LockError::Io)?;
-    match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LockError::Held(path.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(LockError::Io(anyhow::Error::new(e).context(format!("locking {}", path.display()))))
-        }
-    }
-}
-
-/// Remove temp files that runs killed mid-write left in the state directory (call under the lock).
-pub fn remove_stale_temp(layout: &Layout) {
-    for dir in [layout.root.clone(), layout.logs()] {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                log::debug!("removing {name}, left by an interrupted run");
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-/// Create the state directory tree (mode 0700 through the process umask).
-pub fn ensure_dirs(layout: &Layout) -> anyhow::Result<()> {
-    for dir in [layout.root.clone(), layout.revisions(), layout.logs()] {
-        fs::create_dir_all(&dir).with_context(|| {
-            format!("creating state directory {}; check permissions or pass --state-dir", dir.display())
-        })?;
-    }
-    if !layout.root.is_dir() {
-        bail!("state directory {} is not a directory", layout.root.display());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -288,13 +214,5 @@ mod tests {
         fs::write(&path, "{not json").unwrap();
         let err = format!("{:#}", load(&path).unwrap_err());
         assert!(err.contains("state.json"), "{err}");
-    }
-
-    #[test]
-    fn second_lock_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        let _held = lock(&path).unwrap();
-        assert!(matches!(lock(&path), Err(LockError::Held(_))));
     }
 }

@@ -9,18 +9,20 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::cli::{LogsArgs, StatusArgs};
-use crate::config::{parse_duration, state_dir_or_default};
+use crate::commit_id::short;
+use crate::last_run;
+use crate::layout::Layout;
 use crate::outcome::{Failure, Outcome};
-use crate::report;
-use crate::state::{self, Layout};
+use crate::parse::parse_duration;
+use crate::state;
 
 /// Print where this host stands; exit 0 when healthy, 1 when the last run failed or success is too old.
 pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
     let max_age = parse_duration(&args.max_age)
         .map_err(|e| Failure::usage(anyhow!("--max-age {:?}: {e}; use e.g. 15m or 2h", args.max_age)))?;
-    let layout = Layout { root: state_dir_or_default(args.state_dir) };
+    let layout = Layout::existing(args.state_dir)?;
     let state = state::load(&layout.state_file())?;
-    let record = report::load_record(&layout);
+    let record = last_run::load(&layout);
     let now = OffsetDateTime::now_utc();
     let age = |at: &Option<String>| {
         at.as_deref().and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok()).map(|t| (now - t).whole_seconds().max(0))
@@ -31,7 +33,7 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
     let mut problems = Vec::new();
     match &record.last_run {
         None if applied_commit.is_none() => problems.push("no run recorded yet".to_string()),
-        Some(run) if run.is_failure() => problems.push(format!(
+        Some(run) if run.result.is_failure() => problems.push(format!(
             "last run failed: {} (exit {}){}",
             run.result,
             run.exit_code,
@@ -82,7 +84,7 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
     } else {
         print_human(&doc);
     }
-    Ok(if problems.is_empty() { Outcome::UpToDate } else { Outcome::Runtime })
+    Ok(if problems.is_empty() { Outcome::Success } else { Outcome::Runtime })
 }
 
 fn print_human(doc: &serde_json::Value) {
@@ -91,7 +93,7 @@ fn print_human(doc: &serde_json::Value) {
     match doc["applied"].as_object() {
         Some(applied) => println!(
             "applied:      {} \"{}\" by {}, {} ago",
-            &text(&applied["commit"])[..12.min(text(&applied["commit"]).len())],
+            short(&text(&applied["commit"])),
             text(&applied["subject"]),
             text(&applied["author"]),
             applied["age_seconds"].as_i64().map(human).unwrap_or_else(|| "?".into())
@@ -168,7 +170,7 @@ fn human(seconds: i64) -> String {
 
 /// Print the entrypoint log of the last attempt, or of the newest log whose commit starts with the given prefix.
 pub fn logs(args: LogsArgs) -> Result<Outcome, Failure> {
-    let layout = Layout { root: state_dir_or_default(args.state_dir) };
+    let layout = Layout::existing(args.state_dir)?;
     let path: PathBuf = match args.commit {
         None => state::load(&layout.state_file())?
             .last_attempt
@@ -196,5 +198,5 @@ pub fn logs(args: LogsArgs) -> Result<Outcome, Failure> {
     let text = fs::read(&path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
     use std::io::Write;
     let _ = std::io::stdout().write_all(&text);
-    Ok(Outcome::UpToDate)
+    Ok(Outcome::Success)
 }

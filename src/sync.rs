@@ -1,27 +1,29 @@
 //! One sync cycle: lock → fetch → decide → verify → checkout → apply → record, read top to bottom.
 
-use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use gix::ObjectId;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
-use crate::apply::{self, Job};
+use crate::apply::{self, Job, Ran};
 use crate::changes::changed_paths;
 use crate::checkout;
-use crate::config::{Settings, Trust};
+use crate::clock::now;
+use crate::commit_id::{self, short_id, short_opt};
+use crate::config::Settings;
 use crate::deadline;
-use crate::decide::{Attempt, Decision, decide, plan_attempt};
+use crate::decide::{Allowed, Attempt, Decision, History, decide, plan_attempt};
 use crate::fetch::{self, Fetched, Source};
 use crate::hostkey;
+use crate::layout::Layout;
 use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
+use crate::plan::{self, Plan};
 use crate::reboot;
 use crate::report;
 use crate::splay;
-use crate::state::{self, AttemptRecord, Layout, LockError, VerificationRecord};
+use crate::state::{self, AttemptRecord, SignatureVerdict, State};
 use crate::teardown;
 use crate::verify;
 
@@ -30,10 +32,10 @@ const LOG_TAIL_MAX: u64 = 1024 * 1024;
 
 /// Run one cycle under the lock, then record and report it (still under the lock).
 pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
-    let layout = Layout { root: settings.state_dir.clone() };
-    state::ensure_dirs(&layout)?;
-    let _lock = lock(&layout)?;
-    state::remove_stale_temp(&layout);
+    let layout = &settings.layout;
+    layout.ensure_dirs()?;
+    let _lock = layout.lock_run()?;
+    layout.remove_stale_temp();
     if let Some(max) = settings.fleet.splay.filter(|_| !settings.dry_run) {
         // Under the lock: a run started meanwhile exits 75 instead of piling up behind this one.
         splay::sleep(max);
@@ -45,11 +47,13 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         started_at: now(),
         ..RunSummary::default()
     };
-    let mut result = cycle(settings, &layout, &mut summary, started);
+    let mut result = cycle(settings, layout, &mut summary, started);
     // Every run that leaves the host as it should be may reboot it: a deferred reboot waits for no new commit.
     let mut reboot = None;
-    if let Ok(outcome) = result {
-        match reboot::settle(settings, &layout, outcome) {
+    if let Ok(outcome) = result
+        && !settings.dry_run
+    {
+        match reboot::settle(&settings.fleet.reboot, &settings.fleet.inventory.root, layout, outcome) {
             Ok(settled) => (summary.reboot, reboot) = (settled.event, settled.reboot),
             Err(failure) => result = Err(failure),
         }
@@ -61,16 +65,15 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
             failure.outcome
         }
     };
-    summary.result = outcome.label().to_string();
-    summary.exit_code = outcome.code();
+    summary.set_result(outcome);
     summary.finished_at = now();
     summary.duration_ms = started.elapsed().as_millis() as u64;
     if !settings.dry_run {
-        report::after_run(&layout, &settings.report, &summary);
+        report::after_run(layout, &settings.report, &summary);
     }
     // Last, so that the report is out before the host goes down.
     if let Some(reboot) = reboot {
-        reboot.run(settings, &layout)?;
+        reboot.run(&settings.fleet.reboot, layout)?;
     }
     result
 }
@@ -78,77 +81,35 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
 /// fetch → decide → verify → checkout → teardown → apply → record, filling `summary` on the way.
 fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started: Instant) -> Result<Outcome, Failure> {
     let mut state = state::load_or_quarantine(&layout.state_file())?;
-    let deployed = state.applied_commit.as_deref().map(|hex| parse_id(hex, "applied_commit")).transpose()?;
+    let deployed = state.applied_commit.as_deref().map(|hex| commit_id::parse(hex, "applied_commit")).transpose()?;
 
-    let (repo, fetched) = match fetch_once(settings, layout, deployed) {
-        Err(error) if cache_damaged(&error) => {
-            // The cache is only a copy of the remote: rebuild it rather than fail every run from now on.
-            log::warn!(
-                "cache repository {} is damaged ({}); rebuilding it from the remote",
-                layout.cache().display(),
-                Failure::from(error).message()
-            );
-            std::fs::remove_dir_all(layout.cache())
-                .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
-            fetch_once(settings, layout, deployed)?
-        }
-        other => other?,
-    };
+    let (repo, fetched) = fetch_or_rebuild(settings, layout, deployed)?;
     crate::failpoint::hit("fetched");
     let remote = fetched.commit;
     describe(&repo, &fetched, deployed, summary);
-    let merge_base = match deployed {
-        Some(deployed) if deployed != remote => fetch::merge_base(&repo, deployed, remote)?,
-        _ => None,
+    let history = History {
+        deployed,
+        remote,
+        merge_base: match deployed {
+            Some(deployed) if deployed != remote => fetch::merge_base(&repo, deployed, remote)?,
+            _ => None,
+        },
+        applied_before: state.applied_history.contains(&remote.to_string()),
+        live_is_remote: checkout::live_commit(layout)
+            .is_some_and(|live| ObjectId::from_hex(live.as_bytes()).is_ok_and(|live| live == remote)),
     };
-    let mut decision = decide(deployed, remote, merge_base);
-    if decision == Decision::Diverged && state.applied_history.contains(&remote.to_string()) {
-        // A commit this host applied before: a rollback, even if the cache no longer knows the history.
-        decision = Decision::NeedPush;
-    }
-    let live = checkout::live_commit(layout);
-    if decision == Decision::UpToDate && live.as_deref() != Some(remote.to_string().as_str()) {
-        // A later commit was checked out but never applied (failed, then reverted): converge on the remote again.
-        log::warn!(
-            "live revision {} is not the applied commit {}; re-applying it",
-            live.as_deref().unwrap_or("none"),
-            short(remote)
-        );
-        decision = Decision::Apply;
-    }
-    let log_result =
-        |what: &str| log::info!("{what} ({} {} in {:.2?})", fetched.branch, short(remote), started.elapsed());
-
-    match decision {
-        Decision::UpToDate => {
-            log_result("up-to-date");
-            return Ok(Outcome::UpToDate);
-        }
-        Decision::NeedPush if !settings.allow_rewind => {
-            log::warn!(
-                "remote {} is at {}, behind the deployed commit {}: it was rewound; push {} back (or revert forward), or deploy the rewind with --allow-rewind",
-                fetched.branch,
-                short(remote),
-                short_opt(deployed),
-                short_opt(deployed),
-            );
-            return Ok(Outcome::NeedPush);
-        }
-        Decision::Diverged if !settings.allow_diverged => {
-            log::warn!(
-                "remote {} at {} and the deployed commit {} have diverged (force-push?); nothing changed; deploy it anyway with --allow-diverged",
-                fetched.branch,
-                short(remote),
-                short_opt(deployed),
-            );
-            return Ok(Outcome::Diverged);
-        }
-        _ => {}
+    let allowed = Allowed { rewind: settings.allow_rewind, diverged: settings.allow_diverged };
+    let why = match decide(&history, allowed) {
+        Decision::Apply(why) => why,
+        refused_or_done => return Ok(explain(refused_or_done, &fetched, deployed, started)),
+    };
+    if why == crate::decide::Why::Reapply {
+        log::warn!("the live revision is not the applied commit {}; re-applying it", short_id(remote));
     }
 
     if let Some(trust) = &settings.trust {
-        let record = verify_signatures(&repo, trust, &fetched, deployed)?;
-        let rejected = record.result != "verified";
+        let record = verify::check(&repo, trust, &fetched, deployed)?;
+        let rejected = record.verdict == SignatureVerdict::Rejected;
         if !settings.dry_run {
             state.verification = Some(record);
             if rejected {
@@ -161,7 +122,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     }
 
     let last_failure = match state.last_failure() {
-        Some((hex, n)) => Some((parse_id(hex, "last_attempt.commit")?, n)),
+        Some((hex, n)) => Some((commit_id::parse(hex, "last_attempt.commit")?, n)),
         None => None,
     };
     let attempt = match plan_attempt(remote, last_failure, settings.max_attempts, settings.retry) {
@@ -169,8 +130,8 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         Attempt::GiveUp(n) => {
             log::error!(
                 "commit {} failed {n} times in a row; not retrying it until a newer commit arrives or you run gitops sync --retry (log: {})",
-                short(remote),
-                log_path(layout, remote).display()
+                short_id(remote),
+                layout.entrypoint_log(remote).display()
             );
             return Ok(Outcome::ApplyFailed);
         }
@@ -179,23 +140,86 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     checkout::inspect(&repo, remote, settings.max_checkout_size)?;
     let changed = changed_paths(&repo, deployed, remote)?;
     if settings.dry_run {
-        let fleet = fleet_plan(settings, layout, &repo, remote)?;
-        print_plan(settings, decision, deployed, &fetched, attempt, &changed, &fleet);
+        plan::print(settings, &repo, &Plan { why, deployed, fetched: &fetched, attempt, changed: &changed })?;
         return Ok(Outcome::Applied);
     }
 
-    let checkout_dir = checkout::materialise(&repo, layout, remote, settings.keep_revisions)?;
+    let apply_started = Instant::now();
+    let started_at = now();
+    let (ran, log) = deploy(settings, layout, &repo, &fetched, deployed, &changed, attempt)?;
+    let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
+    record(&mut state, layout, outcome, &ran, log.clone(), (started_at, apply_started), deployed, remote, attempt)?;
+    summary.error = ran.error.clone();
+    (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
+    if let Err(e) = checkout::prune(layout, settings.keep_revisions) {
+        log::warn!("cleaning up old revisions: {e:#}");
+    }
+    if let Err(e) = checkout::prune_logs(layout, settings.keep_logs) {
+        log::warn!("cleaning up old logs: {e:#}");
+    }
+    match &ran.error {
+        None => log::info!(
+            "applied, was {} ({} {} in {:.2?})",
+            short_opt(deployed),
+            fetched.branch,
+            short_id(remote),
+            started.elapsed()
+        ),
+        Some(error) => log::error!(
+            "{error} (commit {}, attempt {attempt} of {}; log: {})",
+            short_id(remote),
+            settings.max_attempts,
+            log.display()
+        ),
+    }
+    Ok(outcome)
+}
+
+/// The outcome of a run that applies nothing, with the line that tells the operator why and what to do.
+fn explain(decision: Decision, fetched: &Fetched, deployed: Option<ObjectId>, started: Instant) -> Outcome {
+    let (branch, remote, deployed) = (&fetched.branch, short_id(fetched.commit), short_opt(deployed));
+    match decision {
+        Decision::UpToDate | Decision::Apply(_) => {
+            log::info!("up-to-date ({branch} {remote} in {:.2?})", started.elapsed());
+            Outcome::UpToDate
+        }
+        Decision::NeedPush => {
+            log::warn!(
+                "remote {branch} is at {remote}, behind the deployed commit {deployed}: it was rewound; push {deployed} back (or revert forward), or deploy the rewind with --allow-rewind"
+            );
+            Outcome::NeedPush
+        }
+        Decision::Diverged => {
+            log::warn!(
+                "remote {branch} at {remote} and the deployed commit {deployed} have diverged (force-push?); nothing changed; deploy it anyway with --allow-diverged"
+            );
+            Outcome::Diverged
+        }
+    }
+}
+
+/// Check out `remote` beside the live revision, run the outgoing revision's teardown, publish, run the
+/// entrypoint. Returns how the entrypoint (or the teardown that kept it from going live) ran, and its log.
+fn deploy(
+    settings: &Settings,
+    layout: &Layout,
+    repo: &gix::Repository,
+    fetched: &Fetched,
+    deployed: Option<ObjectId>,
+    changed: &[String],
+    attempt: u32,
+) -> Result<(Ran, PathBuf), Failure> {
+    let remote = fetched.commit;
+    let checkout_dir = checkout::materialise(repo, layout, remote, settings.keep_revisions)?;
     crate::failpoint::hit("checkout-complete");
-    let changed_file = layout.logs().join(format!("{remote}.changed"));
+    let changed_file = layout.changed_files(remote);
     let mut listing = changed.join("\n");
     if !listing.is_empty() {
         listing.push('\n');
     }
     state::write_atomic(&changed_file, listing.as_bytes())?;
 
-    let log = log_path(layout, remote);
-    let started_at = now();
-    let apply_started = Instant::now();
+    let log = layout.entrypoint_log(remote);
     let inventory = &settings.fleet.inventory;
     let workdir = inventory.workdir(&checkout_dir);
     let entrypoint = inventory.resolve(&settings.entrypoint, |candidate| workdir.join(candidate).is_file());
@@ -213,65 +237,82 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
             ("GITOPS_STATE_DIR", layout.root.display().to_string()),
             ("GITOPS_HOSTNAME", settings.hostname.clone()),
             ("GITOPS_TAGS", inventory.tags_env()),
-            ("GITOPS_REBOOT_REQUEST", layout.root.join(reboot::ENTRYPOINT_REQUEST).display().to_string()),
+            ("GITOPS_REBOOT_REQUEST", layout.reboot_request().display().to_string()),
         ],
         timeout: settings.apply_timeout,
         log_path: &log,
     };
     // The outgoing revision undoes its own changes first; until it has, the new one does not go live.
-    let (ran, log) = match teardown::before_publish(settings, layout, remote, &job)? {
-        Some(failed) => failed,
-        None => {
-            checkout::publish(layout, remote)?;
-            crate::failpoint::hit("published");
-            log::info!(
-                "applying {} with {} (attempt {attempt}, {} changed paths)",
-                short(remote),
-                entrypoint.display(),
-                changed.len()
-            );
-            (apply::run(&job)?, log.clone())
-        }
-    };
+    let skip_teardown = settings.fleet.skip_teardown;
+    if let Some(failed) =
+        teardown::before_publish(inventory, &settings.entrypoint, skip_teardown, layout, remote, &job)?
+    {
+        return Ok(failed);
+    }
+    checkout::publish(layout, remote)?;
+    crate::failpoint::hit("published");
+    log::info!(
+        "applying {} with {} (attempt {attempt}, {} changed paths)",
+        short_id(remote),
+        entrypoint.display(),
+        changed.len()
+    );
+    Ok((apply::run(&job)?, log))
+}
 
+/// Record the attempt (and, when it succeeded, the applied commit) in state.json.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    state: &mut State,
+    layout: &Layout,
+    outcome: Outcome,
+    ran: &Ran,
+    log: PathBuf,
+    (started_at, apply_started): (String, Instant),
+    deployed: Option<ObjectId>,
+    remote: ObjectId,
+    attempt: u32,
+) -> Result<(), Failure> {
     let finished_at = now();
-    let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
     state.last_attempt = Some(AttemptRecord {
         commit: remote.to_string(),
         previous_commit: deployed.map(|d| d.to_string()),
-        result: outcome.label().to_string(),
+        result: outcome,
         attempts: attempt,
         exit_code: ran.exit_code,
         error: ran.error.clone(),
         started_at,
         finished_at: finished_at.clone(),
         duration_ms: apply_started.elapsed().as_millis() as u64,
-        log: log.clone(),
+        log,
     });
     if ran.success {
         state.record_applied(&remote.to_string(), finished_at);
     }
-    state::save(&layout.state_file(), &state)?;
+    state::save(&layout.state_file(), state)?;
     crate::failpoint::hit("state-saved");
-    summary.error = ran.error.clone();
-    (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
-    if let Err(e) = checkout::prune(layout, settings.keep_revisions) {
-        log::warn!("cleaning up old revisions: {e:#}");
-    }
-    if let Err(e) = checkout::prune_logs(layout, settings.keep_logs) {
-        log::warn!("cleaning up old logs: {e:#}");
-    }
+    Ok(())
+}
 
-    match &ran.error {
-        None => log_result(&format!("applied, was {}", short_opt(deployed))),
-        Some(error) => log::error!(
-            "{error} (commit {}, attempt {attempt} of {}; log: {})",
-            short(remote),
-            settings.max_attempts,
-            log.display()
-        ),
+/// Fetch; a damaged cache is only a copy of the remote: rebuild it rather than fail every run from now on.
+fn fetch_or_rebuild(
+    settings: &Settings,
+    layout: &Layout,
+    deployed: Option<ObjectId>,
+) -> anyhow::Result<(gix::Repository, Fetched)> {
+    match fetch_once(settings, layout, deployed) {
+        Err(error) if cache_damaged(&error) => {
+            log::warn!(
+                "cache repository {} is damaged ({}); rebuilding it from the remote",
+                layout.cache().display(),
+                Failure::from(error).message()
+            );
+            std::fs::remove_dir_all(layout.cache())
+                .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
+            fetch_once(settings, layout, deployed)
+        }
+        other => other,
     }
-    Ok(outcome)
 }
 
 /// Open the cache and fetch, within --fetch-timeout; ssh's messages explain a failure.
@@ -286,7 +327,7 @@ fn fetch_once(
         settings.http_ca_file.as_deref(),
         settings.fetch_timeout,
     )?;
-    let ssh_log = layout.root.join(crate::config::SSH_LOG);
+    let ssh_log = layout.ssh_log();
     let _ = std::fs::remove_file(&ssh_log);
     let source = Source {
         url: &settings.repo_url,
@@ -345,169 +386,4 @@ fn read_tail(path: &std::path::Path, max: u64) -> (Option<String>, bool) {
         return (None, false);
     }
     (Some(String::from_utf8_lossy(&bytes).into_owned()), skip > 0)
-}
-
-fn lock(layout: &Layout) -> Result<state::RunLock, Failure> {
-    state::lock(&layout.lock()).map_err(|e| match e {
-        LockError::Held(path) => Failure {
-            outcome: Outcome::Locked,
-            error: anyhow!(
-                "another gitops run holds the lock {}; it will pick up any change, try again later",
-                path.display()
-            ),
-        },
-        LockError::Io(e) => Failure::from(e),
-    })
-}
-
-/// Check the tag (if any) and the commits the policy requires; log and return the verdict.
-fn verify_signatures(
-    repo: &gix::Repository,
-    trust: &Trust,
-    fetched: &Fetched,
-    deployed: Option<ObjectId>,
-) -> anyhow::Result<VerificationRecord> {
-    let trusted: Vec<ObjectId> = deployed.into_iter().chain(trust.since).collect();
-    let mut commits = verify::commits_to_check(repo, fetched.commit, &trusted, trust.policy)?;
-    if !commits.contains(&fetched.commit) {
-        // A rewind deploys an ancestor of what was verified before: check it all the same.
-        commits.push(fetched.commit);
-    }
-    let tag_verdict = match fetched.tag {
-        Some(tag) => Some(verify::verify_tag(repo, tag, &trust.signers)?),
-        None => None,
-    };
-    let verdict = match tag_verdict {
-        Some(Err(rejected)) => Err(rejected),
-        _ => verify::verify_commits(repo, &commits, &trust.signers)?.map(|mut signed| signed.pop()),
-    };
-    let mut record = VerificationRecord {
-        commit: fetched.commit.to_string(),
-        result: "verified".into(),
-        object: fetched.commit.to_string(),
-        principal: None,
-        fingerprint: None,
-        reason: None,
-        commits_checked: commits.len(),
-        at: now(),
-    };
-    match verdict {
-        Ok(head) => {
-            let head = head.unwrap_or_else(|| verify::Signed { principal: String::new(), fingerprint: String::new() });
-            log::info!(
-                "verified {} commit(s) up to {}: signed by {} ({})",
-                commits.len(),
-                short(fetched.commit),
-                head.principal,
-                head.fingerprint
-            );
-            record.principal = Some(head.principal);
-            record.fingerprint = Some(head.fingerprint);
-        }
-        Err(rejected) => {
-            log::error!(
-                "refusing to deploy {}: {} {} {}; nothing changed (the live revision stays); sign it with an allowed key and push again",
-                short(fetched.commit),
-                if Some(rejected.object) == fetched.tag { "tag" } else { "commit" },
-                rejected.object,
-                rejected.reason,
-            );
-            record.result = "rejected".into();
-            record.object = rejected.object.to_string();
-            record.fingerprint = rejected.fingerprint;
-            record.reason = Some(rejected.reason);
-        }
-    }
-    Ok(record)
-}
-
-/// The dry run's inventory lines: which entrypoint would run (resolved in the commit's tree), tags, teardown.
-fn fleet_plan(
-    settings: &Settings,
-    layout: &Layout,
-    repo: &gix::Repository,
-    remote: ObjectId,
-) -> anyhow::Result<String> {
-    let inventory = &settings.fleet.inventory;
-    let tree = repo
-        .find_commit(remote)
-        .map_err(anyhow::Error::new)
-        .and_then(|c| c.tree().map_err(anyhow::Error::new))
-        .with_context(|| format!("reading the tree of commit {remote}"))?;
-    let in_tree = |candidate: &std::path::Path| {
-        let path = inventory.root.join(candidate);
-        tree.lookup_entry_by_path(&path).ok().flatten().is_some_and(|entry| entry.mode().is_blob_or_symlink())
-    };
-    let entrypoint = inventory.resolve(&settings.entrypoint, in_tree);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "entrypoint: {} ({}{})",
-        inventory.root.join(&entrypoint).display(),
-        inventory.describe(&entrypoint),
-        if in_tree(&entrypoint) { "" } else { "; not in this commit" }
-    );
-    let _ = writeln!(out, "tags: {}", inventory.tags_env());
-    let teardown = match teardown::outgoing(layout, inventory, &settings.entrypoint, remote) {
-        Some(_) if settings.fleet.skip_teardown => "skipped (--skip-teardown)".to_string(),
-        Some(outgoing) => {
-            format!("{} of the live revision {}", inventory.root.join(&outgoing.script).display(), outgoing.commit)
-        }
-        None => "none".to_string(),
-    };
-    let _ = writeln!(out, "teardown: {teardown}");
-    Ok(out)
-}
-
-fn print_plan(
-    settings: &Settings,
-    decision: Decision,
-    deployed: Option<ObjectId>,
-    fetched: &Fetched,
-    attempt: u32,
-    changed: &[String],
-    fleet: &str,
-) {
-    let mut out = String::new();
-    let action = match decision {
-        Decision::NeedPush => "apply (rewind allowed)",
-        Decision::Diverged => "apply (divergence allowed)",
-        _ => "apply",
-    };
-    let _ = writeln!(out, "would: {action}");
-    let _ = writeln!(out, "repository: {}", settings.repo_url_display);
-    let _ = writeln!(out, "ref: {}", fetched.reference);
-    let _ = writeln!(out, "deployed: {}", deployed.map(|d| d.to_string()).unwrap_or_else(|| "none".into()));
-    let _ = writeln!(out, "remote: {}", fetched.commit);
-    out.push_str(fleet);
-    let _ = writeln!(out, "attempt: {attempt} of {}", settings.max_attempts);
-    let _ = writeln!(out, "changed files ({}):", changed.len());
-    for path in changed {
-        let _ = writeln!(out, "  {path}");
-    }
-    print!("{}", crate::redact::redact(&out));
-}
-
-fn log_path(layout: &Layout, commit: ObjectId) -> std::path::PathBuf {
-    layout.logs().join(format!("{commit}.log"))
-}
-
-/// Parse a commit id stored in state.json.
-pub fn parse_id(hex: &str, field: &str) -> Result<ObjectId, Failure> {
-    ObjectId::from_hex(hex.as_bytes())
-        .map_err(|_| anyhow!("state.json field {field} holds {hex:?}, not a commit id; fix or move state.json aside"))
-        .map_err(Failure::from)
-}
-
-/// Now, as RFC 3339.
-pub fn now() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
-}
-
-fn short(id: ObjectId) -> String {
-    id.to_hex_with_len(12).to_string()
-}
-
-fn short_opt(id: Option<ObjectId>) -> String {
-    id.map(short).unwrap_or_else(|| "none".into())
 }

@@ -13,8 +13,9 @@ use gix::ObjectId;
 
 use crate::apply::{self, Job, Ran};
 use crate::checkout;
+use crate::commit_id::{short, short_id};
 use crate::inventory::Inventory;
-use crate::state::Layout;
+use crate::layout::Layout;
 
 /// The outgoing revision's teardown script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,9 +63,9 @@ pub fn run(
     env.push(("GITOPS_NEXT_DIR", next_dir.display().to_string()));
     log::info!(
         "tearing down {} ({}) before {} goes live",
-        crate::reboot::prefix(&outgoing.commit, 12),
+        short(&outgoing.commit),
         outgoing.script.display(),
-        next.to_hex_with_len(12)
+        short_id(next)
     );
     apply::run(&Job {
         checkout: &outgoing.workdir,
@@ -78,20 +79,23 @@ pub fn run(
 
 /// The teardown step of a sync: before `next` goes live, run the outgoing revision's teardown with the
 /// environment of `next`'s entrypoint job. Some((ran, log)) when it failed: then `next` must not go live.
+/// `skip` is `--skip-teardown`.
 pub fn before_publish(
-    settings: &crate::config::Settings,
+    inventory: &Inventory,
+    entrypoint: &Path,
+    skip: bool,
     layout: &Layout,
     next: ObjectId,
     job: &Job,
 ) -> anyhow::Result<Option<(Ran, PathBuf)>> {
-    let Some(outgoing) = outgoing(layout, &settings.fleet.inventory, &settings.entrypoint, next) else {
+    let Some(outgoing) = outgoing(layout, inventory, entrypoint, next) else {
         return Ok(None);
     };
-    if settings.fleet.skip_teardown {
+    if skip {
         log::warn!("not running {} of {} (--skip-teardown)", outgoing.script.display(), outgoing.commit);
         return Ok(None);
     }
-    let log_path = layout.logs().join(format!("{next}.teardown.log"));
+    let log_path = layout.teardown_log(next);
     let mut ran = run(&outgoing, next, job.checkout, &job.env, job.timeout, &log_path)?;
     if ran.success {
         return Ok(None);
@@ -99,8 +103,8 @@ pub fn before_publish(
     ran.error = ran.error.map(|error| {
         format!(
             "{error}; {} stays live and {} is not applied (fix the host, or once: gitops sync --skip-teardown)",
-            crate::reboot::prefix(&outgoing.commit, 12),
-            next.to_hex_with_len(12)
+            short(&outgoing.commit),
+            short_id(next)
         )
     });
     Ok(Some((ran, log_path)))

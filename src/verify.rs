@@ -7,7 +7,11 @@ use gix::ObjectId;
 use ssh_key::{HashAlg, PublicKey, SshSig};
 use time::OffsetDateTime;
 
+use crate::clock;
+use crate::commit_id::short_id;
+use crate::fetch::Fetched;
 use crate::signers::AllowedSigners;
+use crate::state::{SignatureVerdict, VerificationRecord};
 
 /// The SSH signature namespace git signs commits and tags in.
 const NAMESPACE: &str = "git";
@@ -19,6 +23,17 @@ pub enum Policy {
     Head,
     /// Every commit between the deployed one and the new head, merges and their parents included.
     All,
+}
+
+/// Signature verification settings (when an allowed_signers file is configured).
+#[derive(Debug, Clone)]
+pub struct Trust {
+    /// Who may sign.
+    pub signers: AllowedSigners,
+    /// Which commits must be signed.
+    pub policy: Policy,
+    /// History from this commit back is not checked.
+    pub since: Option<ObjectId>,
 }
 
 /// A signature that verified: who signed.
@@ -174,4 +189,65 @@ pub fn verify_commits(
         }
     }
     Ok(Ok(signed))
+}
+
+/// Check the tag (if any) and the commits the policy requires; log and return the verdict.
+pub fn check(
+    repo: &gix::Repository,
+    trust: &Trust,
+    fetched: &Fetched,
+    deployed: Option<ObjectId>,
+) -> anyhow::Result<VerificationRecord> {
+    let trusted: Vec<ObjectId> = deployed.into_iter().chain(trust.since).collect();
+    let mut commits = commits_to_check(repo, fetched.commit, &trusted, trust.policy)?;
+    if !commits.contains(&fetched.commit) {
+        // A rewind deploys an ancestor of what was verified before: check it all the same.
+        commits.push(fetched.commit);
+    }
+    let tag_verdict = match fetched.tag {
+        Some(tag) => Some(verify_tag(repo, tag, &trust.signers)?),
+        None => None,
+    };
+    let verdict = match tag_verdict {
+        Some(Err(rejected)) => Err(rejected),
+        _ => verify_commits(repo, &commits, &trust.signers)?.map(|mut signed| signed.pop()),
+    };
+    let mut record = VerificationRecord {
+        commit: fetched.commit.to_string(),
+        verdict: SignatureVerdict::Verified,
+        object: fetched.commit.to_string(),
+        principal: None,
+        fingerprint: None,
+        reason: None,
+        commits_checked: commits.len(),
+        at: clock::now(),
+    };
+    match verdict {
+        Ok(head) => {
+            let head = head.unwrap_or_else(|| Signed { principal: String::new(), fingerprint: String::new() });
+            log::info!(
+                "verified {} commit(s) up to {}: signed by {} ({})",
+                commits.len(),
+                short_id(fetched.commit),
+                head.principal,
+                head.fingerprint
+            );
+            record.principal = Some(head.principal);
+            record.fingerprint = Some(head.fingerprint);
+        }
+        Err(rejected) => {
+            log::error!(
+                "refusing to deploy {}: {} {} {}; nothing changed (the live revision stays); sign it with an allowed key and push again",
+                short_id(fetched.commit),
+                if Some(rejected.object) == fetched.tag { "tag" } else { "commit" },
+                rejected.object,
+                rejected.reason,
+            );
+            record.verdict = SignatureVerdict::Rejected;
+            record.object = rejected.object.to_string();
+            record.fingerprint = rejected.fingerprint;
+            record.reason = Some(rejected.reason);
+        }
+    }
+    Ok(record)
 }

@@ -4,14 +4,15 @@ use anyhow::{Context, anyhow};
 use gix::ObjectId;
 
 use crate::cli::VerifyArgs;
-use crate::config::{Trust, state_dir_or_default};
+use crate::config;
+use crate::layout::Layout;
 use crate::outcome::{Failure, Outcome};
-use crate::state::{self, Layout};
+use crate::state;
 use crate::verify;
 
 /// Verify and print one line per commit; exit 0 when all are good, 31 otherwise.
 pub fn run(args: VerifyArgs) -> Result<Outcome, Failure> {
-    let trust = Trust::from_args(args.trust).map_err(Failure::usage)?.ok_or_else(|| {
+    let trust = config::trust(args.trust).map_err(Failure::usage)?.ok_or_else(|| {
         Failure::usage(anyhow!("gitops verify needs --allowed-signers FILE (or GITOPS_ALLOWED_SIGNERS)"))
     })?;
     let (repo, default_rev, deployed) = match args.repo {
@@ -23,7 +24,7 @@ pub fn run(args: VerifyArgs) -> Result<Outcome, Failure> {
             (repo, "HEAD", None)
         }
         None => {
-            let layout = Layout { root: state_dir_or_default(args.state_dir) };
+            let layout = Layout::from_flag(args.state_dir).map_err(Failure::usage)?;
             if !layout.cache().exists() {
                 return Err(Failure::usage(anyhow!(
                     "no cache repository in {}: run gitops sync first, or pass --repo DIR",
@@ -71,7 +72,7 @@ pub fn run(args: VerifyArgs) -> Result<Outcome, Failure> {
         good &= report(&id.to_string(), verdict);
     }
     println!("{} {} commit(s)", if good { "verified" } else { "REFUSED:" }, commits.len());
-    Ok(if good { Outcome::UpToDate } else { Outcome::VerifyFailed })
+    Ok(if good { Outcome::Success } else { Outcome::VerifyFailed })
 }
 
 fn report(what: &str, verdict: Result<verify::Signed, verify::Rejected>) -> bool {

@@ -9,7 +9,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::config::check_private_file;
+use crate::secret_file::check_private_file;
 
 /// Name of the systemd credential (`LoadCredential=webhook-secret:…`).
 pub const CREDENTIAL_NAME: &str = "webhook-secret";

@@ -28,10 +28,8 @@ use self::http::{Head, ReadError, Response};
 use self::limit::{RateLimiter, Scope};
 use self::trigger::{Queued, Trigger};
 use crate::cli::WebhookArgs;
-use crate::config::{parse_duration, parse_size};
 use crate::outcome::Failure;
-
-pub use self::trigger::DEFAULT_TRIGGER_COMMAND;
+use crate::parse::{parse_duration, parse_size};
 
 /// Idle timeout of a socket-activated server: systemd starts it again on the next connection.
 /// At least a minute, so that every rate-limit bucket is full again when the state is dropped.

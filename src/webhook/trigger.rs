@@ -10,15 +10,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::Instant;
 
-/// The default trigger: wait out a gitops.service run already in progress (the timer's, or one
-/// started by hand), then start a new one and wait for it to finish.
-///
-/// Blocking on purpose: `systemctl start` on a oneshot unit that is already running joins that
-/// run instead of starting another, and that run may have fetched before the push. Waiting for
-/// it first, and keeping the worker busy while our own run lasts, is what makes "a push during a
-/// run gets one more run after it" hold for systemd too.
-pub const DEFAULT_TRIGGER_COMMAND: &str = "while [ \"$(systemctl show --property=ActiveState --value gitops.service)\" = activating ]; do sleep 1; done; exec systemctl start gitops.service";
-
 /// What a trigger request led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queued {

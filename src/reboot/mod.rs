@@ -14,20 +14,20 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, anyhow};
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::Settings;
-use crate::fleetlock::{self, Answer};
-use crate::outcome::{Failure, Outcome};
-use crate::state::{self, Layout};
-use crate::window::{self, LocalTime, Window};
+pub mod fleetlock;
+pub mod record;
+pub mod window;
 
-/// The repository's request file, relative to the config root.
-pub const REPO_REQUEST: &str = ".gitops/reboot";
-/// The entrypoint's request file (`$GITOPS_REBOOT_REQUEST`), in the state directory.
-pub const ENTRYPOINT_REQUEST: &str = "reboot-request";
+use self::fleetlock::Answer;
+pub use self::record::{FleetLockHold, REPO_REQUEST, RebootRecord, RebootState, Request};
+use self::window::{LocalTime, Window};
+use crate::layout::Layout;
+use crate::outcome::{Failure, Outcome};
+use crate::state;
+
 /// Test hook: a fake boot id instead of /proc/sys/kernel/random/boot_id (simulates a reboot).
 pub const TEST_BOOT_ID: &str = "GITOPS_TEST_BOOT_ID";
 /// Test hook: a fake boot time (unix seconds or RFC 3339) instead of /proc/stat's btime.
@@ -57,98 +57,6 @@ pub struct RebootSettings {
     pub command: String,
     /// The FleetLock server and this host's identity (strategy fleetlock).
     pub fleetlock: Option<fleetlock::Client>,
-}
-
-/// "Reboot if this host booted before `not_before`."
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    /// `repo` (the `.gitops/reboot` file) or `entrypoint` (`$GITOPS_REBOOT_REQUEST`).
-    pub source: String,
-    /// T, RFC 3339 in UTC.
-    pub not_before: String,
-    /// The commit that carried (repo) or made (entrypoint) the request.
-    pub commit: Option<String>,
-    /// The reason given with it, if any.
-    pub reason: Option<String>,
-}
-
-impl Request {
-    /// The same request: same source and same T (the reason and commit do not make it a new one).
-    fn same(&self, other: &Request) -> bool {
-        self.source == other.source && self.not_before == other.not_before
-    }
-
-    /// T, when it parses (it was written by us, so it does unless state.json was edited).
-    fn time(&self) -> Option<OffsetDateTime> {
-        OffsetDateTime::parse(&self.not_before, &Rfc3339).ok()
-    }
-}
-
-impl std::fmt::Display for Request {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("reboot request ")?;
-        if let Some(reason) = &self.reason {
-            write!(f, "{reason:?} ")?;
-        }
-        let source = if self.source == "repo" { REPO_REQUEST } else { "the entrypoint" };
-        write!(f, "from {source}")?;
-        if let Some(commit) = &self.commit {
-            write!(f, " of {}", prefix(commit, 12))?;
-        }
-        write!(f, " (hosts booted before {})", self.not_before)
-    }
-}
-
-/// The reboot gitops last started, and what became of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebootRecord {
-    /// The request it was for.
-    pub request: Request,
-    /// The boot in which it was started.
-    pub boot_id: String,
-    /// When the reboot command ran (RFC 3339).
-    pub started_at: String,
-    /// Why the reboot command failed; such a reboot is tried again on the next run.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The boot seen after it, once the host is back.
-    #[serde(default)]
-    pub rebooted_into: Option<String>,
-    /// That boot's start time (RFC 3339).
-    #[serde(default)]
-    pub booted_at: Option<String>,
-}
-
-/// A FleetLock slot this host holds, to give back once it has rebooted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FleetLockHold {
-    /// The server and identity it was taken with (released there, even if the configuration changed since).
-    pub client: fleetlock::Client,
-    /// The boot in which it was taken.
-    pub boot_id: String,
-    /// When (RFC 3339).
-    pub since: String,
-}
-
-/// Reboot bookkeeping in state.json.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RebootState {
-    /// The entrypoint's request, kept until it is satisfied (a deferred reboot waits here).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending: Option<Request>,
-    /// The last reboot gitops started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last: Option<RebootRecord>,
-    /// A FleetLock slot held across a reboot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fleetlock: Option<FleetLockHold>,
-}
-
-impl RebootState {
-    /// Nothing recorded: state.json leaves the section out.
-    pub fn is_empty(&self) -> bool {
-        self.pending.is_none() && self.last.is_none() && self.fleetlock.is_none()
-    }
 }
 
 /// The running boot.
@@ -332,13 +240,15 @@ pub struct Reboot {
 ///
 /// Reboots are considered only after runs that leave the live revision as it should be (up-to-date, applied,
 /// need-push, diverged); a failed apply keeps its request pending for the next successful run.
-pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<Settled, Failure> {
+pub fn settle(
+    reboot: &RebootSettings,
+    config_root: &Path,
+    layout: &Layout,
+    outcome: Outcome,
+) -> Result<Settled, Failure> {
     let mut settled = Settled::default();
-    if settings.dry_run {
-        return Ok(settled);
-    }
-    let request_file = layout.root.join(ENTRYPOINT_REQUEST);
-    let live_root = layout.current().join(&settings.fleet.inventory.root);
+    let request_file = layout.reboot_request();
+    let live_root = layout.current().join(config_root);
     let repo_file = live_root.join(REPO_REQUEST);
     let mut state = state::load(&layout.state_file())?;
     if state.reboot.is_empty() && !request_file.exists() && !repo_file.exists() {
@@ -458,7 +368,6 @@ pub fn settle(settings: &Settings, layout: &Layout, outcome: Outcome) -> Result<
     }
 
     if let Some(request) = due {
-        let reboot = &settings.fleet.reboot;
         let local = window::local_time(now.unix_timestamp());
         match gate(reboot.strategy, reboot.window.as_ref(), local) {
             Gate::Never => {
@@ -543,8 +452,8 @@ fn record(
 impl Reboot {
     /// Run the reboot command. If it fails, the host is not going down: record why (the reboot is tried
     /// again on the next run, which cannot loop) and give a FleetLock slot taken for it back.
-    pub fn run(self, settings: &Settings, layout: &Layout) -> Result<(), Failure> {
-        let command = &settings.fleet.reboot.command;
+    pub fn run(self, reboot: &RebootSettings, layout: &Layout) -> Result<(), Failure> {
+        let command = &reboot.command;
         log::warn!("rebooting for the {}: {command}", self.reason);
         let output = Command::new("/bin/sh")
             .arg("-c")
@@ -585,13 +494,9 @@ impl Reboot {
     }
 }
 
+/// A boot id's first 8 characters (it comes from a file: never slice it by bytes).
 fn short_boot(id: &str) -> String {
-    prefix(id, 8)
-}
-
-/// The first `n` characters (commit ids and boot ids come from files: never slice them by bytes).
-pub fn prefix(text: &str, n: usize) -> String {
-    text.chars().take(n).collect()
+    id.chars().take(8).collect()
 }
 
 #[cfg(test)]

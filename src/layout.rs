@@ -1,0 +1,193 @@
+//! The state directory: where it is (validated once for every command), every path inside it, and the run lock.
+
+use std::fs::{self, File, OpenOptions};
+use std::path::PathBuf;
+
+use anyhow::{Context, anyhow, bail};
+use gix::ObjectId;
+
+use crate::outcome::{Failure, Outcome};
+
+/// State directory when neither `--state-dir` nor systemd's `$STATE_DIRECTORY` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gitops";
+
+/// Paths inside the state directory; nothing else builds one.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The state directory itself (absolute, valid UTF-8).
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// The state directory named by `--state-dir`, else systemd's `$STATE_DIRECTORY`, else the default;
+    /// made absolute (the entrypoint runs elsewhere and is given this path) and refused unless UTF-8.
+    pub fn from_flag(flag: Option<PathBuf>) -> anyhow::Result<Layout> {
+        let root = flag
+            .or_else(|| {
+                // systemd passes a colon-separated list when the unit names several directories.
+                std::env::var("STATE_DIRECTORY")
+                    .ok()
+                    .and_then(|dirs| dirs.split(':').next().map(PathBuf::from))
+                    .filter(|dir| !dir.as_os_str().is_empty())
+            })
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        if root.to_str().is_none() {
+            bail!(
+                "--state-dir {}: the path is not valid UTF-8, which state.json and the entrypoint's environment need; choose another path",
+                root.display()
+            );
+        }
+        let root = std::path::absolute(&root)
+            .with_context(|| format!("--state-dir {}: cannot make it absolute", root.display()))?;
+        Ok(Layout { root })
+    }
+
+    /// For commands that only read the state (status, logs): the directory must already exist.
+    pub fn existing(flag: Option<PathBuf>) -> Result<Layout, Failure> {
+        let layout = Layout::from_flag(flag).map_err(Failure::usage)?;
+        if !layout.root.is_dir() {
+            return Err(Failure::usage(anyhow!(
+                "no state directory at {}: gitops has not run here with this --state-dir; pass --state-dir DIR (the one gitops sync uses) or run gitops sync first",
+                layout.root.display()
+            )));
+        }
+        Ok(layout)
+    }
+
+    /// The lock file held for the whole run.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+    /// The state document.
+    pub fn state_file(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    /// The last run and the counters the metrics need (`gitops status` reads it).
+    pub fn last_run(&self) -> PathBuf {
+        self.root.join("last_run.json")
+    }
+    /// The bare cache repository fetched into.
+    pub fn cache(&self) -> PathBuf {
+        self.root.join("cache.git")
+    }
+    /// One checkout per commit lives below here.
+    pub fn revisions(&self) -> PathBuf {
+        self.root.join("revisions")
+    }
+    /// Symlink to the live revision.
+    pub fn current(&self) -> PathBuf {
+        self.root.join("current")
+    }
+    /// What each revision was written with (index files), to rebuild one from another.
+    pub fn manifests(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+    /// Entrypoint logs and changed-file lists.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    /// The entrypoint's log for `commit`.
+    pub fn entrypoint_log(&self, commit: ObjectId) -> PathBuf {
+        self.logs().join(format!("{commit}.log"))
+    }
+    /// The teardown script's log, run before `next` went live.
+    pub fn teardown_log(&self, next: ObjectId) -> PathBuf {
+        self.logs().join(format!("{next}.teardown.log"))
+    }
+    /// The paths `commit` changed (`$GITOPS_CHANGED_FILES`).
+    pub fn changed_files(&self, commit: ObjectId) -> PathBuf {
+        self.logs().join(format!("{commit}.changed"))
+    }
+    /// ssh's messages (`ssh -E`), folded into our one-line errors.
+    pub fn ssh_log(&self) -> PathBuf {
+        self.root.join("ssh.log")
+    }
+    /// Host keys pinned on first use (`--accept-new-host-key`).
+    pub fn known_hosts(&self) -> PathBuf {
+        self.root.join("known_hosts")
+    }
+    /// Where the entrypoint asks for a reboot (`$GITOPS_REBOOT_REQUEST`).
+    pub fn reboot_request(&self) -> PathBuf {
+        self.root.join("reboot-request")
+    }
+    /// Undelivered notifications, one directory per target.
+    pub fn outbox(&self) -> PathBuf {
+        self.root.join("outbox")
+    }
+
+    /// Create the state directory tree (mode 0700 through the process umask).
+    pub fn ensure_dirs(&self) -> anyhow::Result<()> {
+        for dir in [self.root.clone(), self.revisions(), self.logs()] {
+            fs::create_dir_all(&dir).with_context(|| {
+                format!("creating state directory {}; check permissions or pass --state-dir", dir.display())
+            })?;
+        }
+        if !self.root.is_dir() {
+            bail!("state directory {} is not a directory", self.root.display());
+        }
+        Ok(())
+    }
+
+    /// Take the run lock without waiting; a held lock is [`Outcome::Locked`].
+    pub fn lock_run(&self) -> Result<RunLock, Failure> {
+        let path = self.lock();
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(RunLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(Failure {
+                outcome: Outcome::Locked,
+                error: anyhow!(
+                    "another gitops run holds the lock {}; it will pick up any change, try again later",
+                    path.display()
+                ),
+            }),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e).context(format!("locking {}", path.display())).into())
+            }
+        }
+    }
+
+    /// Remove temp files that runs killed mid-write left in the state directory (call under the lock).
+    pub fn remove_stale_temp(&self) {
+        for dir in [self.root.clone(), self.logs()] {
+            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.contains(".tmp-") {
+                    log::debug!("removing {name}, left by an interrupted run");
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+}
+
+/// The exclusive run lock; released when dropped (or when the process dies).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout { root: dir.path().to_path_buf() };
+        let _held = layout.lock_run().unwrap();
+        assert_eq!(layout.lock_run().unwrap_err().outcome, Outcome::Locked);
+    }
+
+    #[test]
+    fn relative_state_dir_is_made_absolute() {
+        let layout = Layout::from_flag(Some(PathBuf::from("some/state"))).unwrap();
+        assert!(layout.root.is_absolute() && layout.root.ends_with("some/state"));
+    }
+}

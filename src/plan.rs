@@ -1,0 +1,83 @@
+//! The dry run's plan: what a real run would do, printed, nothing changed.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use gix::ObjectId;
+
+use crate::config::Settings;
+use crate::decide::Why;
+use crate::fetch::Fetched;
+use crate::teardown;
+
+/// What the dry run found out, to be printed.
+pub struct Plan<'a> {
+    /// Why the commit would be applied.
+    pub why: Why,
+    /// The applied commit, if any.
+    pub deployed: Option<ObjectId>,
+    /// What was fetched.
+    pub fetched: &'a Fetched,
+    /// Which attempt at the commit this would be.
+    pub attempt: u32,
+    /// The paths the commit changes.
+    pub changed: &'a [String],
+}
+
+/// Print the plan (redacted), with the entrypoint resolved in the commit's tree and the teardown that would run.
+pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> anyhow::Result<()> {
+    let fleet = fleet_lines(settings, repo, plan.fetched.commit)?;
+    let mut out = String::new();
+    let action = match plan.why {
+        Why::Rewind => "apply (rewind allowed)",
+        Why::Diverged => "apply (divergence allowed)",
+        Why::FirstDeploy | Why::FastForward | Why::Reapply => "apply",
+    };
+    let _ = writeln!(out, "would: {action}");
+    let _ = writeln!(out, "repository: {}", settings.repo_url_display);
+    let _ = writeln!(out, "ref: {}", plan.fetched.reference);
+    let _ = writeln!(out, "deployed: {}", plan.deployed.map(|d| d.to_string()).unwrap_or_else(|| "none".into()));
+    let _ = writeln!(out, "remote: {}", plan.fetched.commit);
+    out.push_str(&fleet);
+    let _ = writeln!(out, "attempt: {} of {}", plan.attempt, settings.max_attempts);
+    let _ = writeln!(out, "changed files ({}):", plan.changed.len());
+    for path in plan.changed {
+        let _ = writeln!(out, "  {path}");
+    }
+    print!("{}", crate::redact::redact(&out));
+    Ok(())
+}
+
+/// The inventory lines: which entrypoint would run (resolved in the commit's tree), tags, teardown.
+fn fleet_lines(settings: &Settings, repo: &gix::Repository, remote: ObjectId) -> anyhow::Result<String> {
+    let inventory = &settings.fleet.inventory;
+    let tree = repo
+        .find_commit(remote)
+        .map_err(anyhow::Error::new)
+        .and_then(|c| c.tree().map_err(anyhow::Error::new))
+        .with_context(|| format!("reading the tree of commit {remote}"))?;
+    let in_tree = |candidate: &Path| {
+        let path = inventory.root.join(candidate);
+        tree.lookup_entry_by_path(&path).ok().flatten().is_some_and(|entry| entry.mode().is_blob_or_symlink())
+    };
+    let entrypoint = inventory.resolve(&settings.entrypoint, in_tree);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "entrypoint: {} ({}{})",
+        inventory.root.join(&entrypoint).display(),
+        inventory.describe(&entrypoint),
+        if in_tree(&entrypoint) { "" } else { "; not in this commit" }
+    );
+    let _ = writeln!(out, "tags: {}", inventory.tags_env());
+    let teardown = match teardown::outgoing(&settings.layout, inventory, &settings.entrypoint, remote) {
+        Some(_) if settings.fleet.skip_teardown => "skipped (--skip-teardown)".to_string(),
+        Some(outgoing) => {
+            format!("{} of the live revision {}", inventory.root.join(&outgoing.script).display(), outgoing.commit)
+        }
+        None => "none".to_string(),
+    };
+    let _ = writeln!(out, "teardown: {teardown}");
+    Ok(out)
+}
