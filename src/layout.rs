@@ -42,11 +42,12 @@ impl Layout {
         Ok(Layout { root })
     }
 
-    /// For commands that only read the state (status, logs): the directory must already exist.
+    /// For commands that only read the state (status, logs): the directory must already exist
+    /// (exit 1 when it does not, as for any unhealthy host).
     pub fn existing(flag: Option<PathBuf>) -> Result<Layout, Failure> {
         let layout = Layout::from_flag(flag).map_err(Failure::usage)?;
         if !layout.root.is_dir() {
-            return Err(Failure::usage(anyhow!(
+            return Err(Failure::from(anyhow!(
                 "no state directory at {}: gitops has not run here with this --state-dir; pass --state-dir DIR (the one gitops sync uses) or run gitops sync first",
                 layout.root.display()
             )));
