@@ -5,6 +5,7 @@ mod changes;
 mod checkout;
 mod cli;
 mod clock;
+mod commands;
 mod commit_id;
 mod config;
 mod deadline;
@@ -12,7 +13,6 @@ mod decide;
 mod failpoint;
 mod fetch;
 mod fleet;
-mod generate;
 mod hostkey;
 mod inventory;
 mod last_run;
@@ -32,12 +32,9 @@ mod secret_file;
 mod signers;
 mod splay;
 mod state;
-mod status;
 mod sync;
 mod teardown;
-mod units;
 mod verify;
-mod verify_command;
 mod webhook;
 
 use std::process::ExitCode;
@@ -93,20 +90,20 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
             let settings = Settings::from_args(*args).map_err(Failure::usage)?;
             sync::sync(&settings)
         }
-        Command::Verify(args) => verify_command::run(args),
-        Command::Status(args) => status::status(args),
-        Command::Logs(args) => status::logs(args),
+        Command::Verify(args) => commands::verify::run(args),
+        Command::Status(args) => commands::status::status(args),
+        Command::Logs(args) => commands::status::logs(args),
         Command::Webhook(args) => {
             webhook::run(args)?;
             // The idle timeout ended it.
             Ok(Outcome::Success)
         }
         Command::InstallUnits(args) => {
-            units::install(&args.root, args.enable)?;
+            commands::install_units::install(&args.root, args.enable)?;
             Ok(Outcome::Success)
         }
         Command::Generate(args) => {
-            for path in generate::generate(args.what, &args.out)? {
+            for path in commands::generate::generate(args.what, &args.out)? {
                 log::info!("wrote {}", path.display());
             }
             Ok(Outcome::Success)

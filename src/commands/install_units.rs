@@ -27,11 +27,11 @@ pub struct Unit {
 
 /// Every unit the binary ships, in the order they are written.
 pub const UNITS: &[Unit] = &[
-    Unit { name: "gitops.service", text: include_str!("../systemd/gitops.service"), enable: false },
-    Unit { name: "gitops.timer", text: include_str!("../systemd/gitops.timer"), enable: true },
+    Unit { name: "gitops.service", text: include_str!("../../systemd/gitops.service"), enable: false },
+    Unit { name: "gitops.timer", text: include_str!("../../systemd/gitops.timer"), enable: true },
     // Installed, not enabled: a listening socket is the operator's decision (and needs a secret).
-    Unit { name: "gitops-webhook.service", text: include_str!("../systemd/gitops-webhook.service"), enable: false },
-    Unit { name: "gitops-webhook.socket", text: include_str!("../systemd/gitops-webhook.socket"), enable: false },
+    Unit { name: "gitops-webhook.service", text: include_str!("../../systemd/gitops-webhook.service"), enable: false },
+    Unit { name: "gitops-webhook.socket", text: include_str!("../../systemd/gitops-webhook.socket"), enable: false },
 ];
 
 /// Where administrator-installed units live, relative to the root.
