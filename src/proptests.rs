@@ -45,7 +45,7 @@ proptest! {
         let _ = crate::inventory::parse_tags(&text);
         let _ = crate::inventory::host_names(&text);
         let request = crate::reboot::Request {
-            source: text.clone(),
+            source: crate::reboot::Source::Repo,
             not_before: text.clone(),
             commit: Some(text.clone()),
             reason: Some(text.clone()),

@@ -22,7 +22,7 @@ pub mod record;
 pub mod window;
 
 use self::fleetlock::Answer;
-pub use self::record::{FleetLockHold, REPO_REQUEST, RebootRecord, RebootState, Request};
+pub use self::record::{FleetLockHold, REPO_REQUEST, RebootRecord, RebootState, Request, Source};
 use self::window::{LocalTime, Window};
 use crate::layout::Layout;
 use crate::outcome::{Failure, Outcome};
@@ -214,7 +214,7 @@ fn entrypoint_request(path: &Path, commit: Option<String>) -> anyhow::Result<Opt
     let written = OffsetDateTime::from(meta.modified().context("reading the time of the reboot request")?);
     let not_before = stamp(written);
     let reason = text.lines().map(str::trim).find(|l| !l.is_empty()).map(reason);
-    Ok(Some(Request { source: "entrypoint".into(), not_before, commit, reason }))
+    Ok(Some(Request { source: Source::Entrypoint, not_before, commit, reason }))
 }
 
 /// What [`settle`] found: news for the run's report, and a reboot to start once the run is reported.
@@ -318,7 +318,7 @@ pub fn settle(
     match fs::read_to_string(&repo_file) {
         Ok(text) => match parse_repo_request(&text) {
             Ok((at, reason)) => requests.push(Request {
-                source: "repo".into(),
+                source: Source::Repo,
                 not_before: stamp(at),
                 commit: live_commit.clone(),
                 reason,
@@ -341,7 +341,7 @@ pub fn settle(
         match judge(&request, not_before, &boot, now, state.reboot.last.as_ref()) {
             Verdict::Satisfied => {
                 log::log!(level, "ignoring the {request}: this host booted at {}, after that time", stamp(boot.time));
-                if request.source == "entrypoint" {
+                if request.source == Source::Entrypoint {
                     state.reboot.pending = None;
                 }
             }
@@ -355,7 +355,7 @@ pub fn settle(
                     "this host already rebooted for the {request}, yet it booted at {}, before that time (clock wrong?); not rebooting again",
                     stamp(boot.time)
                 );
-                if request.source == "entrypoint" {
+                if request.source == Source::Entrypoint {
                     state.reboot.pending = None;
                 }
             }
@@ -504,8 +504,8 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn request(source: &str, at: OffsetDateTime) -> Request {
-        Request { source: source.into(), not_before: stamp(at), commit: None, reason: None }
+    fn request(source: Source, at: OffsetDateTime) -> Request {
+        Request { source, not_before: stamp(at), commit: None, reason: None }
     }
 
     fn record(req: &Request, boot_id: &str, error: Option<&str>) -> RebootRecord {
@@ -522,7 +522,7 @@ mod tests {
     #[test]
     fn a_request_is_judged_against_the_boot_time_and_the_last_reboot() {
         let t = datetime!(2026-12-01 02:00 UTC);
-        let req = request("repo", t);
+        let req = request(Source::Repo, t);
         let old_boot = Boot { id: "b1".into(), time: datetime!(2026-11-01 00:00 UTC) };
         let new_boot = Boot { id: "b2".into(), time: datetime!(2026-12-01 02:05 UTC) };
         let before_t = datetime!(2026-11-30 12:00 UTC);
@@ -534,13 +534,13 @@ mod tests {
             (&old_boot, before_t, None, Verdict::NotYet),
             (&old_boot, after_t, Some(record(&req, "b1", None)), Verdict::AlreadyStarted),
             (&old_boot, after_t, Some(record(&req, "b1", Some("exit 1"))), Verdict::Due),
-            (&old_boot, after_t, Some(record(&request("repo", before_t), "b1", None)), Verdict::Due),
-            (&old_boot, after_t, Some(record(&request("entrypoint", t), "b1", None)), Verdict::Due),
+            (&old_boot, after_t, Some(record(&request(Source::Repo, before_t), "b1", None)), Verdict::Due),
+            (&old_boot, after_t, Some(record(&request(Source::Entrypoint, t), "b1", None)), Verdict::Due),
             // After the reboot the boot time is past T: satisfied, whatever the record says. No loop.
             (&new_boot, after_t, Some(record(&req, "b1", None)), Verdict::Satisfied),
             (&new_boot, after_t, None, Verdict::Satisfied),
             // A request older than this boot is ignored.
-            (&new_boot, after_t, Some(record(&request("repo", before_t), "b1", None)), Verdict::Satisfied),
+            (&new_boot, after_t, Some(record(&request(Source::Repo, before_t), "b1", None)), Verdict::Satisfied),
         ];
         for (boot, now, last, want) in cases {
             assert_eq!(judge(&req, t, boot, now, last.as_ref()), want, "{boot:?} {now} {last:?}");
@@ -580,7 +580,7 @@ mod tests {
     fn state_section_round_trips_and_is_left_out_when_empty() {
         assert!(RebootState::default().is_empty());
         let state = RebootState {
-            pending: Some(request("entrypoint", datetime!(2026-12-01 02:00 UTC))),
+            pending: Some(request(Source::Entrypoint, datetime!(2026-12-01 02:00 UTC))),
             ..RebootState::default()
         };
         let json = serde_json::to_string(&state).unwrap();

@@ -10,11 +10,21 @@ use crate::commit_id::short;
 /// The repository's request file, relative to the config root.
 pub const REPO_REQUEST: &str = ".gitops/reboot";
 
+/// Where a reboot request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The `.gitops/reboot` file in the config root.
+    Repo,
+    /// The entrypoint, through `$GITOPS_REBOOT_REQUEST`.
+    Entrypoint,
+}
+
 /// "Reboot if this host booted before `not_before`."
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
-    /// `repo` (the `.gitops/reboot` file) or `entrypoint` (`$GITOPS_REBOOT_REQUEST`).
-    pub source: String,
+    /// Who asked.
+    pub source: Source,
     /// T, RFC 3339 in UTC.
     pub not_before: String,
     /// The commit that carried (repo) or made (entrypoint) the request.
@@ -41,7 +51,10 @@ impl std::fmt::Display for Request {
         if let Some(reason) = &self.reason {
             write!(f, "{reason:?} ")?;
         }
-        let source = if self.source == "repo" { REPO_REQUEST } else { "the entrypoint" };
+        let source = match self.source {
+            Source::Repo => REPO_REQUEST,
+            Source::Entrypoint => "the entrypoint",
+        };
         write!(f, "from {source}")?;
         if let Some(commit) = &self.commit {
             write!(f, " of {}", short(commit))?;
