@@ -33,9 +33,16 @@ pub enum Decision {
     UpToDate,
     /// Check out and apply the remote commit, for this reason.
     Apply(Why),
-    /// The remote is behind the deployed commit (a rewind or a rollback): refused, nothing changes.
+    /// Refuse the remote commit: nothing changes.
+    Refuse(Refusal),
+}
+
+/// Why the remote commit is refused (without `--allow-rewind` / `--allow-diverged`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The remote is behind the deployed commit (a rewind or a rollback).
     NeedPush,
-    /// Neither contains the other (force-push), or the deployed commit is unknown: refused, nothing changes.
+    /// Neither contains the other (force-push), or the deployed commit is unknown.
     Diverged,
 }
 
@@ -71,9 +78,9 @@ pub fn decide(history: &History, allowed: Allowed) -> Decision {
     let rewound = merge_base == Some(remote) || applied_before;
     match (rewound, allowed) {
         (true, Allowed { rewind: true, .. }) => Decision::Apply(Why::Rewind),
-        (true, _) => Decision::NeedPush,
+        (true, _) => Decision::Refuse(Refusal::NeedPush),
         (false, Allowed { diverged: true, .. }) => Decision::Apply(Why::Diverged),
-        (false, _) => Decision::Diverged,
+        (false, _) => Decision::Refuse(Refusal::Diverged),
     }
 }
 
@@ -98,15 +105,15 @@ mod tests {
             (Some(a), a, None, true, true, none, Decision::UpToDate),
             (Some(a), a, None, true, false, none, Decision::Apply(Why::Reapply)),
             (Some(a), b, Some(a), false, false, none, Decision::Apply(Why::FastForward)),
-            (Some(b), a, Some(a), true, false, none, Decision::NeedPush),
+            (Some(b), a, Some(a), true, false, none, Decision::Refuse(Refusal::NeedPush)),
             (Some(b), a, Some(a), false, false, rewind, Decision::Apply(Why::Rewind)),
-            (Some(b), a, Some(a), false, false, diverged, Decision::NeedPush),
-            (Some(a), b, Some(c), false, false, none, Decision::Diverged),
-            (Some(a), b, None, false, false, none, Decision::Diverged),
-            (Some(a), b, None, false, false, rewind, Decision::Diverged),
+            (Some(b), a, Some(a), false, false, diverged, Decision::Refuse(Refusal::NeedPush)),
+            (Some(a), b, Some(c), false, false, none, Decision::Refuse(Refusal::Diverged)),
+            (Some(a), b, None, false, false, none, Decision::Refuse(Refusal::Diverged)),
+            (Some(a), b, None, false, false, rewind, Decision::Refuse(Refusal::Diverged)),
             (Some(a), b, None, false, false, diverged, Decision::Apply(Why::Diverged)),
             // A rollback to a commit applied before, with the cache rebuilt (no merge base): still a rewind.
-            (Some(a), b, None, true, false, none, Decision::NeedPush),
+            (Some(a), b, None, true, false, none, Decision::Refuse(Refusal::NeedPush)),
             (Some(a), b, Some(c), true, false, rewind, Decision::Apply(Why::Rewind)),
         ];
         for (deployed, remote, merge_base, applied_before, live_is_remote, allowed, want) in cases {

@@ -13,7 +13,7 @@ use crate::clock::now;
 use crate::commit_id::{self, short_id, short_opt};
 use crate::config::Settings;
 use crate::deadline;
-use crate::decide::{Allowed, Attempt, Decision, History, decide, plan_attempt};
+use crate::decide::{Allowed, Attempt, Decision, History, Refusal, Why, decide, plan_attempt};
 use crate::fetch::{self, Fetched, Source};
 use crate::hostkey;
 use crate::layout::Layout;
@@ -101,9 +101,13 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let allowed = Allowed { rewind: settings.allow_rewind, diverged: settings.allow_diverged };
     let why = match decide(&history, allowed) {
         Decision::Apply(why) => why,
-        refused_or_done => return Ok(explain(refused_or_done, &fetched, deployed, started)),
+        Decision::UpToDate => {
+            log::info!("up-to-date ({} {} in {:.2?})", fetched.branch, short_id(remote), started.elapsed());
+            return Ok(Outcome::UpToDate);
+        }
+        Decision::Refuse(refusal) => return Ok(refuse(refusal, &fetched, deployed)),
     };
-    if why == crate::decide::Why::Reapply {
+    if why == Why::Reapply {
         log::warn!("the live revision is not the applied commit {}; re-applying it", short_id(remote));
     }
 
@@ -175,21 +179,17 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     Ok(outcome)
 }
 
-/// The outcome of a run that applies nothing, with the line that tells the operator why and what to do.
-fn explain(decision: Decision, fetched: &Fetched, deployed: Option<ObjectId>, started: Instant) -> Outcome {
+/// The outcome of a refused commit, with the line that tells the operator why and what to do.
+fn refuse(refusal: Refusal, fetched: &Fetched, deployed: Option<ObjectId>) -> Outcome {
     let (branch, remote, deployed) = (&fetched.branch, short_id(fetched.commit), short_opt(deployed));
-    match decision {
-        Decision::UpToDate | Decision::Apply(_) => {
-            log::info!("up-to-date ({branch} {remote} in {:.2?})", started.elapsed());
-            Outcome::UpToDate
-        }
-        Decision::NeedPush => {
+    match refusal {
+        Refusal::NeedPush => {
             log::warn!(
                 "remote {branch} is at {remote}, behind the deployed commit {deployed}: it was rewound; push {deployed} back (or revert forward), or deploy the rewind with --allow-rewind"
             );
             Outcome::NeedPush
         }
-        Decision::Diverged => {
+        Refusal::Diverged => {
             log::warn!(
                 "remote {branch} at {remote} and the deployed commit {deployed} have diverged (force-push?); nothing changed; deploy it anyway with --allow-diverged"
             );
