@@ -148,11 +148,10 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         return Ok(Outcome::Applied);
     }
 
-    let apply_started = Instant::now();
-    let started_at = now();
+    let begun = Begun { commit: remote, previous: deployed, attempt, at: now(), clock: Instant::now() };
     let (ran, log) = deploy(settings, layout, &repo, &fetched, deployed, &changed, attempt)?;
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
-    record(&mut state, layout, outcome, &ran, log.clone(), (started_at, apply_started), deployed, remote, attempt)?;
+    record(&mut state, layout, begun, outcome, &ran, log.clone())?;
     summary.error = ran.error.clone();
     (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
     if let Err(e) = checkout::prune(layout, settings.keep_revisions) {
@@ -260,34 +259,44 @@ fn deploy(
     Ok((apply::run(&job)?, log))
 }
 
+/// An apply attempt as it started: what state.json records about it when it ends.
+struct Begun {
+    /// The commit attempted.
+    commit: ObjectId,
+    /// The commit applied before it.
+    previous: Option<ObjectId>,
+    /// Which attempt at `commit` this is.
+    attempt: u32,
+    /// When it started (RFC 3339).
+    at: String,
+    /// When it started, for its duration.
+    clock: Instant,
+}
+
 /// Record the attempt (and, when it succeeded, the applied commit) in state.json.
-#[allow(clippy::too_many_arguments)]
 fn record(
     state: &mut State,
     layout: &Layout,
+    begun: Begun,
     outcome: Outcome,
     ran: &Ran,
     log: PathBuf,
-    (started_at, apply_started): (String, Instant),
-    deployed: Option<ObjectId>,
-    remote: ObjectId,
-    attempt: u32,
 ) -> Result<(), Failure> {
     let finished_at = now();
     state.last_attempt = Some(AttemptRecord {
-        commit: remote.to_string(),
-        previous_commit: deployed.map(|d| d.to_string()),
+        commit: begun.commit.to_string(),
+        previous_commit: begun.previous.map(|d| d.to_string()),
         result: outcome,
-        attempts: attempt,
+        attempts: begun.attempt,
         exit_code: ran.exit_code,
         error: ran.error.clone(),
-        started_at,
+        started_at: begun.at,
         finished_at: finished_at.clone(),
-        duration_ms: apply_started.elapsed().as_millis() as u64,
+        duration_ms: begun.clock.elapsed().as_millis() as u64,
         log,
     });
     if ran.success {
-        state.record_applied(&remote.to_string(), finished_at);
+        state.record_applied(&begun.commit.to_string(), finished_at);
     }
     state::save(&layout.state_file(), state)?;
     crate::failpoint::hit("state-saved");
