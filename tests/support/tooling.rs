@@ -160,11 +160,12 @@ extern "C" fn print_skips() {
         .collect();
     let listed = fs::write(&list, lines).is_ok();
     let mut summary = format!(
-        "\nSKIPPED {} tests for missing tools: {counts}\n  install them with: {SETUP}   (then plain `cargo test` runs them; `sudo tests/run` does both)\n",
+        "\nskipped {} tests: {counts} \u{2014} install them with: {SETUP}\n  \
+         (`sudo tests/run` installs them and runs everything as root, failing on any skip)\n",
         skips.len()
     );
     if listed {
-        summary.push_str(&format!("  which tests: {}\n", list.display()));
+        summary.push_str(&format!("  the skipped tests: {}\n", list.display()));
     }
     let _ = std::io::stderr().write_all(summary.as_bytes());
 }
