@@ -36,8 +36,9 @@ impl Fixture {
     }
 }
 
-fn keys_dir() -> tempfile::TempDir {
-    tempdir()
+/// A directory for signing keys; None (the test is skipped) without ssh-keygen to make them.
+fn keys_dir() -> Option<tempfile::TempDir> {
+    tooling::available(&[tooling::SSH_KEYGEN]).then(tempdir)
 }
 
 /// What `git verify-commit` says with the same allowed_signers file: our verdicts must agree with git's.
@@ -55,16 +56,10 @@ fn git_verifies(repo: &Path, signers: &Path, rev: &str) -> bool {
 
 #[test]
 fn chain_signed_by_ed25519_ecdsa_and_rsa_keys_applies() {
-    let keys = keys_dir();
-    let Some(ed) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
-    let Some(ec) = SigningKey::generate(keys.path(), "ec", "ecdsa") else {
-        return;
-    };
-    let Some(rsa) = SigningKey::generate(keys.path(), "rsa", "rsa") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let ed = SigningKey::generate(keys.path(), "ed", "ed25519");
+    let ec = SigningKey::generate(keys.path(), "ec", "ecdsa");
+    let rsa = SigningKey::generate(keys.path(), "rsa", "rsa");
     let f = Fixture::new(&ed, &[ed.allowed("alice@example.com", ""), ec.allowed("bob", ""), rsa.allowed("carol", "")]);
     let host = f.host();
     f.sync(&host, &[]).expect(APPLIED);
@@ -87,10 +82,8 @@ fn chain_signed_by_ed25519_ecdsa_and_rsa_keys_applies() {
 
 #[test]
 fn one_unsigned_commit_in_the_middle_is_refused_under_all() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let host = f.host();
     f.sync(&host, &[]).expect(APPLIED);
@@ -128,13 +121,9 @@ fn one_unsigned_commit_in_the_middle_is_refused_under_all() {
 
 #[test]
 fn signature_by_a_key_not_in_the_file_is_refused_with_its_fingerprint() {
-    let keys = keys_dir();
-    let Some(allowed) = SigningKey::generate(keys.path(), "allowed", "ed25519") else {
-        return;
-    };
-    let Some(stranger) = SigningKey::generate(keys.path(), "stranger", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let allowed = SigningKey::generate(keys.path(), "allowed", "ed25519");
+    let stranger = SigningKey::generate(keys.path(), "stranger", "ed25519");
     let f = Fixture::new(&allowed, &[allowed.allowed("alice", "")]);
     let host = f.host();
     f.sync(&host, &[]).expect(APPLIED);
@@ -152,10 +141,8 @@ fn signature_by_a_key_not_in_the_file_is_refused_with_its_fingerprint() {
 
 #[test]
 fn tampered_commit_with_the_old_signature_is_refused() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let host = f.host();
     f.sync(&host, &[]).expect(APPLIED);
@@ -179,10 +166,8 @@ fn tampered_commit_with_the_old_signature_is_refused() {
 
 #[test]
 fn signer_allowed_only_for_another_namespace_is_refused() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "namespaces=\"file\"")]);
     assert!(!git_verifies(&f.remote.work, &f.signers, "HEAD"));
     let run = f.sync(&f.host(), &[]).expect(VERIFY_FAILED);
@@ -192,10 +177,8 @@ fn signer_allowed_only_for_another_namespace_is_refused() {
 
 #[test]
 fn expired_and_not_yet_valid_signers_are_refused() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     for options in ["valid-before=\"20200101\"", "valid-after=\"29990101\""] {
         let f = Fixture::new(&key, &[key.allowed("alice", options)]);
         assert!(!git_verifies(&f.remote.work, &f.signers, "HEAD"), "{options}");
@@ -208,10 +191,8 @@ fn expired_and_not_yet_valid_signers_are_refused() {
 
 #[test]
 fn verify_command_prints_verdicts_for_ci_of_the_config_repo() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let base = f.remote.head();
     f.remote.write("a", "1");
@@ -238,10 +219,8 @@ fn verify_command_prints_verdicts_for_ci_of_the_config_repo() {
 
 #[test]
 fn signed_annotated_tag_is_deployed_and_an_unsigned_one_refused() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let keyfile = key.private.to_str().unwrap();
     let sign = ["-c", "gpg.format=ssh", "-c"];
@@ -289,10 +268,8 @@ fn rollback_to_an_applied_commit_is_refused_even_without_the_cache() {
 
 #[test]
 fn bad_trust_configuration_exits_2() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let host = f.host();
     let garbage = f.dir.path().join("garbage_signers");
@@ -441,10 +418,8 @@ fn read_tree(dir: &Path) -> String {
 
 #[test]
 fn systemd_credentials_supply_the_signers_and_the_deploy_key() {
-    let keys = keys_dir();
-    let Some(key) = SigningKey::generate(keys.path(), "ed", "ed25519") else {
-        return;
-    };
+    let Some(keys) = keys_dir() else { return };
+    let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);
     let credentials = dir.path().join("credentials");

@@ -310,13 +310,8 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// Generate a key of `kind` (ed25519, ecdsa, rsa) as `dir/name`; None (the test is skipped)
-    /// without ssh-keygen.
-    #[must_use]
-    pub fn generate(dir: &Path, name: &str, kind: &str) -> Option<SigningKey> {
-        if !tooling::available(&[tooling::SSH_KEYGEN]) {
-            return None;
-        }
+    /// Generate a key of `kind` (ed25519, ecdsa, rsa) as `dir/name` (gate on `tooling::SSH_KEYGEN`).
+    pub fn generate(dir: &Path, name: &str, kind: &str) -> SigningKey {
         let private = dir.join(name);
         let status = Command::new("ssh-keygen")
             .args(["-q", "-t", kind, "-N", "", "-C", name, "-f"])
@@ -326,7 +321,7 @@ impl SigningKey {
         assert!(status.success(), "ssh-keygen -t {kind}");
         let public_line = fs::read_to_string(private.with_extension("pub")).unwrap();
         let public = public_line.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-        Some(SigningKey { private, public })
+        SigningKey { private, public }
     }
 
     /// An allowed_signers line for this key with `options` (may be empty).
