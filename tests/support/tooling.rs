@@ -159,8 +159,15 @@ extern "C" fn print_skips() {
         })
         .collect();
     let listed = fs::write(&list, lines).is_ok();
+    let root = skips.values().flatten().any(|need| *need == ROOT);
+    let tools = skips.values().flatten().any(|need| *need != ROOT);
+    let hint = match (tools, root) {
+        (true, false) => format!("install them with: {SETUP}"),
+        (false, _) => "they need root: sudo tests/run".to_string(),
+        (true, true) => format!("install them with: {SETUP} (and run the root ones with sudo tests/run)"),
+    };
     let mut summary = format!(
-        "\nskipped {} tests: {counts} \u{2014} install them with: {SETUP}\n  \
+        "\nskipped {} tests: {counts} \u{2014} {hint}\n  \
          (`sudo tests/run` installs them and runs everything as root, failing on any skip)\n",
         skips.len()
     );
