@@ -100,6 +100,14 @@ pub fn missing(needs: &[Need]) -> Vec<Need> {
 /// summary and the test should return — or, under GITOPS_TEST_STRICT=1, this panics naming
 /// what is missing.
 pub fn available(needs: &[Need]) -> bool {
+    static AT_EXIT: Once = Once::new();
+    // libtest captures what tests print and shows it only for failures; a hook that runs when
+    // the process exits, after libtest's own summary, writes to the real stderr instead.
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn()` that never unwinds.
+        let registered = unsafe { libc::atexit(print_skips) };
+        assert_eq!(registered, 0, "atexit failed");
+    });
     let missing = missing(needs);
     if missing.is_empty() {
         return true;
@@ -110,7 +118,7 @@ pub fn available(needs: &[Need]) -> bool {
     }
     eprintln!("skipped: needs {names} (install with {SETUP}; GITOPS_TEST_STRICT=1 makes this a failure)");
     let test = std::thread::current().name().unwrap_or("(unnamed thread)").to_string();
-    record_skip(test, missing);
+    SKIPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(test).or_default().extend(missing);
     false
 }
 
@@ -127,23 +135,15 @@ impl std::fmt::Display for Need {
 /// Skipped tests and what each lacked, printed by `print_skips` when the test binary exits.
 static SKIPS: Mutex<BTreeMap<String, Vec<Need>>> = Mutex::new(BTreeMap::new());
 
-fn record_skip(test: String, missing: Vec<Need>) {
-    static AT_EXIT: Once = Once::new();
-    // libtest captures what tests print and shows it only for failures; a hook that runs when
-    // the process exits, after libtest's own summary, writes to the real stderr instead.
-    AT_EXIT.call_once(|| {
-        // SAFETY: registers a plain `extern "C" fn()` that never unwinds.
-        let registered = unsafe { libc::atexit(print_skips) };
-        assert_eq!(registered, 0, "atexit failed");
-    });
-    let mut skips = SKIPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    skips.entry(test).or_default().extend(missing);
-}
-
 /// The summary: how many tests were skipped, for want of what, and the command that fixes it.
-/// The list of tests goes to target/tmp/skipped-tests.txt.
+/// The list of tests goes to target/tmp/skipped-tests.txt (removed after a run without skips).
 extern "C" fn print_skips() {
     let skips = SKIPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let list = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    if skips.is_empty() {
+        let _ = fs::remove_file(&list);
+        return;
+    }
     let mut per_need: BTreeMap<Need, usize> = BTreeMap::new();
     for need in skips.values().flat_map(|needs| needs.iter().collect::<std::collections::BTreeSet<_>>()) {
         *per_need.entry(*need).or_default() += 1;
@@ -151,7 +151,6 @@ extern "C" fn print_skips() {
     let mut counts: Vec<(Need, usize)> = per_need.into_iter().collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let counts = counts.iter().map(|(need, n)| format!("{need} \u{d7}{n}")).collect::<Vec<_>>().join(", ");
-    let list = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
     let lines: String = skips
         .iter()
         .map(|(test, needs)| {
@@ -167,9 +166,10 @@ extern "C" fn print_skips() {
         (true, true) => format!("install them with: {SETUP} (and run the root ones with sudo tests/run)"),
     };
     let mut summary = format!(
-        "\nskipped {} tests: {counts} \u{2014} {hint}\n  \
+        "\nskipped {} test{}: {counts} \u{2014} {hint}\n  \
          (`sudo tests/run` installs them and runs everything as root, failing on any skip)\n",
-        skips.len()
+        skips.len(),
+        if skips.len() == 1 { "" } else { "s" }
     );
     if listed {
         summary.push_str(&format!("  the skipped tests: {}\n", list.display()));
