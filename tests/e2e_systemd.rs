@@ -7,10 +7,8 @@
 //! systemd-nspawn@.service would) and not again after the host is back.
 //!
 //! Needs root, debootstrap and systemd-nspawn (package systemd-container). Without them the test
-//! says it is skipped, unless GITOPS_TEST_STRICT=1 (set by .ci/run) turns that into a failure.
+//! says it is skipped, unless GITOPS_TEST_STRICT=1 (set by tests/run) turns that into a failure.
 //! The rootfs is built once by tests/e2e/make-rootfs.sh and cached (see support/tooling.rs).
-
-mod support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Remote, tooling};
+use crate::support;
+use crate::support::{Remote, tooling};
 
 /// The entrypoint: records each commit in /etc (the service may change the host) and logs a line.
 const RUN_SH: &str = r#"set -eu
@@ -38,7 +37,7 @@ AccuracySec=1s
 
 #[test]
 fn timer_applies_first_and_pushed_commits_under_real_systemd() {
-    if !tooling::available(tooling::missing_rootfs_tooling()) {
+    if !tooling::available(tooling::ROOTFS) {
         return;
     }
     let dir = support::tempdir();
@@ -48,7 +47,7 @@ fn timer_applies_first_and_pushed_commits_under_real_systemd() {
 
 #[test]
 fn reboot_requested_through_git_happens_exactly_once() {
-    if !tooling::available(tooling::missing_rootfs_tooling()) {
+    if !tooling::available(tooling::ROOTFS) {
         return;
     }
     let dir = support::tempdir();
@@ -112,8 +111,7 @@ fn reboot_requested_through_git_happens_exactly_once() {
 
 #[test]
 fn deb_package_installs_with_dpkg_and_applies_under_systemd() {
-    let cargo_deb = tooling::missing(&[("cargo-deb", "cargo install --locked cargo-deb, as .ci/run does")]);
-    if !tooling::available(tooling::missing_rootfs_tooling().or(cargo_deb)) {
+    if !tooling::available(&[tooling::ROOTFS, &[tooling::CARGO_DEB]].concat()) {
         return;
     }
     let dir = support::tempdir();
@@ -187,7 +185,7 @@ fn build_deb(dir: &Path) -> PathBuf {
     }
     // --profile dev packages the binary this test run built (target/debug) instead of building
     // a release: the layout is what is tested here, `just package` makes the real thing.
-    let out = Command::new("cargo-deb")
+    let out = tooling::command("cargo-deb")
         .args(["--no-build", "--profile", "dev", "--fast", "--quiet", "--output"])
         .arg(dir)
         .current_dir(manifest_dir)

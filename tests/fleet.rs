@@ -4,18 +4,12 @@
 //! Reboots are simulated: `--reboot-command` appends to a file, and a "new boot" is a new
 //! `GITOPS_TEST_BOOT_ID` / `GITOPS_TEST_BOOT_TIME`.
 
-mod support;
-
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::*;
+use crate::support::servers::{FleetLock, Recorder, free_port};
+use crate::support::*;
 
 /// One host of a fleet: its state, its name, and a fake boot.
 struct Node {
@@ -431,7 +425,7 @@ fn failed_reboot_command_exits_1_and_is_tried_again() {
 #[test]
 fn reboots_are_reported_and_the_report_goes_out_before_the_host_goes_down() {
     let dir = tempdir();
-    let receiver = support::servers::Recorder::start();
+    let receiver = Recorder::start();
     let remote = Remote::with_script(dir.path(), RECORD);
     remote.write(".gitops/reboot", &format!("{}\nopenssl 3.0.15\n", rfc3339(unix_now() - 60)));
     remote.commit("reboot");
@@ -465,137 +459,17 @@ fn reboots_are_reported_and_the_report_goes_out_before_the_host_goes_down() {
     assert_eq!(receiver.requests().len(), 2, "reported once");
 }
 
-/// A FleetLock server (the airlock protocol) with a semaphore of one slot per group.
-struct FleetLockServer {
-    url: String,
-    state: Arc<Mutex<LockState>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct LockState {
-    holder: Option<String>,
-    /// (path, id, group) of every well-formed request.
-    requests: Vec<(String, String, String)>,
-    /// Requests refused because the fleet-lock-protocol header was missing.
-    bad: usize,
-}
-
-impl FleetLockServer {
-    fn start() -> FleetLockServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(LockState::default()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (thread_state, thread_stop) = (state.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if thread_stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Ok(stream) = stream {
-                    serve(stream, &thread_state);
-                }
-            }
-        });
-        FleetLockServer { url, state, stop, thread: Some(thread) }
-    }
-
-    fn requests(&self) -> Vec<(String, String, String)> {
-        self.state.lock().unwrap().requests.clone()
-    }
-
-    fn holder(&self) -> Option<String> {
-        self.state.lock().unwrap().holder.clone()
-    }
-}
-
-impl Drop for FleetLockServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.url.trim_start_matches("http://"));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// One HTTP/1.1 request: POST /v1/pre-reboot takes the slot if free or already ours, /v1/steady-state frees it.
-fn serve(stream: TcpStream, state: &Mutex<LockState>) {
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
-    let (mut length, mut protocol) = (0, false);
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header).unwrap();
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let (name, value) = header.split_once(':').unwrap();
-        match name.to_ascii_lowercase().as_str() {
-            "content-length" => length = value.trim().parse().unwrap(),
-            "fleet-lock-protocol" => protocol = value.trim() == "true",
-            _ => {}
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    let (status, reply) = {
-        let mut state = state.lock().unwrap();
-        let params: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        let id = params["client_params"]["id"].as_str().unwrap_or_default().to_string();
-        let group = params["client_params"]["group"].as_str().unwrap_or_default().to_string();
-        if !protocol || id.is_empty() {
-            state.bad += 1;
-            ("400 Bad Request", r#"{"kind":"bad_request","value":"missing fleet-lock-protocol header"}"#.to_string())
-        } else {
-            state.requests.push((path.clone(), id.clone(), group));
-            match path.as_str() {
-                "/v1/pre-reboot" if state.holder.as_ref().is_none_or(|h| *h == id) => {
-                    state.holder = Some(id);
-                    ("200 OK", String::new())
-                }
-                "/v1/pre-reboot" => (
-                    "409 Conflict",
-                    format!(
-                        r#"{{"kind":"failed_lock","value":"semaphore held by {}"}}"#,
-                        state.holder.as_ref().unwrap()
-                    ),
-                ),
-                "/v1/steady-state" => {
-                    if state.holder.as_ref() == Some(&id) {
-                        state.holder = None;
-                    }
-                    ("200 OK", String::new())
-                }
-                _ => ("404 Not Found", String::new()),
-            }
-        }
-    };
-    let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-        reply.len()
-    );
-}
-
 #[test]
 fn fleetlock_lets_one_host_reboot_at_a_time() {
     let dir = tempdir();
-    let server = FleetLockServer::start();
+    let server = FleetLock::start();
     let remote = Remote::with_script(dir.path(), RECORD);
     remote.write(".gitops/reboot", &rfc3339(unix_now() - 60));
     remote.commit("reboot the fleet");
     let mut a = Node::new(dir.path(), &remote.file_url(), "a");
     let mut b = Node::new(dir.path(), &remote.file_url(), "b");
     let sync = |node: &Node, id: &str| {
-        node.sync(&["--fleetlock-url", &server.url, "--fleetlock-group", "workers", "--fleetlock-id", id])
+        node.sync(&["--fleetlock-url", &server.url(), "--fleetlock-group", "workers", "--fleetlock-id", id])
     };
 
     sync(&a, "id-a").expect(APPLIED);
@@ -636,7 +510,7 @@ fn fleetlock_lets_one_host_reboot_at_a_time() {
         ]
     );
     assert!(requests.iter().all(|(_, _, group)| group == "workers"));
-    assert_eq!(server.state.lock().unwrap().bad, 0, "every request carried fleet-lock-protocol: true");
+    assert_eq!(server.bad_requests(), 0, "every request carried fleet-lock-protocol: true");
 }
 
 #[test]
@@ -646,7 +520,7 @@ fn unreachable_fleetlock_server_defers_the_reboot() {
     remote.write(".gitops/reboot", &rfc3339(unix_now() - 60));
     remote.commit("reboot");
     let node = Node::new(dir.path(), &remote.file_url(), "node1");
-    let port = support::servers::free_port();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
 
     let run = node.sync(&["--fleetlock-url", &url, "--fleetlock-id", "x"]).expect(APPLIED);

@@ -1,17 +1,14 @@
 //! Self-tests for tests/support/servers.rs, using only the git CLI, so a broken harness
 //! is told apart from a broken gitops.
 
-mod support {
-    pub mod servers;
-}
-
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::servers::{GitDaemon, HttpGit, Sshd};
+use crate::support::servers::{GitDaemon, HttpGit, Sshd};
+use crate::support::tooling;
 use tempfile::TempDir;
 
 /// Runs git isolated from the machine's system/global config.
@@ -120,7 +117,9 @@ fn http_backend_accepts_chunked_post_with_expect_continue() {
 #[test]
 fn sshd_serves_clone_and_rejects_wrong_host_key() {
     let (tmp, srv, sha) = origin();
-    let sshd = Sshd::start(tmp.path());
+    let Some(sshd) = Sshd::start(tmp.path()) else {
+        return;
+    };
     let repo = srv.join("origin.git");
     let url = sshd.url(&repo);
     let env = ssh_env(&sshd.client_key(), &sshd.known_hosts());
@@ -142,15 +141,15 @@ fn sshd_serves_clone_and_rejects_wrong_host_key() {
 
 #[test]
 fn sshd_serves_scp_like_url_on_port_22() {
-    let uid = Command::new("id").arg("-u").output().expect("run `id -u`");
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        eprintln!("skipping: binding port 22 needs root");
+    if !tooling::available(&[tooling::ROOT]) {
         return;
     }
     let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
     let addr = format!("127.{}.{}.{}", 1 + r % 254, (r >> 8) % 256, 1 + (r >> 16) % 254);
     let (tmp, srv, sha) = origin();
-    let sshd = Sshd::start_on(tmp.path(), &addr, 22);
+    let Some(sshd) = Sshd::start_on(tmp.path(), &addr, 22) else {
+        return;
+    };
     let url = sshd.scp_url(&srv.join("origin.git"));
     assert!(url.ends_with(&format!("@{addr}:{}", srv.join("origin.git").display())));
     let env = ssh_env(&sshd.client_key(), &sshd.known_hosts());

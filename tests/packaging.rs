@@ -8,6 +8,8 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::support::tooling;
+
 const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 /// `[package.metadata]` of this crate, as cargo reads it.
@@ -170,4 +172,30 @@ fn just_package_generates_the_assets_the_packages_use() {
     ] {
         assert!(recipe.contains(step), "just package runs {step:?}:\n{recipe}");
     }
+}
+
+/// The newest glibc symbol version the binary needs, as README's "Where it runs" states it.
+const GLIBC_PIN: &str = "2.34";
+
+#[test]
+fn binary_needs_exactly_the_pinned_glibc() {
+    if !tooling::available(&[tooling::OBJDUMP]) {
+        return;
+    }
+    let out =
+        tooling::command("objdump").arg("-T").arg(env!("CARGO_BIN_EXE_gitops")).output().expect("running objdump");
+    assert!(out.status.success(), "objdump -T: {}", String::from_utf8_lossy(&out.stderr));
+    let symbols = String::from_utf8_lossy(&out.stdout);
+    let version = |text: &str| text.split('.').map(|n| n.parse::<u32>().ok()).collect::<Option<Vec<u32>>>();
+    let newest = symbols
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter_map(|word| word.strip_prefix("GLIBC_"))
+        .filter_map(|v| Some((version(v)?, v)))
+        .max()
+        .map(|(_, v)| v)
+        .expect("the binary links glibc symbols");
+    assert_eq!(
+        newest, GLIBC_PIN,
+        "the binary now needs GLIBC_{newest} (was {GLIBC_PIN}): README's 'Where it runs' section must change too"
+    );
 }

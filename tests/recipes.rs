@@ -2,14 +2,13 @@
 //! validate, cloud-init schema), and the kickstart's %post scripts run for real — the fetch
 //! step on this host, the install step in a chroot of a Debian rootfs with stub dnf/restorecon.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::tooling;
+use crate::support;
+use crate::support::tooling;
 
 const KS: &str = include_str!("../kickstart/gitops.ks");
 const KS_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kickstart/gitops.ks");
@@ -39,17 +38,17 @@ fn post_sections() -> Vec<(String, String)> {
 
 #[test]
 fn kickstart_passes_ksvalidator_for_rhel9() {
-    if !tooling::available(tooling::missing(&[("ksvalidator", "pip install pykickstart")])) {
+    if !tooling::available(&[tooling::KSVALIDATOR]) {
         return;
     }
-    let out = run(Command::new("ksvalidator").args(["-v", "RHEL9", KS_PATH]));
+    let out = run(tooling::command("ksvalidator").args(["-v", "RHEL9", KS_PATH]));
     assert!(out.status.success(), "ksvalidator:\n{}", text(&out));
 
     // Guard: ksvalidator does reject a broken kickstart.
     let dir = support::tempdir();
     let broken = dir.path().join("broken.ks");
     fs::write(&broken, KS.replace("rootpw --lock", "rootpw --lock --bogus")).unwrap();
-    let out = run(Command::new("ksvalidator").args(["-v", "RHEL9"]).arg(&broken));
+    let out = run(tooling::command("ksvalidator").args(["-v", "RHEL9"]).arg(&broken));
     assert!(!out.status.success(), "ksvalidator accepted {}", text(&out));
 }
 
@@ -119,7 +118,7 @@ fn kickstart_fetch_step_installs_only_a_package_with_the_pinned_checksum() {
 
 #[test]
 fn kickstart_install_step_in_a_chroot_places_config_keys_and_enables_the_timer() {
-    if !tooling::available(tooling::missing_rootfs_tooling()) {
+    if !tooling::available(tooling::ROOTFS) {
         return;
     }
     let dir = support::tempdir();
@@ -233,34 +232,34 @@ fn cloud_init_user_data_passes_the_schema() {
         assert!(!script.contains(forbidden), "{forbidden}");
     }
 
-    if !tooling::available(tooling::missing(&[("cloud-init", "apt-get install cloud-init")])) {
+    if !tooling::available(&[tooling::CLOUD_INIT]) {
         return;
     }
-    let out = run(Command::new("cloud-init").args(["schema", "--config-file", CLOUD_INIT_PATH]));
+    let out = run(tooling::command("cloud-init").args(["schema", "--config-file", CLOUD_INIT_PATH]));
     assert!(out.status.success() && text(&out).contains("Valid cloud-config"), "cloud-init schema:\n{}", text(&out));
     // Guard: the schema check does catch a wrong type.
     let dir = support::tempdir();
     let broken = dir.path().join("broken.yaml");
     fs::write(&broken, script.replacen("permissions: \"0600\"", "permissions: 600", 1)).unwrap();
-    let out = run(Command::new("cloud-init").args(["schema", "--config-file"]).arg(&broken));
+    let out = run(tooling::command("cloud-init").args(["schema", "--config-file"]).arg(&broken));
     assert!(!out.status.success(), "{}", text(&out));
 }
 
 #[test]
 fn packer_template_validates() {
-    if !tooling::available(tooling::missing(&[("packer", "apt-get install packer")])) {
+    if !tooling::available(&[tooling::PACKER]) {
         return;
     }
     let vars = format!("-var-file={PACKER_DIR}/example.pkrvars.hcl");
-    let out = run(Command::new("packer").args(["validate", &vars, PACKER_DIR]));
+    let out = run(tooling::command("packer").args(["validate", &vars, PACKER_DIR]));
     assert!(out.status.success(), "packer validate:\n{}", text(&out));
-    let out = run(Command::new("packer").args(["fmt", "-check", PACKER_DIR]));
+    let out = run(tooling::command("packer").args(["fmt", "-check", PACKER_DIR]));
     assert!(out.status.success(), "packer fmt -check:\n{}", text(&out));
 
     // Guard: validate does reject a wrong setting.
     let dir = support::tempdir();
     let template = fs::read_to_string(Path::new(PACKER_DIR).join("rocky9.pkr.hcl")).unwrap();
     fs::write(dir.path().join("broken.pkr.hcl"), template.replace("\"qcow2\"", "\"qcow3\"")).unwrap();
-    let out = run(Command::new("packer").args(["validate", &vars]).arg(dir.path()));
+    let out = run(tooling::command("packer").args(["validate", &vars]).arg(dir.path()));
     assert!(!out.status.success(), "{}", text(&out));
 }

@@ -1,12 +1,10 @@
 //! Notifications to real HTTP receivers, the outbox, metrics, `gitops status` and `gitops logs`.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use support::servers::{Recorded, Recorder};
-use support::*;
+use crate::support::servers::{Recorded, Recorder};
+use crate::support::*;
 
 /// Split a multipart/form-data body into (headers, content) parts.
 fn multipart(request: &Recorded) -> Vec<(String, Vec<u8>)> {

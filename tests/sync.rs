@@ -1,12 +1,10 @@
 //! `gitops sync` end to end: the built binary against real repositories, scenario by scenario.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 #[test]
 fn first_deploy_checks_out_applies_and_records() {

@@ -1,14 +1,12 @@
 //! Zero-trust: signed commits against allowed_signers, rollback guard, host keys, secrets never leaking.
 
-mod support;
-
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use support::servers::{HttpGit, Sshd, TlsProxy};
-use support::*;
+use crate::support::servers::{HttpGit, Sshd, TlsProxy};
+use crate::support::*;
 
 /// A signed repository: one signed commit with run.sh, and a host with a signers file naming `keys`.
 struct Fixture {
@@ -38,8 +36,9 @@ impl Fixture {
     }
 }
 
-fn keys_dir() -> tempfile::TempDir {
-    tempdir()
+/// A directory for signing keys; None (the test is skipped) without ssh-keygen to make them.
+fn keys_dir() -> Option<tempfile::TempDir> {
+    tooling::available(&[tooling::SSH_KEYGEN]).then(tempdir)
 }
 
 /// What `git verify-commit` says with the same allowed_signers file: our verdicts must agree with git's.
@@ -57,7 +56,7 @@ fn git_verifies(repo: &Path, signers: &Path, rev: &str) -> bool {
 
 #[test]
 fn chain_signed_by_ed25519_ecdsa_and_rsa_keys_applies() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let ed = SigningKey::generate(keys.path(), "ed", "ed25519");
     let ec = SigningKey::generate(keys.path(), "ec", "ecdsa");
     let rsa = SigningKey::generate(keys.path(), "rsa", "rsa");
@@ -83,7 +82,7 @@ fn chain_signed_by_ed25519_ecdsa_and_rsa_keys_applies() {
 
 #[test]
 fn one_unsigned_commit_in_the_middle_is_refused_under_all() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let host = f.host();
@@ -122,7 +121,7 @@ fn one_unsigned_commit_in_the_middle_is_refused_under_all() {
 
 #[test]
 fn signature_by_a_key_not_in_the_file_is_refused_with_its_fingerprint() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let allowed = SigningKey::generate(keys.path(), "allowed", "ed25519");
     let stranger = SigningKey::generate(keys.path(), "stranger", "ed25519");
     let f = Fixture::new(&allowed, &[allowed.allowed("alice", "")]);
@@ -142,7 +141,7 @@ fn signature_by_a_key_not_in_the_file_is_refused_with_its_fingerprint() {
 
 #[test]
 fn tampered_commit_with_the_old_signature_is_refused() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let host = f.host();
@@ -167,7 +166,7 @@ fn tampered_commit_with_the_old_signature_is_refused() {
 
 #[test]
 fn signer_allowed_only_for_another_namespace_is_refused() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "namespaces=\"file\"")]);
     assert!(!git_verifies(&f.remote.work, &f.signers, "HEAD"));
@@ -178,7 +177,7 @@ fn signer_allowed_only_for_another_namespace_is_refused() {
 
 #[test]
 fn expired_and_not_yet_valid_signers_are_refused() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     for options in ["valid-before=\"20200101\"", "valid-after=\"29990101\""] {
         let f = Fixture::new(&key, &[key.allowed("alice", options)]);
@@ -192,7 +191,7 @@ fn expired_and_not_yet_valid_signers_are_refused() {
 
 #[test]
 fn verify_command_prints_verdicts_for_ci_of_the_config_repo() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let base = f.remote.head();
@@ -220,7 +219,7 @@ fn verify_command_prints_verdicts_for_ci_of_the_config_repo() {
 
 #[test]
 fn signed_annotated_tag_is_deployed_and_an_unsigned_one_refused() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let keyfile = key.private.to_str().unwrap();
@@ -269,7 +268,7 @@ fn rollback_to_an_applied_commit_is_refused_even_without_the_cache() {
 
 #[test]
 fn bad_trust_configuration_exits_2() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let f = Fixture::new(&key, &[key.allowed("alice", "")]);
     let host = f.host();
@@ -296,7 +295,9 @@ fn bad_trust_configuration_exits_2() {
 fn trust_on_first_use_pins_the_host_key_and_refuses_a_changed_one() {
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);
-    let sshd = Sshd::start(&sshd_dir(dir.path()));
+    let Some(sshd) = Sshd::start(&sshd_dir(dir.path())) else {
+        return;
+    };
     let url = sshd.url(&remote.bare);
     let key = sshd.client_key();
     let host = Host::new(dir.path(), &url);
@@ -315,7 +316,9 @@ fn trust_on_first_use_pins_the_host_key_and_refuses_a_changed_one() {
     drop(sshd);
     let other_dir = dir.path().join("sshd2");
     fs::create_dir_all(&other_dir).unwrap();
-    let impostor = Sshd::start_on(&other_dir, "127.0.0.1", port);
+    let Some(impostor) = Sshd::start_on(&other_dir, "127.0.0.1", port) else {
+        return;
+    };
     remote.write("x", "1");
     remote.commit("second");
     let run = host.sync(&["--ssh-key", impostor.client_key().to_str().unwrap(), "--accept-new-host-key"]);
@@ -330,8 +333,7 @@ fn trust_on_first_use_pins_the_host_key_and_refuses_a_changed_one() {
 
 #[test]
 fn deploy_key_owned_by_another_user_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: needs root to chown");
+    if !tooling::available(&[tooling::ROOT]) {
         return;
     }
     let dir = tempdir();
@@ -352,7 +354,9 @@ fn secrets_never_appear_in_any_output() {
     let token = "tok-4f9a1c7e2b8d";
     let url_password = "pw-77a1b2c3d4";
     let backend = HttpGit::start_with_auth(dir.path(), "bot", token);
-    let server = TlsProxy::start(dir.path(), backend.port());
+    let Some(server) = TlsProxy::start(dir.path(), backend.port()) else {
+        return;
+    };
     let ca = server.ca_file();
     let ca_flags = ["--http-ca-file", ca.to_str().unwrap()];
     let token_file = dir.path().join("token");
@@ -414,7 +418,7 @@ fn read_tree(dir: &Path) -> String {
 
 #[test]
 fn systemd_credentials_supply_the_signers_and_the_deploy_key() {
-    let keys = keys_dir();
+    let Some(keys) = keys_dir() else { return };
     let key = SigningKey::generate(keys.path(), "ed", "ed25519");
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);

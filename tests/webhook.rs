@@ -1,8 +1,6 @@
 //! `gitops webhook` end to end: the built binary on 127.0.0.1, real HTTP over TCP, a trigger
 //! command that records its runs, and every hostile case the server must survive.
 
-mod support;
-
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -12,16 +10,11 @@ use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::tempdir;
-use support::webhook::*;
+use crate::support::tempdir;
+use crate::support::webhook::*;
 
 fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// Give a wrongly accepted request time to reach the trigger before asserting it did not.
-fn settle() {
-    thread::sleep(Duration::from_millis(300));
 }
 
 #[test]
@@ -108,8 +101,6 @@ fn unsigned_or_wrongly_signed_pushes_get_401_and_trigger_nothing() {
         assert_eq!(reply.status, 401, "{case}: {reply:?}");
         assert!(reply.json["error"].is_string(), "{case}: {reply:?}");
     }
-    settle();
-    assert!(server.triggers().is_empty(), "an unauthenticated push triggered");
     let deadline = Instant::now() + Duration::from_secs(5);
     // ": 401" is the status after the request line; a bare "401" could be part of a port number.
     let refusals = |log: &str| log.lines().filter(|l| l.contains(": 401")).count();
@@ -121,9 +112,11 @@ fn unsigned_or_wrongly_signed_pushes_get_401_and_trigger_nothing() {
     assert!(log.contains("WARN") && log.contains("127.0.0.1:"), "401s are logged with the source address:\n{log}");
     assert!(!log.contains(SECRET), "the secret leaked into the log:\n{log}");
 
-    // The same server still accepts the real thing: the refusals were about the credentials.
-    assert_eq!(server.post(&good, body).status, 202);
-    assert_eq!(server.wait_triggers(1).len(), 1);
+    // The same server still accepts the real thing: the refusals were about the credentials, and
+    // none of them started a run.
+    let sentinel = server.post(&good, body);
+    assert_eq!(sentinel.status, 202);
+    server.assert_sentinel_run(&sentinel, 0);
 }
 
 #[test]
@@ -141,8 +134,7 @@ fn pushes_to_other_branches_and_tags_are_ignored() {
     let issue = br#"{"action":"opened","issue":{"number":1}}"#;
     let reply = server.post(&github_headers("issues", issue), issue);
     assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("ignored")));
-    settle();
-    assert!(server.triggers().is_empty());
+    server.assert_runs_so_far(0);
 }
 
 #[test]
@@ -186,8 +178,7 @@ fn github_ping_answers_200_and_triggers_nothing() {
     let mut unsigned = github_headers("ping", body);
     unsigned.retain(|(k, _)| k != "X-Hub-Signature-256");
     assert_eq!(server.post(&unsigned, body).status, 401);
-    settle();
-    assert!(server.triggers().is_empty());
+    server.assert_runs_so_far(0);
 }
 
 #[test]
@@ -210,8 +201,7 @@ fn a_2_mib_body_gets_413_and_the_server_carries_on() {
 
     assert_eq!(reply.status, 413, "{reply:?}");
     assert!(reply.json["error"].as_str().unwrap().contains("1048576"));
-    settle();
-    assert!(server.triggers().is_empty());
+    server.assert_runs_so_far(0);
     // The limit is a flag; the same payload passes when it allows it.
     assert_eq!(server.get("/healthz").status, 200);
     let dir = tempdir();
@@ -241,8 +231,7 @@ fn malformed_json_gets_400_and_triggers_nothing() {
     let reply = server.post(&headers, form);
     assert_eq!(reply.status, 415);
     assert!(reply.json["error"].as_str().unwrap().contains("application/json"));
-    settle();
-    assert!(server.triggers().is_empty());
+    server.assert_runs_so_far(0);
 }
 
 #[test]
@@ -346,9 +335,8 @@ fn slowloris_clients_are_dropped_within_the_timeout_while_others_are_served() {
         );
     }
     let _ = trickler.join();
-    assert_eq!(server.wait_triggers(1).len(), 1, "only the complete push triggered");
-    settle();
-    assert_eq!(server.triggers().len(), 1);
+    server.wait_triggers(1);
+    server.assert_runs_so_far(1);
     assert!(server.wait_log("request body not received within 1s"), "{}", server.log());
     let log = server.log();
     assert!(log.contains("request head not received within 1s"), "{log}");
@@ -383,7 +371,7 @@ fn connections_beyond_the_bound_are_refused_with_503() {
 #[test]
 fn too_many_requests_get_429_per_source_and_overall() {
     let dir = tempdir();
-    let server = WebhookServer::start(dir.path(), &["--rate-limit-per-source", "3", "--rate-limit-total", "4"]);
+    let server = WebhookServer::start(dir.path(), &["--rate-limit-per-source", "3", "--rate-limit-total", "5"]);
     let port = server.port;
     let get =
         |source: Ipv4Addr| exchange_on(connect_from(source, port), &raw_request("GET", "/healthz", &[], b"")).unwrap();
@@ -397,20 +385,23 @@ fn too_many_requests_get_429_per_source_and_overall() {
     assert!(limited.json["error"].as_str().unwrap().contains("from this address"));
     assert!(limited.head.contains("Retry-After: "), "{}", limited.head);
 
-    // Another source has its own budget, up to the total: 3 + 1 = 4.
+    // Pushes count as well, and a refused push is never looked at, signed or not.
+    let body = GITHUB_PUSH.as_bytes();
+    let push = |source: Ipv4Addr| {
+        let request = raw_request("POST", "/hooks/push", &github_headers("push", body), body);
+        exchange_on(connect_from(source, port), &request).unwrap()
+    };
+    assert_eq!(push(one).status, 429);
+
+    // Another source has its own budget, up to the total: 3 + 2 = 5. Its push (the sentinel) is
+    // the only run: the refused one started none.
+    let sentinel = push(two);
+    assert_eq!(sentinel.status, 202, "{sentinel:?}");
+    server.assert_sentinel_run(&sentinel, 0);
     assert_eq!(get(two).status, 200);
     let limited = get(two);
     assert_eq!(limited.status, 429, "{limited:?}");
     assert!(limited.json["error"].as_str().unwrap().contains("overall"));
-
-    // Pushes count as well, and a refused push is never looked at, signed or not.
-    let body = GITHUB_PUSH.as_bytes();
-    let reply =
-        exchange_on(connect_from(one, port), &raw_request("POST", "/hooks/push", &github_headers("push", body), body))
-            .unwrap();
-    assert_eq!(reply.status, 429);
-    settle();
-    assert!(server.triggers().is_empty());
 }
 
 #[test]
@@ -429,13 +420,14 @@ fn pushes_during_a_run_coalesce_into_exactly_one_more_run() {
         assert_eq!((reply.status, reply.json["result"].as_str()), (202, Some("queued")), "push {n} during the run");
     }
     assert_eq!(server.wait_triggers(4), ["start", "end", "start", "end"], "runs never overlap");
-    // No third run turns up later.
-    thread::sleep(Duration::from_millis(1500));
-    assert_eq!(server.triggers().len(), 4, "{:?}", server.triggers());
 
-    // Once idle, the next push starts a run at once again.
+    // Once the two runs are done the worker is idle: the next push starts a run at once again,
+    // and it is the third (no other run was left queued).
+    server.wait_runs_done(2);
     assert_eq!(server.post(&headers, body).json["result"], "triggered");
-    server.wait_triggers(5);
+    server.wait_runs_done(3);
+    assert_eq!(server.triggers(), ["start", "end", "start", "end", "start", "end"]);
+    assert_eq!(server.log().matches("trigger: running").count(), 3, "{}", server.log());
 }
 
 #[test]
@@ -446,9 +438,11 @@ fn default_trigger_waits_for_a_sync_in_progress_then_starts_one() {
     fs::create_dir(&bin).unwrap();
     let state = dir.path().join("unit-state");
     let calls = dir.path().join("systemctl-calls");
+    let shows = dir.path().join("systemctl-shows");
     fs::write(&state, "activating\n").unwrap();
     let fake = format!(
-        "#!/bin/sh\ncase \"$1\" in\n  show) cat '{}' ;;\n  start) echo \"start $*\" >> '{}' ;;\n  *) exit 1 ;;\nesac\n",
+        "#!/bin/sh\ncase \"$1\" in\n  show) echo show >> '{}'; cat '{}' ;;\n  start) echo \"start $*\" >> '{}' ;;\n  *) exit 1 ;;\nesac\n",
+        shows.display(),
         state.display(),
         calls.display()
     );
@@ -467,7 +461,12 @@ fn default_trigger_waits_for_a_sync_in_progress_then_starts_one() {
 
     assert_eq!(server.post(&github_headers("push", body), body).json["result"], "triggered");
     // The timer's run is still going: starting now would only join it, so nothing is started.
-    thread::sleep(Duration::from_millis(1500));
+    // Once the trigger has looked at the state twice, it has decided at least once to wait.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fs::read_to_string(&shows).unwrap_or_default().lines().count() < 2 {
+        assert!(Instant::now() < deadline, "the trigger never checked the state twice; log:\n{}", server.log());
+        thread::sleep(Duration::from_millis(20));
+    }
     assert!(server.triggers().is_empty(), "started while a run was in progress");
     fs::write(&state, "inactive\n").unwrap();
     assert_eq!(server.wait_triggers(1), ["start start gitops.service"]);
@@ -596,8 +595,7 @@ fn socket_activation_serves_the_inherited_socket_and_exits_when_idle() {
 
     let body = GITHUB_PUSH.as_bytes();
     assert_eq!(server.post(&github_headers("push", body), body).status, 202);
-    server.wait_triggers(1);
-    thread::sleep(Duration::from_millis(200));
+    server.wait_runs_done(1);
     assert_eq!(server.triggers(), ["triggered"], "nothing leaked into the trigger");
 
     let status = server

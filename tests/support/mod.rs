@@ -1,5 +1,4 @@
 //! Fixtures for the integration tests: real repositories made with the git CLI and a host running the built binary.
-#![allow(dead_code)]
 
 pub mod servers;
 pub mod tooling;
@@ -311,7 +310,7 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// Generate a key of `kind` (ed25519, ecdsa, rsa) as `dir/name`.
+    /// Generate a key of `kind` (ed25519, ecdsa, rsa) as `dir/name` (gate on `tooling::SSH_KEYGEN`).
     pub fn generate(dir: &Path, name: &str, kind: &str) -> SigningKey {
         let private = dir.join(name);
         let status = Command::new("ssh-keygen")

@@ -1,6 +1,6 @@
-//! Real Git servers (git daemon, smart HTTP, sshd) on 127.0.0.1 for integration tests.
+//! Real servers on 127.0.0.1 for integration tests: Git (git daemon, smart HTTP, sshd), TLS
+//! (socat), a webhook receiver, a FleetLock server and a fault-injecting TCP proxy.
 //! Each one is killed and reaped on Drop so a failing test never leaks a listener.
-#![allow(dead_code)] // each test binary uses a different subset of the servers
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use super::tooling;
 
 /// A free TCP port on 127.0.0.1 (bind :0, read, drop).
 pub fn free_port() -> u16 {
@@ -46,6 +48,44 @@ fn stdout_of(prog: &str, arg: &str) -> String {
     let out = Command::new(prog).arg(arg).output().expect("run helper command");
     assert!(out.status.success(), "`{prog} {arg}` failed");
     String::from_utf8(out.stdout).expect("utf-8 output").trim().to_string()
+}
+
+/// A background accept loop on a bound listener, handing each connection to `handle`; stopped
+/// and joined on Drop, so a finished test never leaves a listener behind.
+struct Acceptor {
+    port: u16,
+    shutdown: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn start(listener: TcpListener, handle: impl Fn(TcpStream) + Send + 'static) -> Acceptor {
+        let port = listener.local_addr().expect("local_addr of a bound listener").port();
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let stop = shutdown.clone();
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Ok(stream) = stream {
+                    handle(stream);
+                }
+            }
+        });
+        Acceptor { port, shutdown, thread: Some(thread) }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        // accept() has no timeout: a dummy connection is the portable way to wake it up.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn stop(child: &mut Child) {
@@ -108,10 +148,8 @@ impl Drop for GitDaemon {
 
 /// `git http-backend` (smart HTTP, read-only upload-pack is enough) behind a tiny CGI-capable HTTP/1.1 server written here with std::net, running in background threads.
 pub struct HttpGit {
-    port: u16,
     requests: Arc<AtomicUsize>,
-    shutdown: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl HttpGit {
@@ -132,54 +170,34 @@ impl HttpGit {
 
     fn serve(project_root: &Path, auth: Option<String>) -> HttpGit {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind HTTP git server");
-        let port = listener.local_addr().expect("HTTP local_addr").port();
         let requests = Arc::new(AtomicUsize::new(0));
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let (reqs, stop) = (requests.clone(), shutdown.clone());
+        let reqs = requests.clone();
         let root = project_root.to_path_buf();
-        let acceptor = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
+        let acceptor = Acceptor::start(listener, move |stream| {
+            let (root, reqs, auth) = (root.clone(), reqs.clone(), auth.clone());
+            thread::spawn(move || {
+                if let Err(e) = serve_one(stream, &root, &reqs, auth.as_deref()) {
+                    eprintln!("HttpGit: connection error: {e}");
                 }
-                let Ok(stream) = stream else { continue };
-                let (root, reqs, auth) = (root.clone(), reqs.clone(), auth.clone());
-                thread::spawn(move || {
-                    if let Err(e) = serve_one(stream, &root, &reqs, auth.as_deref()) {
-                        eprintln!("HttpGit: connection error: {e}");
-                    }
-                });
-            }
+            });
         });
-        let acceptor = Some(acceptor);
-        HttpGit { port, requests, shutdown, acceptor }
+        HttpGit { requests, acceptor }
     }
 
     /// URL of a repo relative to the project root, e.g. "http://127.0.0.1:PORT/origin.git".
     pub fn url(&self, repo_rel: &str) -> String {
         let rel = repo_rel.trim_start_matches('/');
-        format!("http://127.0.0.1:{}/{rel}", self.port)
+        format!("http://127.0.0.1:{}/{rel}", self.acceptor.port)
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.acceptor.port
     }
 
     /// How many HTTP requests were served, so tests can prove traffic really went through here.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for HttpGit {
-    fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        // accept() has no timeout: a dummy connection is the portable way to wake it up.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
     }
 }
 
@@ -349,19 +367,35 @@ pub struct Sshd {
 
 impl Sshd {
     /// Starts on 127.0.0.1 with a random port; keys, config and log live in `dir`.
-    pub fn start(dir: &Path) -> Sshd {
+    /// None when the machine has no sshd: the test is skipped (see `tooling::available`).
+    #[must_use]
+    pub fn start(dir: &Path) -> Option<Sshd> {
+        if !tooling::available(&[tooling::SSHD, tooling::SSH_KEYGEN]) {
+            return None;
+        }
         for _ in 0..5 {
             if let Some(s) = Sshd::try_start(dir, "127.0.0.1", free_port()) {
-                return s;
+                return Some(s);
             }
         }
         panic!("sshd exited early 5 times; last log:\n{}", read_log(dir));
     }
 
     /// Fixed address/port, for scp-like URLs which cannot carry a port (so port 22 on a random 127.x.y.z).
-    pub fn start_on(dir: &Path, addr: &str, port: u16) -> Sshd {
-        Sshd::try_start(dir, addr, port)
-            .unwrap_or_else(|| panic!("sshd on {addr}:{port} exited early:\n{}", read_log(dir)))
+    /// None (the test is skipped) without sshd, or without root for a port below 1024.
+    #[must_use]
+    pub fn start_on(dir: &Path, addr: &str, port: u16) -> Option<Sshd> {
+        let needs: &[tooling::Need] = if port < 1024 {
+            &[tooling::ROOT, tooling::SSHD, tooling::SSH_KEYGEN]
+        } else {
+            &[tooling::SSHD, tooling::SSH_KEYGEN]
+        };
+        if !tooling::available(needs) {
+            return None;
+        }
+        let sshd = Sshd::try_start(dir, addr, port)
+            .unwrap_or_else(|| panic!("sshd on {addr}:{port} exited early:\n{}", read_log(dir)));
+        Some(sshd)
     }
 
     fn try_start(dir: &Path, addr: &str, port: u16) -> Option<Sshd> {
@@ -388,14 +422,15 @@ impl Sshd {
         );
         fs::write(&config, body).expect("write sshd_config");
         let log = fs::File::create(dir.join("sshd.log")).expect("create sshd.log");
-        let mut child = Command::new("/usr/sbin/sshd")
+        // sshd insists on being started by its absolute path.
+        let mut child = tooling::command("sshd")
             .args(["-D", "-e", "-f"])
             .arg(&config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn /usr/sbin/sshd");
+            .expect("spawn sshd");
         if !wait_ready(Some(&mut child), addr, port, "sshd") {
             return None;
         }
@@ -478,8 +513,13 @@ pub struct TlsProxy {
 }
 
 impl TlsProxy {
-    /// Terminate TLS on a random port and forward to 127.0.0.1:`backend_port`.
-    pub fn start(dir: &Path, backend_port: u16) -> TlsProxy {
+    /// Terminate TLS on a random port and forward to 127.0.0.1:`backend_port`; None (the test is
+    /// skipped) without socat and openssl.
+    #[must_use]
+    pub fn start(dir: &Path, backend_port: u16) -> Option<TlsProxy> {
+        if !tooling::available(&[tooling::SOCAT, tooling::OPENSSL]) {
+            return None;
+        }
         let (ca, cert, key) = (dir.join("tls-ca.pem"), dir.join("tls-cert.pem"), dir.join("tls-key.pem"));
         fs::write(
             dir.join("tls-ext.cnf"),
@@ -487,12 +527,12 @@ impl TlsProxy {
         )
         .expect("write certificate extensions");
         let openssl = |args: &[&str]| {
-            let status = Command::new("openssl")
+            let status = tooling::command("openssl")
                 .args(args)
                 .current_dir(dir)
                 .stderr(Stdio::null())
                 .status()
-                .expect("running openssl (package openssl)");
+                .expect("running openssl");
             assert!(status.success(), "openssl {args:?} failed");
         };
         openssl(
@@ -531,16 +571,16 @@ impl TlsProxy {
                 cert.display(),
                 key.display()
             );
-            let mut child = Command::new("socat")
+            let mut child = tooling::command("socat")
                 .arg(listen)
                 .arg(format!("TCP:127.0.0.1:{backend_port}"))
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("running socat (package socat)");
+                .expect("running socat");
             thread::sleep(Duration::from_millis(50));
             if child.try_wait().expect("socat status").is_none() {
                 wait_for_port("127.0.0.1", port, "socat TLS proxy");
-                return TlsProxy { child, port, ca };
+                return Some(TlsProxy { child, port, ca });
             }
         }
         panic!("socat could not listen on a free port");
@@ -586,11 +626,9 @@ impl Recorded {
 
 /// An HTTP server that records every request and answers with a settable status: a webhook receiver.
 pub struct Recorder {
-    port: u16,
     requests: Arc<std::sync::Mutex<Vec<Recorded>>>,
     status: Arc<std::sync::atomic::AtomicU16>,
-    shutdown: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl Recorder {
@@ -602,33 +640,25 @@ impl Recorder {
     /// Listen on `port` (0: random), e.g. to come back on the port a stopped recorder had.
     pub fn start_on(port: u16) -> Recorder {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind recorder");
-        let port = listener.local_addr().expect("recorder addr").port();
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let status = Arc::new(std::sync::atomic::AtomicU16::new(204));
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let (reqs, code, stop) = (requests.clone(), status.clone(), shutdown.clone());
-        let acceptor = thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                if let Err(e) = record_one(stream, &reqs, code.load(Ordering::SeqCst)) {
-                    eprintln!("Recorder: {e}");
-                }
+        let (reqs, code) = (requests.clone(), status.clone());
+        let acceptor = Acceptor::start(listener, move |stream| {
+            if let Err(e) = record_one(stream, &reqs, code.load(Ordering::SeqCst)) {
+                eprintln!("Recorder: {e}");
             }
         });
-        Recorder { port, requests, status, shutdown, acceptor: Some(acceptor) }
+        Recorder { requests, status, acceptor }
     }
 
     /// URL of `path` on this server.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://127.0.0.1:{}{path}", self.acceptor.port)
     }
 
     /// The port it listens on.
     pub fn port(&self) -> u16 {
-        self.port
+        self.acceptor.port
     }
 
     /// Everything received so far.
@@ -642,25 +672,114 @@ impl Recorder {
     }
 }
 
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
-    }
+fn record_one(stream: TcpStream, requests: &std::sync::Mutex<Vec<Recorded>>, status: u16) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let Some(request) = read_request(stream)? else { return Ok(()) };
+    requests.lock().expect("recorder lock").push(request);
+    write!(out, "HTTP/1.1 {status} Recorded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    out.flush()
 }
 
-fn record_one(stream: TcpStream, requests: &std::sync::Mutex<Vec<Recorded>>, status: u16) -> std::io::Result<()> {
+/// Read one whole request (head and body) from a connection of a test server; None when the
+/// client closed without sending anything.
+fn read_request(stream: TcpStream) -> std::io::Result<Option<Recorded>> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
-    let Some(head) = read_head(&mut reader)? else { return Ok(()) };
+    let Some(head) = read_head(&mut reader)? else { return Ok(None) };
     let body = read_body(&mut reader, &mut out, &head)?;
     let RequestHead { method, target: path, headers } = head;
-    requests.lock().expect("recorder lock").push(Recorded { method, path, headers, body });
-    write!(out, "HTTP/1.1 {status} Recorded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+    Ok(Some(Recorded { method, path, headers, body }))
+}
+
+/// A FleetLock server (the airlock protocol: POST /v1/pre-reboot takes the group's one slot if
+/// it is free or already the client's, /v1/steady-state frees it), recording every request.
+pub struct FleetLock {
+    state: Arc<std::sync::Mutex<LockState>>,
+    acceptor: Acceptor,
+}
+
+#[derive(Default)]
+struct LockState {
+    holder: Option<String>,
+    /// (path, id, group) of every well-formed request.
+    requests: Vec<(String, String, String)>,
+    /// Requests refused because the fleet-lock-protocol header was missing.
+    bad: usize,
+}
+
+impl FleetLock {
+    /// Listen on a random port.
+    pub fn start() -> FleetLock {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind FleetLock server");
+        let state = Arc::new(std::sync::Mutex::new(LockState::default()));
+        let shared = state.clone();
+        let acceptor = Acceptor::start(listener, move |stream| {
+            if let Err(e) = answer_fleetlock(stream, &shared) {
+                eprintln!("FleetLock: {e}");
+            }
+        });
+        FleetLock { state, acceptor }
+    }
+
+    /// The base URL, for --fleetlock-url.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.acceptor.port)
+    }
+
+    /// (path, id, group) of every well-formed request, in order.
+    pub fn requests(&self) -> Vec<(String, String, String)> {
+        self.state.lock().expect("fleetlock lock").requests.clone()
+    }
+
+    /// Who holds the slot.
+    pub fn holder(&self) -> Option<String> {
+        self.state.lock().expect("fleetlock lock").holder.clone()
+    }
+
+    /// How many requests lacked `fleet-lock-protocol: true` or a client id.
+    pub fn bad_requests(&self) -> usize {
+        self.state.lock().expect("fleetlock lock").bad
+    }
+}
+
+fn answer_fleetlock(stream: TcpStream, state: &std::sync::Mutex<LockState>) -> std::io::Result<()> {
+    let mut out = stream.try_clone()?;
+    let Some(request) = read_request(stream)? else { return Ok(()) };
+    let (status, reply) = {
+        let mut state = state.lock().expect("fleetlock lock");
+        let params: serde_json::Value = serde_json::from_slice(&request.body).unwrap_or_default();
+        let id = params["client_params"]["id"].as_str().unwrap_or_default().to_string();
+        let group = params["client_params"]["group"].as_str().unwrap_or_default().to_string();
+        if request.header("fleet-lock-protocol") != Some("true") || id.is_empty() {
+            state.bad += 1;
+            ("400 Bad Request", r#"{"kind":"bad_request","value":"missing fleet-lock-protocol header"}"#.to_string())
+        } else {
+            state.requests.push((request.path.clone(), id.clone(), group));
+            match request.path.as_str() {
+                "/v1/pre-reboot" if state.holder.as_ref().is_none_or(|h| *h == id) => {
+                    state.holder = Some(id);
+                    ("200 OK", String::new())
+                }
+                "/v1/pre-reboot" => {
+                    let holder = state.holder.clone().unwrap_or_default();
+                    ("409 Conflict", format!(r#"{{"kind":"failed_lock","value":"semaphore held by {holder}"}}"#))
+                }
+                "/v1/steady-state" => {
+                    if state.holder.as_ref() == Some(&id) {
+                        state.holder = None;
+                    }
+                    ("200 OK", String::new())
+                }
+                _ => ("404 Not Found", String::new()),
+            }
+        }
+    };
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+        reply.len()
+    )?;
     out.flush()
 }
 
@@ -677,51 +796,31 @@ pub enum Fault {
 
 /// A TCP proxy between gitops and a Git server that injects network faults.
 pub struct FaultyProxy {
-    port: u16,
     fault: Arc<std::sync::Mutex<Fault>>,
-    shutdown: Arc<AtomicBool>,
-    acceptor: Option<JoinHandle<()>>,
+    acceptor: Acceptor,
 }
 
 impl FaultyProxy {
     /// Proxy 127.0.0.1:random to 127.0.0.1:`backend_port`.
     pub fn start(backend_port: u16, fault: Fault) -> FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let port = listener.local_addr().expect("proxy addr").port();
         let fault = Arc::new(std::sync::Mutex::new(fault));
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let (mode, stop) = (fault.clone(), shutdown.clone());
-        let acceptor = thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let fault = *mode.lock().expect("proxy lock");
-                thread::spawn(move || proxy_one(client, backend_port, fault));
-            }
+        let mode = fault.clone();
+        let acceptor = Acceptor::start(listener, move |client| {
+            let fault = *mode.lock().expect("proxy lock");
+            thread::spawn(move || proxy_one(client, backend_port, fault));
         });
-        FaultyProxy { port, fault, shutdown, acceptor: Some(acceptor) }
+        FaultyProxy { fault, acceptor }
     }
 
     /// The port gitops should connect to.
     pub fn port(&self) -> u16 {
-        self.port
+        self.acceptor.port
     }
 
     /// Change the fault for new connections.
     pub fn set(&self, fault: Fault) {
         *self.fault.lock().expect("proxy lock") = fault;
-    }
-}
-
-impl Drop for FaultyProxy {
-    fn drop(&mut self) {
-        self.shutdown.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
     }
 }
 

@@ -1,46 +1,180 @@
-//! Tests that need optional tooling (root, debootstrap, systemd-nspawn, ksvalidator, packer,
-//! cloud-init): find it, or skip with a note — unless GITOPS_TEST_STRICT=1 (set by .ci/run),
-//! which turns a missing tool into a failure so CI never passes by skipping.
-#![allow(dead_code)] // each test binary uses a different subset
+//! The one skip gate: a test that needs something the machine may lack (root, sshd, socat,
+//! debootstrap, systemd-nspawn, ksvalidator, packer, cloud-init, cargo-deb, man, objdump…) asks
+//! `available` first and returns when it says no. The skip is recorded, and the test binary
+//! prints a summary of every skip at exit, with the command that installs it all.
+//! GITOPS_TEST_STRICT=1 (set by tests/run) turns a skip into a failure naming the tool, so CI
+//! never passes by skipping. Also: the cached Debian rootfs the systemd tests boot.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, Once};
 use std::time::Instant;
 
-/// `tool` as found on PATH.
-pub fn on_path(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(tool)).find(|candidate| candidate.is_file())
+/// Something a test needs that a machine may not have: root, or a tool from a package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Need {
+    /// The executable (or "root").
+    tool: &'static str,
+    /// Where it comes from: a Debian package, or how tests/setup gets it.
+    package: &'static str,
 }
 
-/// True when the test can go on; otherwise says why it is skipped (or panics under GITOPS_TEST_STRICT=1).
-pub fn available(missing: Option<String>) -> bool {
-    let Some(why) = missing else {
+/// Running as root (mounts, chown, port 22, chroot).
+pub const ROOT: Need = Need { tool: "root", package: "run as root" };
+pub const SSHD: Need = Need { tool: "sshd", package: "openssh-server" };
+pub const SSH_KEYGEN: Need = Need { tool: "ssh-keygen", package: "openssh-client" };
+pub const SOCAT: Need = Need { tool: "socat", package: "socat" };
+pub const OPENSSL: Need = Need { tool: "openssl", package: "openssl" };
+pub const MAN: Need = Need { tool: "man", package: "man-db" };
+pub const OBJDUMP: Need = Need { tool: "objdump", package: "binutils" };
+pub const SYSTEMD_ANALYZE: Need = Need { tool: "systemd-analyze", package: "systemd" };
+pub const SYSTEMCTL: Need = Need { tool: "systemctl", package: "systemd" };
+pub const KSVALIDATOR: Need = Need { tool: "ksvalidator", package: "pykickstart from PyPI" };
+pub const CLOUD_INIT: Need = Need { tool: "cloud-init", package: "cloud-init" };
+pub const PACKER: Need = Need { tool: "packer", package: "packer" };
+pub const CARGO_DEB: Need = Need { tool: "cargo-deb", package: "from crates.io" };
+/// What booting the cached Debian rootfs with systemd-nspawn takes.
+pub const ROOTFS: &[Need] = &[
+    ROOT,
+    Need { tool: "debootstrap", package: "debootstrap" },
+    Need { tool: "systemd-nspawn", package: "systemd-container" },
+    Need { tool: "journalctl", package: "systemd" },
+];
+
+/// Where tests/setup installs the tools that are not Debian packages, searched after PATH.
+const SETUP_BIN_DIRS: &[&str] =
+    &["/usr/sbin", "/sbin", "/var/cache/gitops-ci/venv/bin", "/var/cache/gitops-ci/cargo-deb/bin"];
+
+/// The command that installs everything the tests need.
+const SETUP: &str = "sudo tests/setup";
+
+/// `tool` as found on PATH or where tests/setup puts it, if it is there and runs.
+pub fn find(tool: &str) -> Option<PathBuf> {
+    static FOUND: Mutex<Option<HashMap<String, Option<PathBuf>>>> = Mutex::new(None);
+    let mut found = FOUND.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let cache = found.get_or_insert_with(HashMap::new);
+    cache.entry(tool.to_string()).or_insert_with(|| locate(tool)).clone()
+}
+
+/// A `Command` for `tool` found by `find` (the bare name when it is not found, to fail loudly).
+pub fn command(tool: &str) -> Command {
+    Command::new(find(tool).unwrap_or_else(|| PathBuf::from(tool)))
+}
+
+/// Search without the cache: an executable file that can actually be started (a script whose
+/// interpreter is gone, or a file without exec permission, counts as missing).
+fn locate(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path).chain(SETUP_BIN_DIRS.iter().map(PathBuf::from));
+    dirs.map(|dir| dir.join(tool)).find(|candidate| runs(candidate))
+}
+
+/// Whether `program --version` can be started; its exit status does not matter (sshd has no
+/// such flag and says so), only that the kernel could execute it.
+fn runs(program: &Path) -> bool {
+    let executable = fs::metadata(program).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    executable
+        && Command::new(program)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+}
+
+/// The needs in `needs` this machine does not meet.
+pub fn missing(needs: &[Need]) -> Vec<Need> {
+    needs
+        .iter()
+        .copied()
+        .filter(|need| if *need == ROOT { !super::is_root() } else { find(need.tool).is_none() })
+        .collect()
+}
+
+/// The gate: true when the calling test can go on. Otherwise the skip is recorded for the
+/// summary and the test should return — or, under GITOPS_TEST_STRICT=1, this panics naming
+/// what is missing.
+pub fn available(needs: &[Need]) -> bool {
+    static AT_EXIT: Once = Once::new();
+    // libtest captures what tests print and shows it only for failures; a hook that runs when
+    // the process exits, after libtest's own summary, writes to the real stderr instead.
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn()` that never unwinds.
+        let registered = unsafe { libc::atexit(print_skips) };
+        assert_eq!(registered, 0, "atexit failed");
+    });
+    let missing = missing(needs);
+    if missing.is_empty() {
         return true;
-    };
-    if std::env::var("GITOPS_TEST_STRICT").as_deref() == Ok("1") {
-        panic!("GITOPS_TEST_STRICT=1 but this test cannot run: {why}");
     }
-    eprintln!("skipped: {why} (GITOPS_TEST_STRICT=1 makes this a failure)");
+    let names = missing.iter().map(|need| need.to_string()).collect::<Vec<_>>().join(", ");
+    if std::env::var("GITOPS_TEST_STRICT").as_deref() == Ok("1") {
+        panic!("GITOPS_TEST_STRICT=1 but this test needs {names}: install with {SETUP}");
+    }
+    eprintln!("skipped: needs {names} (install with {SETUP}; GITOPS_TEST_STRICT=1 makes this a failure)");
+    let test = std::thread::current().name().unwrap_or("(unnamed thread)").to_string();
+    SKIPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).entry(test).or_default().extend(missing);
     false
 }
 
-/// Why `tools` (name, Debian package) are not all usable, if they are not.
-pub fn missing(tools: &[(&str, &str)]) -> Option<String> {
-    tools.iter().find(|(tool, _)| on_path(tool).is_none()).map(|(tool, package)| format!("needs {tool} ({package})"))
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == ROOT || self.tool == self.package {
+            write!(f, "{}", self.tool)
+        } else {
+            write!(f, "{} ({})", self.tool, self.package)
+        }
+    }
 }
 
-/// Why a root with a cached Debian rootfs cannot be had, if it cannot.
-pub fn missing_rootfs_tooling() -> Option<String> {
-    if !super::is_root() {
-        return Some("needs root (debootstrap, chroot, systemd-nspawn)".into());
+/// Skipped tests and what each lacked, printed by `print_skips` when the test binary exits.
+static SKIPS: Mutex<BTreeMap<String, Vec<Need>>> = Mutex::new(BTreeMap::new());
+
+/// The summary: how many tests were skipped, for want of what, and the command that fixes it.
+/// The list of tests goes to target/tmp/skipped-tests.txt (removed after a run without skips).
+extern "C" fn print_skips() {
+    let skips = SKIPS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let list = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-tests.txt");
+    if skips.is_empty() {
+        let _ = fs::remove_file(&list);
+        return;
     }
-    missing(&[
-        ("debootstrap", "apt-get install debootstrap"),
-        ("systemd-nspawn", "apt-get install systemd-container"),
-        ("journalctl", "apt-get install systemd"),
-    ])
+    let mut per_need: BTreeMap<Need, usize> = BTreeMap::new();
+    for need in skips.values().flat_map(|needs| needs.iter().collect::<std::collections::BTreeSet<_>>()) {
+        *per_need.entry(*need).or_default() += 1;
+    }
+    let mut counts: Vec<(Need, usize)> = per_need.into_iter().collect();
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let counts = counts.iter().map(|(need, n)| format!("{need} \u{d7}{n}")).collect::<Vec<_>>().join(", ");
+    let lines: String = skips
+        .iter()
+        .map(|(test, needs)| {
+            format!("{test}: {}\n", needs.iter().map(|need| need.to_string()).collect::<Vec<_>>().join(", "))
+        })
+        .collect();
+    let listed = fs::write(&list, lines).is_ok();
+    let root = skips.values().flatten().any(|need| *need == ROOT);
+    let tools = skips.values().flatten().any(|need| *need != ROOT);
+    let hint = match (tools, root) {
+        (true, false) => format!("install them with: {SETUP}"),
+        (false, _) => "they need root: sudo tests/run".to_string(),
+        (true, true) => format!("install them with: {SETUP} (and run the root ones with sudo tests/run)"),
+    };
+    let mut summary = format!(
+        "\nskipped {} test{}: {counts} \u{2014} {hint}\n  \
+         (`sudo tests/run` installs them and runs everything as root, failing on any skip)\n",
+        skips.len(),
+        if skips.len() == 1 { "" } else { "s" }
+    );
+    if listed {
+        summary.push_str(&format!("  the skipped tests: {}\n", list.display()));
+    }
+    let _ = std::io::stderr().write_all(summary.as_bytes());
 }
 
 const MAKE_ROOTFS: &str = include_str!("../e2e/make-rootfs.sh");

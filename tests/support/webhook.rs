@@ -1,6 +1,5 @@
 //! A real `gitops webhook` on 127.0.0.1 for integration tests, and a raw HTTP client over std TcpStream.
 //! The server is killed and reaped on Drop; its log is collected for assertions.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -305,6 +304,35 @@ impl WebhookServer {
             thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Wait until the log says `n` trigger runs have finished (panics after 10 s with the log).
+    pub fn wait_runs_done(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let done = |log: &str| log.matches("trigger: done").count() + log.matches("trigger command").count();
+        while done(&self.log()) < n {
+            assert!(Instant::now() < deadline, "expected {n} finished trigger runs; log:\n{}", self.log());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Assert that the requests so far started exactly `runs` runs, in a way that cannot pass by
+    /// looking too early: a valid push sent now must start a run of its own ("triggered": the
+    /// worker was idle, so no run a refused request started is going on) and, once that run is
+    /// done, it is run number `runs + 1`.
+    pub fn assert_runs_so_far(&self, runs: usize) {
+        let body = GITHUB_PUSH.as_bytes();
+        let sentinel = self.post(&github_headers("push", body), body);
+        self.assert_sentinel_run(&sentinel, runs);
+    }
+
+    /// `assert_runs_so_far` with the sentinel push already sent (from a particular source, say).
+    pub fn assert_sentinel_run(&self, sentinel: &Reply, runs: usize) {
+        assert_eq!(sentinel.json["result"], "triggered", "the worker was busy: {sentinel:?}; log:\n{}", self.log());
+        self.wait_runs_done(runs + 1);
+        let log = self.log();
+        assert_eq!(log.matches("trigger: running").count(), runs + 1, "an unexpected run; log:\n{log}");
+        assert_eq!(self.triggers().len(), runs + 1, "an unexpected run: {:?}", self.triggers());
     }
 
     /// The server's log so far.

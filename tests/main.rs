@@ -1,0 +1,20 @@
+//! The integration tests, compiled as one binary (as casey/just does): `cargo test sync::` runs
+//! one module. Tests that need a tool the machine lacks skip through `support::tooling`'s gate,
+//! and the run ends with a summary of what was skipped (`sudo tests/setup` installs it all).
+
+mod support;
+
+mod contrib;
+mod docs;
+mod e2e_systemd;
+mod fleet;
+mod harness_servers;
+mod packaging;
+mod recipes;
+mod reliability;
+mod reporting;
+mod sync;
+mod transports;
+mod trust;
+mod units;
+mod webhook;
