@@ -87,21 +87,6 @@ fn man_pages_render_and_document_every_subcommand_and_flag() {
     for flag in long_flags(&String::from_utf8(gitops(&["--help"]).stdout).unwrap()) {
         assert!(main.contains(&flag), "gitops.1 documents {flag}");
     }
-    // The exit-code contract is in the page as a table, code by code, as `--help` lists it.
-    let help = String::from_utf8(gitops(&["--help"]).stdout).unwrap();
-    let codes: Vec<&str> = help
-        .lines()
-        .skip_while(|l| !l.starts_with("Exit codes:"))
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert!(codes.len() >= 8 && codes.contains(&"75"), "{codes:?}");
-    for code in codes {
-        assert!(
-            main.lines().any(|l| l.trim_start().starts_with(&format!("{code} "))),
-            "gitops.1 has exit code {code}:\n{main}"
-        );
-    }
     let sync = render(&dir.path().join("gitops-sync.1"));
     assert!(sync.contains("EXIT STATUS") && sync.contains("GITOPS_REPO_URL"), "{sync}");
     // Hidden plumbing gets no page.
@@ -129,4 +114,56 @@ fn completions_cover_every_subcommand_and_sync_flag() {
     }
     let bash = Command::new("bash").arg("-n").arg(dir.path().join("gitops.bash")).output().unwrap();
     assert!(bash.status.success(), "{}", String::from_utf8_lossy(&bash.stderr));
+}
+
+/// `(code, meaning)` rows of the "Exit codes:" table a `--help` prints.
+fn help_exit_codes(help: &str) -> Vec<(String, String)> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Exit codes:"))
+        .skip(1)
+        .filter_map(|l| l.trim().split_once("  "))
+        .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
+        .collect()
+}
+
+/// The exit-code contract is one table: `gitops sync --help` prints it from the `Outcome` enum (labels
+/// included), and the README and the man page carry the same rows, in the same order, word for word.
+#[test]
+fn exit_code_table_is_the_same_in_help_readme_and_man_page() {
+    let help = help_exit_codes(&String::from_utf8(gitops(&["sync", "--help"]).stdout).unwrap());
+    let codes: Vec<&str> = help.iter().map(|(code, _)| code.as_str()).collect();
+    assert_eq!(codes, ["0", "10", "20", "21", "30", "31", "1", "2", "75"], "{help:?}");
+    assert_eq!(help, help_exit_codes(&String::from_utf8(gitops(&["--help"]).stdout).unwrap()));
+
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme_rows: Vec<(String, String)> = readme
+        .lines()
+        .skip_while(|l| *l != "### Exit codes")
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            Some((cells.first()?.to_string(), cells.get(1)?.to_string()))
+        })
+        .collect();
+    assert_eq!(readme_rows, help, "README's exit-code table differs from `gitops sync --help`");
+
+    if !tooling::available(&[tooling::MAN]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    gitops(&["generate", "man", "--out", dir.path().to_str().unwrap()]);
+    for page in ["gitops.1", "gitops-sync.1"] {
+        let text = render(&dir.path().join(page));
+        let rows: Vec<(String, String)> = text
+            .lines()
+            .skip_while(|l| l.trim() != "EXIT STATUS")
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .filter_map(|l| l.trim().split_once(char::is_whitespace))
+            .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
+            .collect();
+        assert_eq!(rows, help, "{page}'s EXIT STATUS differs from `gitops sync --help`:\n{text}");
+    }
 }

@@ -259,8 +259,11 @@ fn status_reports_health_and_logs_prints_the_run_log() {
         host.command(&args).output().unwrap().into()
     };
 
+    // Before the first sync there is no state directory: said so, naming the flag.
     let run = status(&[]).expect(RUNTIME_ERROR);
-    assert!(run.stdout.contains("no run recorded yet"), "{}", run.stdout);
+    assert!(run.stderr.contains("no state directory at") && run.stderr.contains("--state-dir"), "{}", run.stderr);
+    let logs: Run = host.command(&["logs", "--state-dir", &state]).output().unwrap().into();
+    assert!(logs.expect(RUNTIME_ERROR).stderr.contains("no state directory at"));
 
     host.sync(&[]).expect(APPLIED);
     let run = status(&[]).expect(UP_TO_DATE);
