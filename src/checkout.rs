@@ -77,10 +77,10 @@ pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64) -> anyho
 /// not live is checked against its manifest the same way before it is used again.
 pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId, keep: usize) -> anyhow::Result<PathBuf> {
     let name = commit.to_string();
-    let dest = layout.revisions().join(&name);
+    let dest = layout.revision(&name);
     let live = live_commit(layout);
     let base = if dest.is_dir() {
-        if live.as_deref() == Some(name.as_str()) || !reuse::manifest_path(layout, &name).exists() {
+        if live.as_deref() == Some(name.as_str()) || !layout.manifest(&name).exists() {
             return Ok(dest);
         }
         Some(name.clone())
@@ -166,7 +166,7 @@ fn recyclable(layout: &Layout, keep: usize, live: Option<&str>, target: &str) ->
         return Ok(None);
     }
     let oldest = others.into_iter().min().map(|(_, name)| name);
-    Ok(oldest.filter(|name| reuse::manifest_path(layout, name).exists()))
+    Ok(oldest.filter(|name| layout.manifest(name).exists()))
 }
 
 /// Turn revision `base` into `commit`'s tree at `tmp`, writing only what changed; None (and `tmp`
@@ -179,13 +179,13 @@ fn build_from(
     tmp: &Path,
 ) -> Option<(gix::index::State, Option<Vec<PathBuf>>)> {
     let manifest = reuse::load_manifest(layout, base)?;
-    let from = layout.revisions().join(base);
+    let from = layout.revision(base);
     if let Err(e) = fs::rename(&from, tmp) {
         log::warn!("cannot reuse revision {base} ({e}); writing {commit} in full");
         return None;
     }
     // The manifest describes a directory that no longer exists under its name.
-    let _ = fs::remove_file(reuse::manifest_path(layout, base));
+    let _ = fs::remove_file(layout.manifest(base));
     let result = (|| {
         let mut index = index_of(repo, commit)?;
         let refreshed = reuse::refresh(tmp, &manifest, &mut index)?;

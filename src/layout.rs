@@ -75,6 +75,10 @@ impl Layout {
     pub fn revisions(&self) -> PathBuf {
         self.root.join("revisions")
     }
+    /// The checkout of one commit (named by its full hex id).
+    pub fn revision(&self, commit: &str) -> PathBuf {
+        self.revisions().join(commit)
+    }
     /// Symlink to the live revision.
     pub fn current(&self) -> PathBuf {
         self.root.join("current")
@@ -82,6 +86,10 @@ impl Layout {
     /// What each revision was written with (index files), to rebuild one from another.
     pub fn manifests(&self) -> PathBuf {
         self.root.join("manifests")
+    }
+    /// The manifest of one revision.
+    pub fn manifest(&self, commit: &str) -> PathBuf {
+        self.manifests().join(commit)
     }
     /// Entrypoint logs and changed-file lists.
     pub fn logs(&self) -> PathBuf {

@@ -27,15 +27,10 @@ use crate::state;
 /// Stat comparison as strict as Git can make it (`core.trustctime`, `core.checkStat=default`, nanoseconds).
 const STRICT: stat::Options = stat::Options { trust_ctime: true, check_stat: true, use_nsec: true, use_stdev: false };
 
-/// Where the manifest of `commit`'s revision is kept.
-pub fn manifest_path(layout: &Layout, commit: &str) -> PathBuf {
-    layout.manifests().join(commit)
-}
-
 /// Record what was written for `commit`: its index with the stat data of every file.
 pub fn save_manifest(layout: &Layout, commit: ObjectId, index: gix::index::State) -> anyhow::Result<()> {
     fs::create_dir_all(layout.manifests()).context("creating the manifests directory")?;
-    let path = manifest_path(layout, &commit.to_string());
+    let path = layout.manifest(&commit.to_string());
     let mut bytes = Vec::new();
     gix::index::File::from_state(index, &path)
         .write_to(&mut bytes, gix::index::write::Options::default())
@@ -46,7 +41,7 @@ pub fn save_manifest(layout: &Layout, commit: ObjectId, index: gix::index::State
 
 /// The manifest of `commit`'s revision, if it has a readable one.
 pub fn load_manifest(layout: &Layout, commit: &str) -> Option<gix::index::File> {
-    let path = manifest_path(layout, commit);
+    let path = layout.manifest(commit);
     match gix::index::File::at(&path, gix::hash::Kind::Sha1, false, Default::default()) {
         Ok(file) => Some(file),
         Err(e) => {

@@ -35,7 +35,7 @@ pub fn outgoing(layout: &Layout, inventory: &Inventory, entrypoint: &Path, next:
     if ObjectId::from_hex(live.as_bytes()).is_ok_and(|live| live == next) {
         return None;
     }
-    let checkout = layout.revisions().join(&live);
+    let checkout = layout.revision(&live);
     if !checkout.is_dir() {
         log::warn!("the live revision {} is missing; it cannot run a teardown", checkout.display());
         return None;
