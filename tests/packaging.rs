@@ -124,13 +124,16 @@ fn deb_and_rpm_ship_the_same_files_and_every_asset_exists() {
         // The env file may come to hold settings worth hiding: root-only, as the kickstart writes it.
         assert_eq!(find("/etc/gitops/gitops.env").map(|a| a.2.as_str()), Some("600"));
         assert!(find("/usr/lib/systemd/system/gitops.service").is_some());
+        for license in ["LICENSE-MIT", "LICENSE-APACHE"] {
+            assert!(sources.contains(license), "{license} is not shipped");
+        }
     }
-    // The .deb and .rpm differ only in where zsh looks for vendor completions, and the docs.
+    // The .deb and .rpm differ only in where zsh looks for vendor completions, the docs and licenses.
     let dests = |assets: &[(String, String, String)]| -> BTreeSet<String> {
         assets
             .iter()
             .map(|a| a.1.replace("/usr/share/zsh/site-functions/", "/usr/share/zsh/vendor-completions/"))
-            .filter(|d| !d.starts_with("/usr/share/doc/"))
+            .filter(|d| !d.starts_with("/usr/share/doc/") && !d.starts_with("/usr/share/licenses/"))
             .collect()
     };
     assert_eq!(dests(&deb), dests(&rpm));
