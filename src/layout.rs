@@ -137,15 +137,36 @@ impl Layout {
         Ok(())
     }
 
-    /// Take the run lock without waiting; a held lock is [`Outcome::Locked`].
+    /// Take the run lock without waiting; a held lock is [`Outcome::Locked`]. The lock file must be a
+    /// regular file of ours: a symlink is not followed, and a FIFO or device is refused, never waited on.
     pub fn lock_run(&self) -> Result<RunLock, Failure> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.lock();
-        let file = OpenOptions::new()
+        let not_ours = |what: &str| {
+            Failure::usage(anyhow!(
+                "lock file {} is {what}, not a file gitops made; remove it (rm {}) and run again",
+                path.display(),
+                path.display()
+            ))
+        };
+        let file = match OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
             .open(&path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
+        {
+            Ok(file) => file,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(not_ours("a symbolic link")),
+            // A FIFO without a reader.
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Err(not_ours("a FIFO")),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("opening lock file {}", path.display())).into());
+            }
+        };
+        if !file.metadata().is_ok_and(|meta| meta.is_file()) {
+            return Err(not_ours("not a regular file"));
+        }
         match file.try_lock() {
             Ok(()) => Ok(RunLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(Failure {
@@ -192,6 +213,23 @@ mod tests {
         let layout = Layout { root: dir.path().to_path_buf() };
         let _held = layout.lock_run().unwrap();
         assert_eq!(layout.lock_run().unwrap_err().outcome, Outcome::Locked);
+    }
+
+    #[test]
+    fn an_odd_lock_file_is_refused_not_waited_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout { root: dir.path().to_path_buf() };
+        let fifo = std::ffi::CString::new(layout.lock().to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let refused = layout.lock_run().unwrap_err();
+        assert_eq!(refused.outcome, Outcome::Usage);
+        assert!(refused.message().contains("is a FIFO"), "{}", refused.message());
+        fs::remove_file(layout.lock()).unwrap();
+        let target = dir.path().join("elsewhere");
+        std::os::unix::fs::symlink(&target, layout.lock()).unwrap();
+        assert!(layout.lock_run().unwrap_err().message().contains("symbolic link"));
+        assert!(!target.exists(), "the link was followed");
     }
 
     #[test]

@@ -102,17 +102,50 @@ impl State {
         self.applied_history.drain(..excess);
     }
 
+    /// Refuse values no run could have written: every commit a decision reads must be a commit id.
+    fn check(&self) -> Result<(), String> {
+        let attempt = self.last_attempt.as_ref();
+        let commits = [("applied_commit", self.applied_commit.as_deref())]
+            .into_iter()
+            .chain(self.applied_history.iter().map(|c| ("applied_history", Some(c.as_str()))))
+            .chain([("last_attempt.commit", attempt.map(|a| a.commit.as_str()))])
+            .chain([("last_attempt.previous_commit", attempt.and_then(|a| a.previous_commit.as_deref()))]);
+        for (field, value) in commits {
+            if let Some(value) = value
+                && gix::ObjectId::from_hex(value.as_bytes()).is_err()
+            {
+                return Err(format!("{field} holds {value:?}, not a commit id"));
+            }
+        }
+        Ok(())
+    }
+
     /// The last failed commit and how many times in a row it failed.
     pub fn last_failure(&self) -> Option<(&str, u32)> {
         self.last_attempt.as_ref().filter(|a| a.result != Outcome::Applied).map(|a| (a.commit.as_str(), a.attempts))
     }
 }
 
+/// state.json stays far below this; anything larger is not ours, and is not read into memory.
+const MAX_STATE_BYTES: u64 = 4 << 20;
+
+/// Why an existing state.json cannot be used: it is moved aside by [`load_or_quarantine`].
+#[derive(Debug)]
+pub struct Corrupt(String);
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
 /// Read state.json for a run; a corrupt one is moved aside (never overwritten) and the run starts afresh.
 pub fn load_or_quarantine(path: &Path) -> anyhow::Result<State> {
     match load(path) {
         Ok(state) => Ok(state),
-        Err(error) if path.exists() && error.downcast_ref::<serde_json::Error>().is_some() => {
+        Err(error) if error.downcast_ref::<Corrupt>().is_some() => {
             let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
             let aside = path.with_file_name(format!("state.json.corrupt-{stamp}"));
             fs::rename(path, &aside).with_context(|| format!("moving corrupt {} aside", path.display()))?;
@@ -128,14 +161,52 @@ pub fn load_or_quarantine(path: &Path) -> anyhow::Result<State> {
     }
 }
 
-/// Read state.json; a missing file is the empty state (first run).
+/// Read state.json; a missing file is the empty state (first run). A file that is not a regular file
+/// (a FIFO would block the read forever), is too large, does not parse or holds an impossible value is
+/// [`Corrupt`].
 pub fn load(path: &Path) -> anyhow::Result<State> {
-    let text = match fs::read(path) {
-        Ok(text) => text,
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let corrupt = |why: String| anyhow::Error::new(Corrupt(why)).context(format!("state file {}", path.display()));
+    // O_NONBLOCK: opening a FIFO must not wait for a writer. O_NOFOLLOW: the state is ours, not a link's target.
+    let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(path) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(State::default()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(corrupt("it is a symbolic link".into())),
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    serde_json::from_slice(&text).with_context(|| format!("{} is not valid state JSON", path.display()))
+    let meta = file.metadata().with_context(|| format!("reading {}", path.display()))?;
+    if !meta.is_file() {
+        return Err(corrupt(format!("it is not a regular file ({})", file_kind(&meta))));
+    }
+    if meta.len() > MAX_STATE_BYTES {
+        return Err(corrupt(format!("it holds {} bytes, more than state ever takes ({MAX_STATE_BYTES})", meta.len())));
+    }
+    let mut text = Vec::new();
+    file.take(MAX_STATE_BYTES + 1).read_to_end(&mut text).with_context(|| format!("reading {}", path.display()))?;
+    if text.len() as u64 > MAX_STATE_BYTES {
+        return Err(corrupt(format!("it holds more than {MAX_STATE_BYTES} bytes, more than state ever takes")));
+    }
+    let state: State = serde_json::from_slice(&text).map_err(|e| corrupt(format!("not valid state JSON: {e}")))?;
+    state.check().map_err(corrupt)?;
+    Ok(state)
+}
+
+/// What kind of non-regular file `meta` describes, for a message.
+fn file_kind(meta: &fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() || kind.is_char_device() {
+        "a device"
+    } else {
+        "not a plain file"
+    }
 }
 
 /// Write state.json atomically: temp file, fsync, rename, fsync the directory.
@@ -200,7 +271,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         assert_eq!(load(&path).unwrap(), State::default());
-        let state = State { applied_commit: Some("abc".into()), ..State::default() };
+        let state =
+            State { applied_commit: Some("0123456789abcdef0123456789abcdef01234567".into()), ..State::default() };
         save(&path, &state).unwrap();
         assert_eq!(load(&path).unwrap(), state);
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
@@ -214,5 +286,30 @@ mod tests {
         fs::write(&path, "{not json").unwrap();
         let err = format!("{:#}", load(&path).unwrap_err());
         assert!(err.contains("state.json"), "{err}");
+    }
+
+    #[test]
+    fn odd_state_files_are_corrupt_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let is_corrupt = |path: &Path| load(path).unwrap_err().downcast_ref::<Corrupt>().map(|c| c.to_string());
+        // A FIFO: opening it for reading would wait for a writer forever.
+        let fifo = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(is_corrupt(&path).unwrap().contains("FIFO"));
+        fs::remove_file(&path).unwrap();
+        // Huge (sparse): refused by its size, never read.
+        File::create(&path).unwrap().set_len(1 << 30).unwrap();
+        assert!(is_corrupt(&path).unwrap().contains("more than state ever takes"));
+        fs::remove_file(&path).unwrap();
+        // Parses, but holds what no run writes.
+        fs::write(&path, r#"{"applied_commit": "not-a-commit", "applied_at": null, "last_attempt": null}"#).unwrap();
+        assert!(is_corrupt(&path).unwrap().contains("applied_commit holds \"not-a-commit\""));
+        // A symlink, even to a good file.
+        fs::remove_file(&path).unwrap();
+        save(&dir.path().join("elsewhere.json"), &State::default()).unwrap();
+        std::os::unix::fs::symlink("elsewhere.json", &path).unwrap();
+        assert!(is_corrupt(&path).unwrap().contains("symbolic link"));
     }
 }

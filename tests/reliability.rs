@@ -310,6 +310,68 @@ fn corrupt_state_json_is_moved_aside_and_reported() {
     assert_converged(&host, &remote.head());
 }
 
+/// state.json as a FIFO (a read would wait forever), as a 1 GiB sparse file, with a value no run
+/// writes, or as a symlink: each is moved aside like any corrupt state, and the host converges.
+#[test]
+fn odd_state_json_is_moved_aside_never_waited_on_or_read_whole() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), TRACED);
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    let state_json = host.state.join("state.json");
+    let odd: [(&str, &dyn Fn()); 4] = [
+        ("FIFO", &|| {
+            let path = std::ffi::CString::new(state_json.to_str().unwrap()).unwrap();
+            // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        }),
+        ("more than state ever takes", &|| fs::File::create(&state_json).unwrap().set_len(1 << 30).unwrap()),
+        ("applied_commit holds", &|| {
+            fs::write(
+                &state_json,
+                r#"{"applied_commit": "--upload-pack=touch /tmp/x", "applied_at": null, "last_attempt": null}"#,
+            )
+            .unwrap()
+        }),
+        ("symbolic link", &|| std::os::unix::fs::symlink("/etc/passwd", &state_json).unwrap()),
+    ];
+    for (why, make) in odd {
+        fs::remove_file(&state_json).unwrap();
+        make();
+        let run = host.sync_within(&[], Duration::from_secs(30)).expect(APPLIED);
+        assert!(run.stderr.contains("was corrupt") && run.stderr.contains(why), "{why}: {}", run.stderr);
+        assert_converged(&host, &remote.head());
+        for aside in fs::read_dir(&host.state).unwrap().flatten() {
+            if aside.file_name().to_string_lossy().starts_with("state.json.corrupt-") {
+                fs::remove_file(aside.path()).unwrap();
+            }
+        }
+    }
+    assert!(fs::read_to_string("/etc/passwd").unwrap().contains("root:"), "the symlink's target is untouched");
+}
+
+/// A lock file that is a FIFO or a symlink is refused at once (exit 2), never waited on or followed.
+#[test]
+fn odd_lock_file_is_refused_at_once() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), TRACED);
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    let lock = host.state.join("lock");
+    fs::remove_file(&lock).unwrap();
+    let path = std::ffi::CString::new(lock.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let run = host.sync_within(&[], Duration::from_secs(30)).expect(USAGE);
+    assert!(run.stderr.contains("is a FIFO") && run.stderr.contains("rm "), "{}", run.stderr);
+    fs::remove_file(&lock).unwrap();
+    let target = dir.path().join("made-by-a-link");
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let run = host.sync_within(&[], Duration::from_secs(30)).expect(USAGE);
+    assert!(run.stderr.contains("symbolic link"), "{}", run.stderr);
+    assert!(!target.exists(), "the lock symlink was followed");
+}
+
 #[test]
 fn full_disk_fails_cleanly_and_recovers() {
     if !tooling::available(&[tooling::ROOT]) {

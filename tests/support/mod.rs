@@ -217,6 +217,38 @@ impl Host {
         self.command(&args).output().expect("running gitops").into()
     }
 
+    /// `sync`, failing the test (instead of hanging it) when the run does not end within `limit`.
+    pub fn sync_within(&self, extra: &[&str], limit: std::time::Duration) -> Run {
+        let state = self.state.to_str().unwrap();
+        let mut args = vec!["sync", "--repo-url", &self.url, "--state-dir", state, "--host", "testhost"];
+        args.extend_from_slice(extra);
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+        let mut child = self
+            .command(&args)
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("running gitops");
+        let deadline = std::time::Instant::now() + limit;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("gitops sync hung for {limit:?}; log:\n{}", fs::read_to_string(&err).unwrap_or_default());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: fs::read_to_string(&out).unwrap_or_default(),
+            stderr: fs::read_to_string(&err).unwrap_or_default(),
+        }
+    }
+
     /// Parsed state.json.
     pub fn state_json(&self) -> serde_json::Value {
         serde_json::from_slice(&fs::read(self.state.join("state.json")).expect("state.json exists")).unwrap()
