@@ -22,6 +22,7 @@ mod notify;
 mod outcome;
 mod parse;
 mod plan;
+mod printable;
 #[cfg(test)]
 mod proptests;
 mod reboot;

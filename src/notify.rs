@@ -5,6 +5,7 @@ use serde_json::json;
 
 use crate::commit_id::short;
 use crate::outcome::Outcome;
+use crate::printable::printable;
 
 /// Discord's limit on a message's `content`.
 const DISCORD_CONTENT_MAX: usize = 2000;
@@ -58,10 +59,10 @@ impl RunSummary {
         let branch = self.branch.as_deref().unwrap_or("?");
         let mut line = format!("{}: {} {branch}@{commit}", self.host, self.result);
         if let Some(subject) = &self.subject {
-            line.push_str(&format!(" \"{subject}\""));
+            line.push_str(&format!(" \"{}\"", printable(subject)));
         }
         if let Some(error) = &self.error {
-            line.push_str(&format!(" — {error}"));
+            line.push_str(&format!(" — {}", printable(error)));
         }
         if let Some(reboot) = &self.reboot {
             line.push_str(&format!(" — {reboot}"));

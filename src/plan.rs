@@ -9,6 +9,7 @@ use gix::ObjectId;
 use crate::config::Settings;
 use crate::decide::Why;
 use crate::fetch::Fetched;
+use crate::printable::printable;
 use crate::teardown;
 
 /// What the dry run found out, to be printed.
@@ -43,7 +44,7 @@ pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> an
     let _ = writeln!(out, "attempt: {} of {}", plan.attempt, settings.max_attempts);
     let _ = writeln!(out, "changed files ({}):", plan.changed.len());
     for path in plan.changed {
-        let _ = writeln!(out, "  {path}");
+        let _ = writeln!(out, "  {}", printable(path));
     }
     print!("{}", crate::redact::redact(&out));
     Ok(())

@@ -247,6 +247,27 @@ fn metrics_file_parses_as_prometheus_text() {
     assert_eq!(value("gitops_remote_commit_info", Some(("commit", remote.head().as_str()))), 1.0);
 }
 
+/// A commit subject with terminal controls (clear screen, carriage return, a window title) is shown
+/// escaped by `gitops status` and in notifications' text, never obeyed.
+#[test]
+fn repository_text_cannot_drive_the_operators_terminal() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "true");
+    remote.write("x", "1");
+    remote.commit("\u{1b}[2J\u{1b}]0;pwned\u{7}\rhealth:       OK");
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    let state = host.state.to_str().unwrap().to_string();
+    let run: Run = host.command(&["status", "--state-dir", &state]).output().unwrap().into();
+    let run = run.expect(UP_TO_DATE);
+    assert!(
+        !run.stdout.contains('\u{1b}') && !run.stdout.contains('\r') && !run.stdout.contains('\u{7}'),
+        "{:?}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\rhealth:"), "{}", run.stdout);
+}
+
 #[test]
 fn status_reports_health_and_logs_prints_the_run_log() {
     let dir = tempdir();

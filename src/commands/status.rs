@@ -14,6 +14,7 @@ use crate::last_run;
 use crate::layout::Layout;
 use crate::outcome::{Failure, Outcome};
 use crate::parse::parse_duration;
+use crate::printable::printable;
 use crate::state;
 
 /// Print where this host stands; exit 0 when healthy, 1 when the last run failed or success is too old.
@@ -88,7 +89,8 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
 }
 
 fn print_human(doc: &serde_json::Value) {
-    let text = |v: &serde_json::Value| v.as_str().map(String::from).unwrap_or_else(|| "-".into());
+    // Subjects, authors and errors come from the repository: never print them raw to a terminal.
+    let text = |v: &serde_json::Value| v.as_str().map(|s| printable(s).into_owned()).unwrap_or_else(|| "-".into());
     println!("repository:   {} (branch {})", text(&doc["repository"]), text(&doc["branch"]));
     match doc["applied"].as_object() {
         Some(applied) => println!(
