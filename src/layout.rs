@@ -1,7 +1,7 @@
 //! The state directory: where it is (validated once for every command), every path inside it, and the run lock.
 
 use std::fs::{self, File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, anyhow, bail};
 use gix::ObjectId;
@@ -124,15 +124,38 @@ impl Layout {
         self.root.join("outbox")
     }
 
-    /// Create the state directory tree (mode 0700 through the process umask).
-    pub fn ensure_dirs(&self) -> anyhow::Result<()> {
+    /// Create the state directory tree (mode 0700 through the process umask), refusing one that someone
+    /// else could redirect (see [`check_trusted`]) and internal entries that are not what gitops made.
+    pub fn ensure_dirs(&self) -> Result<(), Failure> {
+        check_trusted(&self.root)?;
         for dir in [self.root.clone(), self.revisions(), self.logs()] {
             fs::create_dir_all(&dir).with_context(|| {
                 format!("creating state directory {}; check permissions or pass --state-dir", dir.display())
             })?;
         }
-        if !self.root.is_dir() {
-            bail!("state directory {} is not a directory", self.root.display());
+        check_trusted(&self.root)?;
+        // Entries only gitops makes: a symlink in their place would send its writes and deletions elsewhere.
+        let dirs = [self.revisions(), self.logs(), self.manifests(), self.cache(), self.outbox()];
+        for dir in dirs {
+            match fs::symlink_metadata(&dir) {
+                Ok(meta) if !meta.is_dir() => {
+                    return Err(Failure::usage(anyhow!(
+                        "{} is {} where gitops keeps a directory; remove it (rm {}) and run again",
+                        dir.display(),
+                        if meta.file_type().is_symlink() { "a symbolic link" } else { "not a directory" },
+                        dir.display()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        if let Ok(meta) = fs::symlink_metadata(self.current())
+            && !meta.file_type().is_symlink()
+        {
+            return Err(Failure::usage(anyhow!(
+                "{} is not the symlink gitops publishes revisions with; move it away and run again",
+                self.current().display()
+            )));
         }
         Ok(())
     }
@@ -195,6 +218,48 @@ impl Layout {
             }
         }
     }
+}
+
+/// Refuse (exit 2) a state directory that a user other than this one or root could redirect, as ssh's
+/// StrictModes does for `~/.ssh`: the directory must be owned by this user, and it and every parent up to
+/// `/` owned by this user or root and writable by no one else. A sticky parent (`/tmp`) is allowed: there
+/// nobody can rename or remove what they do not own.
+pub fn check_trusted(root: &Path) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    // The nearest directory that exists, with symlinks resolved: what the writes really go through.
+    let existing = root.ancestors().find(|dir| dir.exists()).unwrap_or(Path::new("/"));
+    let real = fs::canonicalize(existing).with_context(|| format!("--state-dir {}: resolving it", root.display()))?;
+    let state_dir_exists = existing == root;
+    for (depth, dir) in real.ancestors().enumerate() {
+        let meta =
+            fs::metadata(dir).with_context(|| format!("--state-dir {}: reading {}", root.display(), dir.display()))?;
+        let mode = meta.mode() & 0o7777;
+        let is_state_dir = depth == 0 && state_dir_exists;
+        let owner_ok = if is_state_dir { meta.uid() == me } else { meta.uid() == me || meta.uid() == 0 };
+        if !owner_ok {
+            let owners = if is_state_dir { format!("this user ({me})") } else { format!("this user ({me}) or root") };
+            return Err(Failure::usage(anyhow!(
+                "--state-dir {}: {} is owned by uid {}, not by {owners}, so its owner could redirect what gitops writes; run chown {me} {} or choose another --state-dir",
+                root.display(),
+                dir.display(),
+                meta.uid(),
+                dir.display()
+            )));
+        }
+        let sticky = mode & 0o1000 != 0 && !is_state_dir;
+        if mode & 0o022 != 0 && !sticky {
+            return Err(Failure::usage(anyhow!(
+                "--state-dir {}: {} is writable by group or others (mode {:04o}), who could redirect what gitops writes; run chmod go-w {}",
+                root.display(),
+                dir.display(),
+                mode,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The exclusive run lock; released when dropped (or when the process dies).

@@ -310,6 +310,63 @@ fn corrupt_state_json_is_moved_aside_and_reported() {
     assert_converged(&host, &remote.head());
 }
 
+/// A state directory another local user could redirect is refused before anything is written (exit 2):
+/// group/other-writable itself or through a parent (a sticky parent such as /tmp is fine), owned by
+/// another user, or with `revisions/` or `logs/` replaced by symlinks (which used to make a root run
+/// check out into, and prune, the link's target).
+#[test]
+fn a_state_directory_others_could_redirect_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), TRACED);
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    let head = remote.head();
+    remote.write("more", "x");
+    remote.commit("more");
+    let chmod = |path: &Path, mode: u32| fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    let refused = |why: &str| {
+        let before = host.snapshot();
+        let run = host.sync(&[]).expect(USAGE);
+        assert!(run.stderr.contains(why) && run.stderr.contains("--state-dir"), "{why}: {}", run.stderr);
+        assert_eq!(host.snapshot(), before, "{why}: something changed");
+    };
+
+    chmod(&host.state, 0o777);
+    refused("is writable by group or others (mode 0777)");
+    chmod(&host.state, 0o700);
+    let parent = host.state.parent().unwrap();
+    chmod(parent, 0o775);
+    refused("is writable by group or others (mode 0775)");
+    chmod(parent, 0o1777);
+    assert_converged(&host, &head);
+
+    // Symlinks where gitops keeps directories: the targets are never written to or pruned.
+    let victim = dir.path().join("victim");
+    fs::create_dir_all(victim.join("precious")).unwrap();
+    fs::write(victim.join("old.log"), "keep me").unwrap();
+    for entry in ["revisions", "logs"] {
+        let real = host.state.join(format!("{entry}.real"));
+        fs::rename(host.state.join(entry), &real).unwrap();
+        std::os::unix::fs::symlink(&victim, host.state.join(entry)).unwrap();
+        let run = host.sync(&[]).expect(USAGE);
+        assert!(run.stderr.contains("is a symbolic link where gitops keeps a directory"), "{}", run.stderr);
+        fs::remove_file(host.state.join(entry)).unwrap();
+        fs::rename(&real, host.state.join(entry)).unwrap();
+    }
+    assert!(victim.join("precious").is_dir() && victim.join("old.log").exists(), "the symlinks' target was touched");
+    host.sync(&[]).expect(APPLIED);
+
+    // Owned by another user (root can make that happen).
+    if !tooling::available(&[tooling::ROOT]) {
+        return;
+    }
+    std::os::unix::fs::chown(&host.state, Some(65534), None).unwrap();
+    refused("is owned by uid 65534");
+    std::os::unix::fs::chown(&host.state, Some(0), None).unwrap();
+    host.sync(&[]).expect(UP_TO_DATE);
+}
+
 /// state.json as a FIFO (a read would wait forever), as a 1 GiB sparse file, with a value no run
 /// writes, or as a symlink: each is moved aside like any corrupt state, and the host converges.
 #[test]
