@@ -14,40 +14,49 @@ use crate::reuse;
 use crate::state::sync_dir;
 
 /// Refuse a hostile tree before anything is written: invalid or duplicate names, `.git` components,
-/// or more than `max_size` bytes of content (a blob reused many times counts each time).
+/// more than `max_size` bytes of content (a blob reused many times counts each time) or more than
+/// `max_entries` files, symlinks and directories.
 ///
+/// Names are bytes, as Linux and git have them: two names that differ in any byte are two files.
 /// Duplicate names matter twice: git never writes them, and gix's index building may panic on them.
-pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64) -> anyhow::Result<()> {
+pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64, max_entries: u64) -> anyhow::Result<()> {
     let tree = repo
         .find_commit(commit)
         .and_then(|c| c.tree_id())
         .map_err(anyhow::Error::new)
         .with_context(|| format!("reading the tree of commit {commit}"))?
         .detach();
-    let mut total: u64 = 0;
+    let (mut total, mut entries) = (0u64, 0u64);
     let mut stack = vec![(tree, String::new())];
     while let Some((id, prefix)) = stack.pop() {
         let tree = repo.find_tree(id).map_err(anyhow::Error::new).with_context(|| format!("reading tree {id}"))?;
         let decoded = tree.decode().map_err(anyhow::Error::new).with_context(|| format!("decoding tree {id}"))?;
         let mut seen = std::collections::HashSet::new();
         for entry in &decoded.entries {
-            let name = entry.filename.to_string();
-            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let name: &[u8] = entry.filename.as_ref();
+            // For messages only: the name itself is never converted.
+            let path = format!("{prefix}{}", String::from_utf8_lossy(name));
             let refuse = |why: &str| {
                 anyhow::anyhow!("refusing commit {commit}: {why} at {path:?}; this is not something git itself writes")
             };
-            if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+            if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
                 return Err(refuse("an invalid path component"));
             }
-            if name.eq_ignore_ascii_case(".git") {
+            if name.eq_ignore_ascii_case(b".git") {
                 return Err(refuse("a .git component"));
             }
             // Names equal but for case are distinct files on Linux; an exact duplicate is not.
-            if !seen.insert(name.clone()) {
+            if !seen.insert(name) {
                 return Err(refuse("a duplicate entry"));
             }
+            entries += 1;
+            if entries > max_entries {
+                bail!(
+                    "refusing commit {commit}: its checkout would create more than --max-checkout-files ({max_entries}) files and directories, at {path:?}; raise the limit if this is intended"
+                );
+            }
             if entry.mode.is_tree() {
-                stack.push((entry.oid.to_owned(), path));
+                stack.push((entry.oid.to_owned(), format!("{path}/")));
             } else if entry.mode.is_commit() {
                 log::debug!("submodule {path} is not fetched; it stays an empty directory");
             } else {
@@ -67,6 +76,13 @@ pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64) -> anyho
     }
     Ok(())
 }
+
+/// Which path components gix refuses to write. On Linux only what protects this host: `.git` and the
+/// spellings that name it on NTFS and HFS+ (a repository checked out on such a mount), `..`, and names
+/// with `/` or NUL. Windows' own rules (`aux`, `con`, `:`, `?`, `*`, a trailing dot or space) would
+/// refuse names Linux and systemd use every day (`mnt-data\x2dvol.mount`, `host:8080.conf`).
+const PATH_PROTECTIONS: gix::validate::path::component::Options =
+    gix::validate::path::component::Options { protect_windows: false, protect_hfs: true, protect_ntfs: true };
 
 /// Ensure `revisions/<commit>/` holds the complete tree of `commit` and return its path.
 ///
@@ -224,7 +240,7 @@ fn index_of(repo: &gix::Repository, commit: ObjectId) -> anyhow::Result<gix::ind
         .and_then(|c| c.tree_id())
         .map_err(anyhow::Error::new)
         .with_context(|| format!("reading the tree of commit {commit}"))?;
-    gix::index::State::from_tree(&tree, &repo.objects, Default::default())
+    gix::index::State::from_tree(&tree, &repo.objects, PATH_PROTECTIONS)
         .map_err(anyhow::Error::new)
         .with_context(|| format!("commit {commit} has a tree that cannot be checked out safely"))
 }
@@ -247,6 +263,7 @@ fn write_tree(
         .map_err(anyhow::Error::new)
         .context("reading checkout options")?;
     options.destination_is_initially_empty = fresh;
+    options.validate = PATH_PROTECTIONS;
     options.overwrite_existing = false;
     let objects = repo.objects.clone().into_arc().context("sharing the object database")?;
     let outcome = gix::worktree::state::checkout(

@@ -181,6 +181,11 @@ pub struct SyncArgs {
     #[arg(long, env = "GITOPS_MAX_CHECKOUT_SIZE", default_value = "1G", value_name = "SIZE")]
     pub max_checkout_size: String,
 
+    /// Refuse a commit whose checkout would create more files, symlinks and directories than this
+    /// (every one costs an inode, however small).
+    #[arg(long, env = "GITOPS_MAX_CHECKOUT_FILES", default_value_t = 100_000, value_name = "N")]
+    pub max_checkout_files: u64,
+
     /// How many checked-out revisions to keep (the live one included).
     #[arg(long, env = "GITOPS_KEEP_REVISIONS", default_value_t = 3, value_name = "N")]
     pub keep_revisions: usize,

@@ -43,6 +43,8 @@ pub struct Settings {
     pub fetch_timeout: Duration,
     /// Largest checkout accepted, in bytes.
     pub max_checkout_size: u64,
+    /// Most files, symlinks and directories a checkout may create.
+    pub max_checkout_files: u64,
     /// Revisions kept on disk, the live one included (≥ 1).
     pub keep_revisions: usize,
     /// Consecutive failures of one commit before giving up on it (≥ 1).
@@ -299,6 +301,7 @@ impl Settings {
             apply_timeout,
             fetch_timeout,
             max_checkout_size,
+            max_checkout_files: args.max_checkout_files,
             keep_revisions: args.keep_revisions,
             max_attempts: args.max_attempts,
             ssh_command,

@@ -23,7 +23,7 @@ pub struct Plan<'a> {
     /// Which attempt at the commit this would be.
     pub attempt: u32,
     /// The paths the commit changes.
-    pub changed: &'a [String],
+    pub changed: &'a [gix::bstr::BString],
 }
 
 /// Print the plan (redacted), with the entrypoint resolved in the commit's tree and the teardown that would run.
@@ -44,7 +44,7 @@ pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> an
     let _ = writeln!(out, "attempt: {} of {}", plan.attempt, settings.max_attempts);
     let _ = writeln!(out, "changed files ({}):", plan.changed.len());
     for path in plan.changed {
-        let _ = writeln!(out, "  {}", printable(path));
+        let _ = writeln!(out, "  {}", printable(&String::from_utf8_lossy(path)));
     }
     print!("{}", crate::redact::redact(&out));
     Ok(())

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use gix::ObjectId;
+use gix::bstr::BString;
 
 use crate::apply::{self, Job, Ran};
-use crate::changes::changed_paths;
+use crate::changes::{self, changed_paths};
 use crate::checkout;
 use crate::clock::now;
 use crate::commit_id::{self, short_id, short_opt};
@@ -141,7 +142,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     };
 
-    checkout::inspect(&repo, remote, settings.max_checkout_size)?;
+    checkout::inspect(&repo, remote, settings.max_checkout_size, settings.max_checkout_files)?;
     let changed = changed_paths(&repo, deployed, remote)?;
     if settings.dry_run {
         plan::print(settings, &repo, &Plan { why, deployed, fetched: &fetched, attempt, changed: &changed })?;
@@ -205,18 +206,14 @@ fn deploy(
     repo: &gix::Repository,
     fetched: &Fetched,
     deployed: Option<ObjectId>,
-    changed: &[String],
+    changed: &[BString],
     attempt: u32,
 ) -> Result<(Ran, PathBuf), Failure> {
     let remote = fetched.commit;
     let checkout_dir = checkout::materialise(repo, layout, remote, settings.keep_revisions)?;
     crate::failpoint::hit("checkout-complete");
     let changed_file = layout.changed_files(remote);
-    let mut listing = changed.join("\n");
-    if !listing.is_empty() {
-        listing.push('\n');
-    }
-    state::write_atomic(&changed_file, listing.as_bytes())?;
+    state::write_atomic(&changed_file, &changes::listing(changed))?;
 
     let log = layout.entrypoint_log(remote);
     let inventory = &settings.fleet.inventory;

@@ -423,6 +423,62 @@ fn bad_flags_and_config_exit_2_with_one_clear_line() {
     assert!(run.expect(USAGE).stderr.contains("--repo-url"));
 }
 
+/// Names Linux, systemd and git accept but Windows does not (`\x2d` escapes, `:`, `aux`, a trailing
+/// dot or space, `?*|<`), names that are not UTF-8 (two that differ in one byte are two files) and a
+/// name with a newline: each is deployed byte for byte and listed in $GITOPS_CHANGED_FILES so that it
+/// reads back exactly, one entry per line.
+#[test]
+fn every_name_linux_and_git_accept_is_deployed_exactly() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "cp \"$GITOPS_CHANGED_FILES\" \"$TEST_OUT.changed\"");
+    let names: [&[u8]; 11] = [
+        b"mnt-data\\x2dvol.mount",
+        b"host:8080.conf",
+        b"aux.conf",
+        b"con",
+        b"notes.",
+        b"trailing ",
+        b"a?b*c|d<e",
+        b"caf\xe9.conf",
+        b"b\xff",
+        b"b\xfe",
+        b"line\nbreak",
+    ];
+    for name in names {
+        fs::write(remote.work.join(OsStr::from_bytes(name)), name).unwrap();
+    }
+    let commit = remote.commit("names");
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+
+    let live = host.state.join("revisions").join(&commit);
+    for name in names {
+        assert_eq!(fs::read(live.join(OsStr::from_bytes(name))).unwrap(), name, "{:?}", String::from_utf8_lossy(name));
+    }
+    let listed = fs::read(format!("{}.changed", host.out.display())).unwrap();
+    let lines: Vec<&[u8]> = listed.strip_suffix(b"\n").unwrap().split(|b| *b == b'\n').collect();
+    assert_eq!(lines.len(), names.len() + 1, "{:?}", String::from_utf8_lossy(&listed));
+    for expected in [
+        &b"caf\xe9.conf"[..],
+        b"b\xff",
+        b"b\xfe",
+        b"host:8080.conf",
+        b"trailing ",
+        b"\"line\\nbreak\"",
+        b"\"mnt-data\\\\x2dvol.mount\"",
+        b"run.sh",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{:?} missing from {:?}",
+            String::from_utf8_lossy(expected),
+            String::from_utf8_lossy(&listed)
+        );
+    }
+}
+
 #[test]
 fn readme_demo_applies_then_is_up_to_date() {
     let dir = tempdir();
