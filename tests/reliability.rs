@@ -509,6 +509,28 @@ fn raw_tree(remote: &Remote, entries: &str) -> String {
     git(&remote.work, &["hash-object", "-t", "tree", "-w", "--literally", path.to_str().unwrap()])
 }
 
+/// Empty files cost no bytes but an inode each: a tiny repository of many of them is refused by
+/// --max-checkout-files before anything is written.
+#[test]
+fn many_empty_files_are_bounded_by_max_checkout_files() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    for d in 0..10 {
+        for f in 0..10 {
+            remote.write(&format!("d{d}/f{f}"), "");
+        }
+    }
+    remote.commit("many empty files");
+    let host = Host::new(dir.path(), &remote.file_url());
+    let run = host.sync(&["--max-checkout-files", "50"]).expect(RUNTIME_ERROR);
+    assert!(run.stderr.contains("more than --max-checkout-files (50)"), "{}", run.stderr);
+    let revisions: Vec<_> = fs::read_dir(host.state.join("revisions")).unwrap().collect();
+    assert!(revisions.is_empty(), "something was written: {revisions:?}");
+    // 100 files, 10 directories and run.sh: 111 entries.
+    host.sync(&["--max-checkout-files", "110"]).expect(RUNTIME_ERROR);
+    host.sync(&["--max-checkout-files", "111"]).expect(APPLIED);
+}
+
 #[test]
 fn hostile_trees_are_refused_or_contained() {
     let dir = tempdir();
