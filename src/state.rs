@@ -224,13 +224,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// [`write_atomic`] with explicit permissions (the process umask of 077 would make them 0600).
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path.parent().context("state path has no parent directory")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    ));
+    let (tmp, mut file) = create_temp(path).with_context(|| format!("writing {}", path.display()))?;
     let result = (|| {
-        let mut file = File::create(&tmp)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         file.sync_all()?;
@@ -248,13 +243,25 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result
 
 /// Replace `path` by writing a temp file beside it and renaming it over (no fsync).
 pub fn write_replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let (tmp, mut file) = create_temp(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+/// A new temp file beside `path` (`.NAME.tmp-PID`), created exclusively: a file or symlink someone put
+/// under that name is removed, never written through, and one planted in between makes this fail.
+fn create_temp(path: &Path) -> std::io::Result<(std::path::PathBuf, File)> {
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
         path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
         std::process::id()
     ));
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    Ok((tmp, file))
 }
 
 /// fsync a directory so a rename in it survives a crash.
@@ -277,6 +284,19 @@ mod tests {
         assert_eq!(load(&path).unwrap(), state);
         let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temp file left behind");
+    }
+
+    #[test]
+    fn a_planted_temp_symlink_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.prom");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, "keep").unwrap();
+        let tmp = dir.path().join(format!(".metrics.prom.tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write_replace(&path, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
     }
 
     #[test]
