@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::procfs;
+
 /// How long a process group gets between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(5);
 /// How long to wait for output still buffered after the entrypoint exited.
@@ -30,6 +32,8 @@ pub struct Job<'a> {
     pub timeout: Duration,
     /// Where the combined stdout+stderr is saved.
     pub log_path: &'a Path,
+    /// Where its process group is recorded while it runs, for [`reap_survivors`].
+    pub group_file: &'a Path,
 }
 
 /// How the entrypoint ended.
@@ -110,6 +114,14 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
 
     let started = Instant::now();
     let pgid = child.id() as i32;
+    // If gitops dies now, PDEATHSIG reaches the entrypoint but not what it started: the next run kills
+    // what is left of this group (cron and manual runs have no systemd control group to do it).
+    if let Some(leader) = procfs::processes().into_iter().find(|p| p.pid == pgid) {
+        let record = format!("{pgid} {} {}\n", leader.start, procfs::boot_id());
+        if let Err(e) = crate::state::write_atomic(job.group_file, record.as_bytes()) {
+            log::warn!("recording the {} process group: {e:#}", job.role);
+        }
+    }
     // A quick entrypoint is noticed within a millisecond or two; a long one costs a wake-up every 20 ms.
     let mut pause = Duration::from_millis(1);
     let status = loop {
@@ -139,11 +151,41 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
     if done_rx.recv_timeout(DRAIN_WAIT).is_err() {
         log::warn!("{shown} left a process holding its output open; not waiting for it");
     }
+    let _ = std::fs::remove_file(job.group_file);
     if let Some(error) = &ran.error {
         writeln!(log, "gitops: {error}")?;
     }
     log.sync_all().ok();
     Ok(ran)
+}
+
+/// Kill what is left of an entrypoint's process group recorded by a run that died during its apply
+/// (call under the run lock, before anything else). A group is ours only in the same boot, and only if
+/// its leader is gone or is the very process recorded (same start time): a process group id can be
+/// reused only once no process is left in the old group.
+pub fn reap_survivors(group_file: &Path) {
+    let Ok(record) = std::fs::read_to_string(group_file) else { return };
+    let fields: Vec<&str> = record.split_whitespace().collect();
+    let parsed = match fields.as_slice() {
+        [pgid, start, boot] => pgid.parse::<i32>().ok().zip(start.parse::<u64>().ok()).map(|(p, s)| (p, s, *boot)),
+        _ => None,
+    };
+    if let Some((pgid, start, boot)) = parsed
+        && pgid > 1
+        && boot == procfs::boot_id()
+    {
+        let processes = procfs::processes();
+        let members = processes.iter().filter(|p| p.pgrp == pgid).count();
+        let reused = processes.iter().any(|p| p.pid == pgid && p.start != start);
+        if members > 0 && !reused {
+            log::warn!(
+                "killing {members} process(es) left in process group {pgid} by the entrypoint of a run that died; an entrypoint never runs beside the next run's"
+            );
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory is touched.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        }
+    }
+    let _ = std::fs::remove_file(group_file);
 }
 
 fn judge(status: ExitStatus, shown: &str) -> Ran {

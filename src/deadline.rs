@@ -6,6 +6,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use crate::outcome::Outcome;
+use crate::procfs;
 
 /// How long the blocked work gets to notice its killed children before the process gives up.
 const GRACE: Duration = Duration::from_secs(3);
@@ -40,21 +41,8 @@ pub fn run<T>(timeout: Duration, what: &str, work: impl FnOnce() -> T) -> (T, bo
 
 /// SIGKILL every process descended from this one.
 fn kill_descendants() {
-    let me = std::process::id();
-    let mut parents: Vec<(u32, u32)> = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-            // The command name may hold spaces and parentheses: the fields after the last ')' are fixed.
-            let Some(ppid) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse().ok())
-            else {
-                continue;
-            };
-            parents.push((pid, ppid));
-        }
-    }
-    let mut victims = vec![me];
+    let parents: Vec<(i32, i32)> = procfs::processes().iter().map(|p| (p.pid, p.ppid)).collect();
+    let mut victims = vec![std::process::id() as i32];
     let mut index = 0;
     while index < victims.len() {
         let parent = victims[index];
@@ -63,6 +51,6 @@ fn kill_descendants() {
     }
     for pid in victims.into_iter().skip(1) {
         // SAFETY: kill(2) only sends a signal.
-        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        unsafe { libc::kill(pid, libc::SIGKILL) };
     }
 }

@@ -115,6 +115,10 @@ impl Layout {
     pub fn known_hosts(&self) -> PathBuf {
         self.root.join("known_hosts")
     }
+    /// The process group of the entrypoint (or teardown) running now, for the next run to clean up after a crash.
+    pub fn running_group(&self) -> PathBuf {
+        self.root.join("running.pgid")
+    }
     /// Where the entrypoint asks for a reboot (`$GITOPS_REBOOT_REQUEST`).
     pub fn reboot_request(&self) -> PathBuf {
         self.root.join("reboot-request")

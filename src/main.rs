@@ -23,6 +23,7 @@ mod outcome;
 mod parse;
 mod plan;
 mod printable;
+mod procfs;
 #[cfg(test)]
 mod proptests;
 mod reboot;

@@ -37,6 +37,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     layout.ensure_dirs()?;
     let _lock = layout.lock_run()?;
     layout.remove_stale_temp();
+    apply::reap_survivors(&layout.running_group());
     if let Some(max) = settings.fleet.splay.filter(|_| !settings.dry_run) {
         // Under the lock: a run started meanwhile exits 75 instead of piling up behind this one.
         splay::sleep(max);
@@ -237,6 +238,7 @@ fn deploy(
         ],
         timeout: settings.apply_timeout,
         log_path: &log,
+        group_file: &layout.running_group(),
     };
     // The outgoing revision undoes its own changes first; until it has, the new one does not go live.
     let skip_teardown = settings.fleet.skip_teardown;

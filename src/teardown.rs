@@ -7,7 +7,6 @@
 //! counts as a failed apply of the new commit (exit 30, retried up to `--max-attempts`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use gix::ObjectId;
 
@@ -48,16 +47,14 @@ pub fn outgoing(layout: &Layout, inventory: &Inventory, entrypoint: &Path, next:
 }
 
 /// Run the teardown with the entrypoint's environment, re-pointed at the outgoing commit.
-pub fn run(
-    outgoing: &Outgoing,
-    next: ObjectId,
-    next_dir: &Path,
-    env: &[(&'static str, String)],
-    timeout: Duration,
-    log_path: &Path,
-) -> anyhow::Result<Ran> {
-    let mut env: Vec<(&'static str, String)> =
-        env.iter().filter(|(key, _)| !matches!(*key, "GITOPS_COMMIT" | "GITOPS_PREVIOUS_COMMIT")).cloned().collect();
+pub fn run(outgoing: &Outgoing, next: ObjectId, next_job: &Job, log_path: &Path) -> anyhow::Result<Ran> {
+    let next_dir = next_job.checkout;
+    let mut env: Vec<(&'static str, String)> = next_job
+        .env
+        .iter()
+        .filter(|(key, _)| !matches!(*key, "GITOPS_COMMIT" | "GITOPS_PREVIOUS_COMMIT"))
+        .cloned()
+        .collect();
     env.push(("GITOPS_COMMIT", outgoing.commit.clone()));
     env.push(("GITOPS_NEXT_COMMIT", next.to_string()));
     env.push(("GITOPS_NEXT_DIR", next_dir.display().to_string()));
@@ -72,8 +69,9 @@ pub fn run(
         entrypoint: &outgoing.script,
         role: "teardown script",
         env,
-        timeout,
+        timeout: next_job.timeout,
         log_path,
+        group_file: next_job.group_file,
     })
 }
 
@@ -96,7 +94,7 @@ pub fn before_publish(
         return Ok(None);
     }
     let log_path = layout.teardown_log(next);
-    let mut ran = run(&outgoing, next, job.checkout, &job.env, job.timeout, &log_path)?;
+    let mut ran = run(&outgoing, next, job, &log_path)?;
     if ran.success {
         return Ok(None);
     }

@@ -310,6 +310,41 @@ fn corrupt_state_json_is_moved_aside_and_reported() {
     assert_converged(&host, &remote.head());
 }
 
+/// kill -9 of gitops during the apply: PDEATHSIG ends the entrypoint, not what it started in the
+/// background; the next run kills what is left of the recorded process group before anything else.
+#[test]
+fn what_an_entrypoint_started_does_not_outlive_a_killed_run() {
+    let dir = tempdir();
+    let script = r#"if [ ! -e "$TEST_OUT.first" ]; then
+  touch "$TEST_OUT.first"
+  (sleep 3; echo late >> "$TEST_OUT.late") &
+  sleep 60
+fi"#;
+    let remote = Remote::with_script(dir.path(), script);
+    let host = Host::new(dir.path(), &remote.file_url());
+    let state = host.state.to_str().unwrap().to_string();
+    let url = remote.file_url();
+    let mut first = host
+        .command(&["sync", "--repo-url", &url, "--state-dir", &state, "--host", "testhost"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !Path::new(&format!("{}.first", host.out.display())).exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the entrypoint never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let run = host.sync(&[]).expect(APPLIED);
+    assert!(run.stderr.contains("left in process group") && run.stderr.contains("a run that died"), "{}", run.stderr);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(!Path::new(&format!("{}.late", host.out.display())).exists(), "a survivor of the killed run went on");
+    assert!(!host.state.join("running.pgid").exists());
+}
+
 /// A state directory another local user could redirect is refused before anything is written (exit 2):
 /// group/other-writable itself or through a parent (a sticky parent such as /tmp is fine), owned by
 /// another user, or with `revisions/` or `logs/` replaced by symlinks (which used to make a root run
