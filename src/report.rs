@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hmac::{Hmac, KeyInit, Mac};
@@ -20,6 +20,9 @@ const OUTBOX_MAX: usize = 20;
 const BACKOFF: [Duration; 2] = [Duration::from_millis(500), Duration::from_secs(1)];
 /// Per-request time limit.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// All notifications of a run together, retries included: unreachable receivers must not hold every
+/// run up (what did not go out waits in the outbox for the next run).
+pub const REPORT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Reporting configuration.
 #[derive(Debug, Clone)]
@@ -43,13 +46,14 @@ pub fn after_run(layout: &Layout, settings: &ReportSettings, summary: &RunSummar
         log::warn!("writing metrics file {}: {e:#}", path.display());
     }
     let wanted = settings.notify_on.wants(&summary);
+    let deadline = Instant::now() + REPORT_DEADLINE;
     for target in &settings.targets {
-        deliver(layout, target, settings.secret.as_deref(), wanted.then_some(&summary));
+        deliver(layout, target, settings.secret.as_deref(), wanted.then_some(&summary), deadline);
     }
 }
 
 /// Send what is queued for `target`, oldest first, then `summary`; whatever fails waits in the outbox.
-fn deliver(layout: &Layout, target: &Target, secret: Option<&[u8]>, summary: Option<&RunSummary>) {
+fn deliver(layout: &Layout, target: &Target, secret: Option<&[u8]>, summary: Option<&RunSummary>, deadline: Instant) {
     let outbox = layout.outbox().join(target_id(&target.url));
     let mut queued = queued_files(&outbox);
     if queued.is_empty() && summary.is_none() {
@@ -61,7 +65,7 @@ fn deliver(layout: &Layout, target: &Target, secret: Option<&[u8]>, summary: Opt
             let _ = fs::remove_file(path);
             continue;
         };
-        match send(target, secret, &old) {
+        match send(target, secret, &old, deadline) {
             Ok(()) => {
                 log::info!("delivered a queued {:?} notification from {}", target.kind, old.finished_at);
                 let _ = fs::remove_file(path);
@@ -75,7 +79,7 @@ fn deliver(layout: &Layout, target: &Target, secret: Option<&[u8]>, summary: Opt
     }
     let Some(summary) = summary else { return };
     if reachable {
-        match send(target, secret, summary) {
+        match send(target, secret, summary, deadline) {
             Ok(()) => return,
             Err(e) => log::warn!("{:?} notification failed ({e}); queued for the next run", target.kind),
         }
@@ -117,24 +121,28 @@ fn enqueue(outbox: &Path, summary: &RunSummary) -> anyhow::Result<()> {
     crate::state::write_atomic(&path, &serde_json::to_vec(summary)?)
 }
 
-/// Deliver one message with retries; the error never contains the URL.
-fn send(target: &Target, secret: Option<&[u8]>, summary: &RunSummary) -> Result<(), String> {
-    let mut last = String::new();
+/// Deliver one message with retries, all before `deadline`; the error never contains the URL.
+fn send(target: &Target, secret: Option<&[u8]>, summary: &RunSummary, deadline: Instant) -> Result<(), String> {
+    let mut last = format!("the reporting deadline ({REPORT_DEADLINE:?} for all notifications of a run) passed");
     for attempt in 0..=BACKOFF.len() {
-        match send_once(target, secret, summary) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match send_once(target, secret, summary, left.min(HTTP_TIMEOUT)) {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
         if let Some(delay) = BACKOFF.get(attempt) {
-            std::thread::sleep(*delay);
+            std::thread::sleep((*delay).min(deadline.saturating_duration_since(Instant::now())));
         }
     }
     Err(last)
 }
 
-fn send_once(target: &Target, secret: Option<&[u8]>, summary: &RunSummary) -> Result<(), String> {
+fn send_once(target: &Target, secret: Option<&[u8]>, summary: &RunSummary, timeout: Duration) -> Result<(), String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
+        .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .tls_config(
             ureq::tls::TlsConfig::builder()

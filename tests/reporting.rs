@@ -185,6 +185,30 @@ fn receiver_down_keeps_the_exit_code_and_delivers_on_the_next_run() {
     assert!(!everything.contains(&format!("{port}/hook")), "URL leaked: {everything}");
 }
 
+/// Receivers that accept a connection and never answer cost every run at most the reporting deadline
+/// (30 s for all targets together), not 30 s each; every message waits in the outbox.
+#[test]
+fn silent_receivers_cannot_hold_a_run_up() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "echo applied");
+    let host = Host::new(dir.path(), &remote.file_url());
+    // Listening, never accepting: the kernel completes the connection, nobody ever answers.
+    let silent: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let mut args = Vec::new();
+    for listener in &silent {
+        args.push("--notify".to_string());
+        args.push(format!("json:http://{}/hook", listener.local_addr().unwrap()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
+    let run = host.sync(&args).expect(APPLIED);
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(40), "reporting took {took:?}: {}", run.stderr);
+    let queued = fs::read_dir(host.state.join("outbox")).unwrap().count();
+    assert_eq!(queued, 3, "every undelivered message is kept: {}", run.stderr);
+}
+
 #[test]
 fn notification_urls_from_a_file_never_appear_in_output() {
     let dir = tempdir();
