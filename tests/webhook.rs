@@ -430,6 +430,43 @@ fn pushes_during_a_run_coalesce_into_exactly_one_more_run() {
     assert_eq!(server.log().matches("trigger: running").count(), 3, "{}", server.log());
 }
 
+/// A burst of pushes that outlasts a short run: the first push starts a run at once, the rest make one
+/// follow-up once the pushes stop (not one run per gap between runs).
+#[test]
+fn a_burst_of_pushes_makes_one_run_and_one_follow_up() {
+    let dir = tempdir();
+    let out = dir.path().join("runs");
+    let trigger = format!("echo start >> '{0}'; sleep 0.05; echo end >> '{0}'", out.display());
+    let limits = ["--rate-limit-per-source", "100", "--rate-limit-total", "100"];
+    let server = WebhookServer::start_with(dir.path(), &trigger, out, &limits);
+    let body = GITHUB_PUSH.as_bytes();
+    let headers = github_headers("push", body);
+    for n in 0..50 {
+        let reply = server.post(&headers, body);
+        assert_eq!(reply.status, 202, "push {n}: {reply:?}");
+        thread::sleep(Duration::from_millis(15));
+    }
+    server.wait_runs_done(2);
+    // The follow-up waits 0.5 s of quiet; anything else would have started by then.
+    thread::sleep(Duration::from_millis(1500));
+    let runs = server.log().matches("trigger: running").count();
+    assert_eq!(runs, 2, "50 pushes in a burst: {runs} runs; log:\n{}", server.log());
+}
+
+/// A trigger command that is `gitops sync` itself and applied something exits 10: a success, not a warning.
+#[test]
+fn a_trigger_that_applied_is_a_success() {
+    let dir = tempdir();
+    let out = dir.path().join("runs");
+    let trigger = format!("echo ran >> '{}'; exit 10", out.display());
+    let server = WebhookServer::start_with(dir.path(), &trigger, out, &[]);
+    let body = GITHUB_PUSH.as_bytes();
+    assert_eq!(server.post(&github_headers("push", body), body).status, 202);
+    server.wait_runs_done(1);
+    let log = server.log();
+    assert!(log.contains("trigger: done") && !log.contains("WARN"), "{log}");
+}
+
 #[test]
 fn default_trigger_waits_for_a_sync_in_progress_then_starts_one() {
     // A stand-in for systemctl: `show` prints the unit state from a file, `start` records itself.

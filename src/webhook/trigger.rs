@@ -3,12 +3,19 @@
 //!
 //! Why a follow-up at all: a push that lands after the running sync fetched would otherwise wait
 //! for the next timer tick. Why only one: the follow-up fetches the branch tip, which holds every
-//! push received before it started.
+//! push received before it started. The follow-up waits for the pushes to stop for [`QUIET`] first,
+//! so that a burst of pushes (a merge train, a script pushing many branches' worth of commits) that
+//! outlasts a short run still gets one follow-up, not one per gap between runs.
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::outcome::Outcome;
+
+/// How long pushes must stop before a follow-up run starts (a push to an idle worker starts at once).
+const QUIET: Duration = Duration::from_millis(500);
 
 /// What a trigger request led to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +32,8 @@ struct State {
     pending: bool,
     /// The trigger command is running.
     running: bool,
+    /// When the last run was asked for.
+    last_request: Option<Instant>,
 }
 
 /// Handle to the worker thread.
@@ -48,6 +57,7 @@ impl Trigger {
     pub fn request(&self) -> Queued {
         let mut state = self.lock();
         state.pending = true;
+        state.last_request = Some(Instant::now());
         self.wake.notify_all();
         if state.running { Queued::FollowUp } else { Queued::Started }
     }
@@ -74,7 +84,15 @@ impl Trigger {
                 state.running = true;
             }
             self.run_once();
-            self.lock().running = false;
+            let mut state = self.lock();
+            // Asked for during the run: a follow-up, once the pushes have stopped for QUIET.
+            while state.pending
+                && let Some(quiet_left) = state.last_request.map(|at| QUIET.saturating_sub(at.elapsed()))
+                && !quiet_left.is_zero()
+            {
+                state = self.wake.wait_timeout(state, quiet_left).unwrap_or_else(PoisonError::into_inner).0;
+            }
+            state.running = false;
         }
     }
 
@@ -90,9 +108,11 @@ impl Trigger {
             .env_remove("LISTEN_PID")
             .env_remove("LISTEN_FDNAMES")
             .status();
+        // A trigger command that is `gitops sync` itself exits 10 when it applied something: a success.
+        let fine = [Outcome::Success, Outcome::Applied].map(|o| Some(i32::from(o.code())));
         match status {
-            Ok(status) if status.success() => {
-                log::info!("trigger: done in {:.2?}", started.elapsed())
+            Ok(status) if fine.contains(&status.code()) => {
+                log::info!("trigger: done in {:.2?} ({status})", started.elapsed())
             }
             Ok(status) => log::warn!(
                 "trigger command {:?} {status} after {:.2?}; the next push or the timer tries again (for gitops.service see journalctl -u gitops.service)",
