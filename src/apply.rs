@@ -2,6 +2,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::printable::printable;
 use crate::procfs;
 
 /// How long a process group gets between SIGTERM and SIGKILL.
@@ -57,7 +59,14 @@ impl Ran {
 pub fn run(job: &Job) -> anyhow::Result<Ran> {
     let program = job.checkout.join(job.entrypoint);
     let shown = format!("{} {}", job.role, job.entrypoint.display());
-    let mut log = File::create(job.log_path).with_context(|| format!("creating log {}", job.log_path.display()))?;
+    // O_NOFOLLOW: a symlink planted in logs/ is refused, never written through.
+    let mut log = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(job.log_path)
+        .with_context(|| format!("creating log {}", job.log_path.display()))?;
     if !program.is_file() {
         let message = format!("{shown} not found in this commit; add it to the repository or set --entrypoint");
         writeln!(log, "gitops: {message}")?;
@@ -224,7 +233,8 @@ fn stream_output(reader: std::io::PipeReader, mut log: File) {
             Ok(_) => {
                 let text = crate::redact::redact(&String::from_utf8_lossy(&line));
                 let _ = log.write_all(text.as_bytes());
-                log::info!(target: "entrypoint", "{}", text.trim_end_matches(['\n', '\r']));
+                // The log file keeps the bytes; our own log line must not let them drive a terminal.
+                log::info!(target: "entrypoint", "{}", printable(text.trim_end_matches(['\n', '\r'])));
             }
         }
     }

@@ -292,9 +292,17 @@ fn boot_and_apply_two_commits(dir: &Path, root: &Path) {
     // Exit 10 (applied) and 0 (up-to-date) are successes: the unit never failed, and no
     // missing credential file broke it.
     // (systemd inside nspawn may log "Failed to kill control group …, ignoring": not a failure.)
-    for failure in ["Failed with result", "Failed to start", "Main process exited", "CREDENTIALS"] {
-        assert!(!service.contains(failure), "gitops.service never failed ({failure}):\n{service}");
-    }
+    // A timer run that the power-off interrupts is ended by SIGTERM: the shutdown, not a failure.
+    let failures: Vec<&str> = service
+        .lines()
+        .filter(|l| {
+            ["Failed with result", "Failed to start", "Main process exited", "CREDENTIALS"]
+                .iter()
+                .any(|f| l.contains(f))
+        })
+        .filter(|l| !l.contains("status=15/TERM") && !l.contains("result 'signal'"))
+        .collect();
+    assert!(failures.is_empty(), "gitops.service never failed ({failures:?}):\n{service}");
     eprintln!(
         "e2e: first commit applied {first_applied:.1?} after boot, scenario {:.1?}, {runs} runs",
         started.elapsed()
