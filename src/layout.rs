@@ -153,6 +153,16 @@ impl Layout {
                 _ => {}
             }
         }
+        // Files gitops (or ssh, or the entrypoint) writes by name: a symlink there would aim the write.
+        for file in [self.last_run(), self.known_hosts(), self.ssh_log(), self.reboot_request()] {
+            if fs::symlink_metadata(&file).is_ok_and(|meta| meta.file_type().is_symlink()) {
+                return Err(Failure::usage(anyhow!(
+                    "{} is a symbolic link where gitops keeps a file; remove it (rm {}) and run again",
+                    file.display(),
+                    file.display()
+                )));
+            }
+        }
         if let Ok(meta) = fs::symlink_metadata(self.current())
             && !meta.file_type().is_symlink()
         {

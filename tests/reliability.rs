@@ -389,6 +389,14 @@ fn a_state_directory_others_could_redirect_is_refused() {
         fs::remove_file(host.state.join(entry)).unwrap();
         fs::rename(&real, host.state.join(entry)).unwrap();
     }
+    for file in ["last_run.json", "known_hosts", "reboot-request"] {
+        let _ = fs::remove_file(host.state.join(file));
+        std::os::unix::fs::symlink(victim.join("old.log"), host.state.join(file)).unwrap();
+        let run = host.sync(&[]).expect(USAGE);
+        assert!(run.stderr.contains("is a symbolic link where gitops keeps a file"), "{file}: {}", run.stderr);
+        fs::remove_file(host.state.join(file)).unwrap();
+    }
+    assert_eq!(fs::read_to_string(victim.join("old.log")).unwrap(), "keep me");
     assert!(victim.join("precious").is_dir() && victim.join("old.log").exists(), "the symlinks' target was touched");
     host.sync(&[]).expect(APPLIED);
 
