@@ -420,11 +420,7 @@ fn odd_state_json_is_moved_aside_never_waited_on_or_read_whole() {
     host.sync(&[]).expect(APPLIED);
     let state_json = host.state.join("state.json");
     let odd: [(&str, &dyn Fn()); 4] = [
-        ("FIFO", &|| {
-            let path = std::ffi::CString::new(state_json.to_str().unwrap()).unwrap();
-            // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-            assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
-        }),
+        ("FIFO", &|| mkfifo(&state_json)),
         ("more than state ever takes", &|| fs::File::create(&state_json).unwrap().set_len(1 << 30).unwrap()),
         ("applied_commit holds", &|| {
             fs::write(
@@ -450,6 +446,13 @@ fn odd_state_json_is_moved_aside_never_waited_on_or_read_whole() {
     assert!(fs::read_to_string("/etc/passwd").unwrap().contains("root:"), "the symlink's target is untouched");
 }
 
+/// Make a FIFO at `path` (reading or writing it blocks until the other end opens it).
+fn mkfifo(path: &Path) {
+    let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+}
+
 /// A lock file that is a FIFO or a symlink is refused at once (exit 2), never waited on or followed.
 #[test]
 fn odd_lock_file_is_refused_at_once() {
@@ -459,9 +462,7 @@ fn odd_lock_file_is_refused_at_once() {
     host.sync(&[]).expect(APPLIED);
     let lock = host.state.join("lock");
     fs::remove_file(&lock).unwrap();
-    let path = std::ffi::CString::new(lock.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    mkfifo(&lock);
     let run = host.sync_within(&[], Duration::from_secs(30)).expect(USAGE);
     assert!(run.stderr.contains("is a FIFO") && run.stderr.contains("rm "), "{}", run.stderr);
     fs::remove_file(&lock).unwrap();
