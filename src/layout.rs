@@ -131,13 +131,17 @@ impl Layout {
     /// Create the state directory tree (mode 0700 through the process umask), refusing one that someone
     /// else could redirect (see [`check_trusted`]) and internal entries that are not what gitops made.
     pub fn ensure_dirs(&self) -> Result<(), Failure> {
+        let existed = self.root.is_dir();
         check_trusted(&self.root)?;
         for dir in [self.root.clone(), self.revisions(), self.logs()] {
             fs::create_dir_all(&dir).with_context(|| {
                 format!("creating state directory {}; check permissions or pass --state-dir", dir.display())
             })?;
         }
-        check_trusted(&self.root)?;
+        if !existed {
+            // Made just now: its parents were checked above, now the directory itself.
+            check_trusted(&self.root)?;
+        }
         // Entries only gitops makes: a symlink in their place would send its writes and deletions elsewhere.
         let dirs = [self.revisions(), self.logs(), self.manifests(), self.cache(), self.outbox()];
         for dir in dirs {
