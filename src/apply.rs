@@ -125,7 +125,7 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
     let pgid = child.id() as i32;
     // If gitops dies now, PDEATHSIG reaches the entrypoint but not what it started: the next run kills
     // what is left of this group (cron and manual runs have no systemd control group to do it).
-    if let Some(leader) = procfs::processes().into_iter().find(|p| p.pid == pgid) {
+    if let Some(leader) = procfs::process(pgid) {
         let record = format!("{pgid} {} {}\n", leader.start, procfs::boot_id());
         if let Err(e) = crate::state::write_atomic(job.group_file, record.as_bytes()) {
             log::warn!("recording the {} process group: {e:#}", job.role);

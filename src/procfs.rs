@@ -16,11 +16,12 @@ pub struct Process {
 /// Every process we can read.
 pub fn processes() -> Vec<Process> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
-        .filter_map(|pid| parse_stat(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?))
-        .collect()
+    entries.flatten().filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok()).filter_map(process).collect()
+}
+
+/// One process, if it exists.
+pub fn process(pid: i32) -> Option<Process> {
+    parse_stat(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// One /proc/PID/stat line. The command name may hold spaces and parentheses: the fields after the
@@ -48,7 +49,8 @@ mod tests {
     fn stat_lines_with_odd_command_names() {
         let line = "4242 (a) b (c)) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 777 1000 10";
         assert_eq!(parse_stat(4242, line), Some(Process { pid: 4242, ppid: 1, pgrp: 4242, start: 777 }));
-        let me = processes().into_iter().find(|p| p.pid == std::process::id() as i32).unwrap();
+        let me = process(std::process::id() as i32).unwrap();
+        assert!(processes().contains(&me));
         assert!(me.start > 0 && me.ppid > 0);
     }
 }
