@@ -384,3 +384,26 @@ pub fn allowed_signers(dir: &Path, lines: &[String]) -> PathBuf {
     fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
     path
 }
+
+thread_local! {
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Remember this thread's panic message, so a guard that prints pages of logs while unwinding
+/// can repeat the failure at the end, where a truncated CI log still shows it.
+pub fn record_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = format!("{info}");
+            LAST_PANIC.with(|p| *p.borrow_mut() = Some(message));
+            default(info);
+        }));
+    });
+}
+
+/// The message of the panic this thread is unwinding from, when `record_panics` was called first.
+pub fn last_panic() -> Option<String> {
+    LAST_PANIC.with(|p| p.borrow().clone())
+}
