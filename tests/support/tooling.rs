@@ -37,6 +37,11 @@ pub const KSVALIDATOR: Need = Need { tool: "ksvalidator", package: "pykickstart 
 pub const CLOUD_INIT: Need = Need { tool: "cloud-init", package: "cloud-init" };
 pub const PACKER: Need = Need { tool: "packer", package: "packer" };
 pub const CARGO_DEB: Need = Need { tool: "cargo-deb", package: "from crates.io" };
+pub const PROMETHEUS: Need = Need { tool: "prometheus", package: "prometheus" };
+pub const PROMTOOL: Need = Need { tool: "promtool", package: "prometheus" };
+pub const NODE_EXPORTER: Need = Need { tool: "prometheus-node-exporter", package: "prometheus-node-exporter" };
+pub const AGE: Need = Need { tool: "age", package: "age" };
+pub const CHROMIUM: Need = Need { tool: "chromium", package: "chromium" };
 /// What booting the cached Debian rootfs with systemd-nspawn takes.
 pub const ROOTFS: &[Need] = &[
     ROOT,
