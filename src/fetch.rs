@@ -250,3 +250,19 @@ pub fn merge_base(repo: &gix::Repository, deployed: ObjectId, remote: ObjectId) 
         .with_context(|| format!("computing the merge base of {deployed} and {remote}"))?;
     Ok(base.map(|id| id.detach()))
 }
+
+/// Commits reachable from `remote` but not from `deployed`, counting up to a bound (the metrics say
+/// how far behind a host is; past the bound the exact number does not matter). None when unknown.
+pub fn commits_between(repo: &gix::Repository, deployed: ObjectId, remote: ObjectId) -> Option<u64> {
+    const BOUND: usize = 100_000;
+    if !repo.has_object(deployed) {
+        return None;
+    }
+    let walk = repo.rev_walk([remote]).with_hidden([deployed]).all().ok()?;
+    let mut count = 0u64;
+    for info in walk.take(BOUND) {
+        info.ok()?;
+        count += 1;
+    }
+    Some(count)
+}

@@ -13,7 +13,9 @@ mod decide;
 mod failpoint;
 mod fetch;
 mod fleet;
+mod fleetview;
 mod hostkey;
+mod http;
 mod inventory;
 mod last_run;
 mod layout;
@@ -95,6 +97,7 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         Command::Verify(args) => commands::verify::run(args),
         Command::Status(args) => commands::status::status(args),
         Command::Logs(args) => commands::status::logs(args),
+        Command::Fleet(args) => commands::fleet::run(&args),
         Command::Webhook(args) => {
             webhook::run(args)?;
             // The idle timeout ended it.

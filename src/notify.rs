@@ -50,6 +50,21 @@ pub struct RunSummary {
     /// A reboot this run started or saw completed ("rebooting for …", "rebooted for …").
     #[serde(default)]
     pub reboot: Option<String>,
+    /// The commit applied and live after this run, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_commit: Option<String>,
+    /// When the live commit was applied (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_since: Option<String>,
+    /// When `commit` was committed (RFC 3339), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<String>,
+    /// Commits in `commit` that the live commit does not have, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits_behind: Option<u64>,
+    /// A due reboot that has not happened yet: the time it was due from (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_pending_since: Option<String>,
 }
 
 impl RunSummary {

@@ -26,6 +26,8 @@ pub enum Outcome {
     Locked,
     /// A command other than `sync` did what was asked (status healthy, units written, webhook idle).
     Success,
+    /// `gitops fleet`: some host is behind the tip, failing or stale.
+    FleetUnsettled,
 }
 
 impl Outcome {
@@ -53,6 +55,7 @@ impl Outcome {
             Outcome::Diverged => 21,
             Outcome::ApplyFailed => 30,
             Outcome::VerifyFailed => 31,
+            Outcome::FleetUnsettled => 3,
             Outcome::Locked => 75,
         }
     }
@@ -70,6 +73,7 @@ impl Outcome {
             Outcome::Usage => "usage-error",
             Outcome::Locked => "locked",
             Outcome::Success => "ok",
+            Outcome::FleetUnsettled => "unsettled",
         }
     }
 
@@ -86,6 +90,7 @@ impl Outcome {
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",
             Outcome::Success => "done",
+            Outcome::FleetUnsettled => "some host is behind the tip, failing or stale",
         }
     }
 
