@@ -185,6 +185,8 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     assert!(alerts.contains(&("GitopsSilent".into(), targets[silent].clone())), "{alerts:?}");
     assert!(alerts.iter().any(|(name, _)| name == "GitopsFleetSplit"), "{alerts:?}");
 
+    dashboard_queries_return_the_fleet(&prometheus);
+
     // The page for operators without Grafana.
     let page = dir.path().join("fleet.html");
     fleet(&prometheus, &["--html", page.to_str().unwrap()]).expect(3);
@@ -342,4 +344,36 @@ fn render_in_chromium(page: &Path, png: &Path) {
     if let Some(keep) = std::env::var_os("GITOPS_SCREENSHOT_OUT") {
         fs::copy(png, keep).unwrap();
     }
+}
+
+/// Every query of the Grafana dashboard runs on this Prometheus and returns rows; the stat panels
+/// count what the scenario made (5 of 6 hosts reporting, 2 commits, 1 failing, 1 behind, 1 reboot pending).
+fn dashboard_queries_return_the_fleet(prometheus: &Prometheus) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana/gitops-fleet.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let expected_stats = [
+        ("Hosts reporting", 5.0),
+        ("Commits live", 2.0),
+        ("Failing", 1.0),
+        ("Stale (no success for 15m)", 0.0),
+        ("Behind the remote", 1.0),
+        ("Reboot pending", 1.0),
+    ];
+    let mut stats = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            // Grafana's "All" for $job is the variable's allValue.
+            let expr = target["expr"].as_str().unwrap().replace("$job", ".+");
+            let rows = prometheus.query(&expr);
+            assert!(!rows.is_empty(), "panel {title:?}: {expr} returned nothing");
+            if panel["type"] == "stat" {
+                let (_, want) = expected_stats.iter().find(|(t, _)| *t == title).expect("every stat panel is checked");
+                let got: f64 = rows[0]["value"][1].as_str().unwrap().parse().unwrap();
+                assert_eq!(got, *want, "panel {title:?}: {expr}");
+                stats += 1;
+            }
+        }
+    }
+    assert_eq!(stats, expected_stats.len());
 }
