@@ -320,11 +320,16 @@ pub struct FleetViewArgs {
     #[arg(long, default_value = "", value_name = "MATCHERS")]
     pub selector: String,
 
-    /// Only hosts deploying this branch (the tip is the newest commit they report).
+    /// Only hosts deploying this branch.
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
 
-    /// The commit that counts as the tip, instead of the newest one the fleet reports (e.g. from `git rev-parse`).
+    /// Ask this repository for the tip of --branch (its HEAD without one): one ref listing, with the
+    /// ssh, host-key and token settings `gitops sync` reads (flags' env vars, the env file).
+    #[arg(long, value_name = "URL", conflicts_with = "tip")]
+    pub repo_url: Option<String>,
+
+    /// The commit that counts as the tip of --branch, instead of the newest one its hosts report.
     #[arg(long, value_name = "COMMIT")]
     pub tip: Option<String>,
 

@@ -164,12 +164,22 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     assert_eq!(hosts[0]["live_commit"], first.as_str());
     assert_eq!(hosts[0]["last_result"], "apply-failed");
     assert_eq!(hosts[1]["reporting"], false);
+    assert_eq!(hosts[1]["version"], env!("CARGO_PKG_VERSION"), "known from before it went silent");
 
     // The tip as the repository says, for one branch: a commit nobody has makes everyone behind.
     remote.write("third", "x\n");
     let third = remote.commit("third, not synced");
-    let run = fleet(&prometheus, &["--branch", "main", "--tip", &third]).expect(3);
+    let run = fleet(&prometheus, &["--repo-url", &url]).expect(3);
     assert!(run.stdout.starts_with(&format!("6 hosts · 0 at {} (tip) · ", &third[..12])), "{}", run.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&fleet(&prometheus, &["--repo-url", &url, "--branch", "main", "--json"]).expect(3).stdout)
+            .unwrap();
+    assert_eq!(json["tips"]["main"]["source"], "repository");
+    assert_eq!(json["counts"]["behind"], 4, "the hosts on the fleet's tip are behind the repository's: {json}");
+    let run = fleet(&prometheus, &["--branch", "main", "--tip", &first]).expect(3);
+    assert!(run.stdout.starts_with(&format!("6 hosts · 1 at {} (tip) · ", &first[..12])), "{}", run.stdout);
+    let run = fleet(&prometheus, &["--branch", "other"]).expect(0);
+    assert_eq!(run.stdout, "0 hosts · 0 converged (no tip known)\n");
 
     // The rules see the same fleet (their `for:` keeps them pending, not yet firing).
     prometheus.wait_for("ALERTS{alertname=\"GitopsSilent\"}", 1, Duration::from_secs(10));

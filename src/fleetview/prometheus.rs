@@ -120,7 +120,8 @@ fn key(sample: &Sample) -> (String, String) {
 fn host_of<'a>(hosts: &'a mut BTreeMap<(String, String), Host>, sample: &Sample) -> &'a mut Host {
     hosts.entry(key(sample)).or_insert_with(|| {
         let (job, instance) = key(sample);
-        Host { host: sample.label("host").unwrap_or_else(|| instance.clone()), instance, job, ..Host::default() }
+        let host = sample.label("host").unwrap_or_else(|| instance.clone());
+        Host { host, version: sample.label("version"), instance, job, ..Host::default() }
     })
 }
 
