@@ -10,6 +10,8 @@ pub enum Outcome {
     UpToDate,
     /// A new commit was checked out and its entrypoint succeeded.
     Applied,
+    /// A new commit is held back on purpose (rollout wave or gate, pause, suspend); nothing changed.
+    Deferred,
     /// The remote branch is behind the deployed commit (it was rewound).
     NeedPush,
     /// Remote and deployed histories diverged (force-push).
@@ -32,9 +34,10 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every way `gitops sync` can end, in the order the exit-code table lists them.
-    pub const SYNC: [Outcome; 9] = [
+    pub const SYNC: [Outcome; 10] = [
         Outcome::UpToDate,
         Outcome::Applied,
+        Outcome::Deferred,
         Outcome::NeedPush,
         Outcome::Diverged,
         Outcome::ApplyFailed,
@@ -51,6 +54,7 @@ impl Outcome {
             Outcome::Runtime => 1,
             Outcome::Usage => 2,
             Outcome::Applied => 10,
+            Outcome::Deferred => 11,
             Outcome::NeedPush => 20,
             Outcome::Diverged => 21,
             Outcome::ApplyFailed => 30,
@@ -65,6 +69,7 @@ impl Outcome {
         match self {
             Outcome::UpToDate => "up-to-date",
             Outcome::Applied => "applied",
+            Outcome::Deferred => "deferred",
             Outcome::NeedPush => "need-push",
             Outcome::Diverged => "diverged",
             Outcome::ApplyFailed => "apply-failed",
@@ -82,6 +87,7 @@ impl Outcome {
         match self {
             Outcome::UpToDate => "nothing to do",
             Outcome::Applied => "a new commit was checked out and its entrypoint succeeded",
+            Outcome::Deferred => "held back on purpose (rollout wave or gate, pause, suspend); the live revision stays",
             Outcome::NeedPush => "the remote branch is behind the deployed commit; nothing changed",
             Outcome::Diverged => "remote and deployed histories diverged; nothing changed",
             Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
@@ -96,7 +102,7 @@ impl Outcome {
 
     /// Whether a run that ended so needs an operator's attention (health, `--notify-on failure`).
     pub const fn is_failure(self) -> bool {
-        !matches!(self, Outcome::UpToDate | Outcome::Applied | Outcome::Locked | Outcome::Success)
+        !matches!(self, Outcome::UpToDate | Outcome::Applied | Outcome::Deferred | Outcome::Locked | Outcome::Success)
     }
 
     /// The outcome a label names (state files and reports written by this or an earlier version).
