@@ -231,7 +231,9 @@ fn rollout_hold(
     };
     let before = state.rollout.clone();
     let hold = rollout::consider::consider(repo, remote, &host, why == Why::FirstDeploy, state)?;
-    if state.rollout != before && !settings.dry_run {
+    // A host let through saves its record with the attempt; one held back saves it now (first seen,
+    // gate opened), and only when it changed.
+    if hold.is_some() && state.rollout != before && !settings.dry_run {
         state::save(&layout.state_file(), state)?;
     }
     Ok(hold)
