@@ -245,11 +245,28 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
 
+    #[command(flatten, next_help_heading = "Secrets")]
+    pub secrets: SecretsArgs,
+
     #[command(flatten)]
     pub report: ReportArgs,
 
     #[command(flatten, next_help_heading = "Fleet")]
     pub fleet: FleetArgs,
+}
+
+/// Secrets flags of `gitops sync`: how `*.age` files in the repository are decrypted for the entrypoint.
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    /// Private key that decrypts this host's `*.age` secrets: ssh-ed25519, ssh-rsa or age X25519 (mode 0600)
+    /// [default: the systemd credential age-identity, else /etc/ssh/ssh_host_ed25519_key when it exists].
+    #[arg(long, env = "GITOPS_AGE_IDENTITY", value_name = "FILE")]
+    pub age_identity: Option<PathBuf>,
+
+    /// Directory in which each entrypoint run gets its private secrets directory ($GITOPS_SECRETS_DIR); not
+    /// checked for tmpfs [default: $RUNTIME_DIRECTORY, else /run/gitops/secrets, which must be tmpfs or ramfs].
+    #[arg(long, env = "GITOPS_SECRETS_BASE_DIR", value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// Reporting flags of `gitops sync`.

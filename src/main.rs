@@ -31,6 +31,7 @@ mod redact;
 mod report;
 mod reuse;
 mod secret_file;
+mod secrets;
 mod signers;
 mod splay;
 mod state;

@@ -18,6 +18,8 @@ pub enum Outcome {
     ApplyFailed,
     /// A commit or tag that must be signed was not signed by an allowed key.
     VerifyFailed,
+    /// A secret for this host could not be decrypted, or a secret failed authentication (tampered, truncated).
+    SecretsFailed,
     /// Fetch, disk or other runtime failure.
     Runtime,
     /// Bad flags, environment or configuration file.
@@ -30,13 +32,14 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every way `gitops sync` can end, in the order the exit-code table lists them.
-    pub const SYNC: [Outcome; 9] = [
+    pub const SYNC: [Outcome; 10] = [
         Outcome::UpToDate,
         Outcome::Applied,
         Outcome::NeedPush,
         Outcome::Diverged,
         Outcome::ApplyFailed,
         Outcome::VerifyFailed,
+        Outcome::SecretsFailed,
         Outcome::Runtime,
         Outcome::Usage,
         Outcome::Locked,
@@ -53,6 +56,7 @@ impl Outcome {
             Outcome::Diverged => 21,
             Outcome::ApplyFailed => 30,
             Outcome::VerifyFailed => 31,
+            Outcome::SecretsFailed => 32,
             Outcome::Locked => 75,
         }
     }
@@ -66,6 +70,7 @@ impl Outcome {
             Outcome::Diverged => "diverged",
             Outcome::ApplyFailed => "apply-failed",
             Outcome::VerifyFailed => "verify-failed",
+            Outcome::SecretsFailed => "secrets-failed",
             Outcome::Runtime => "error",
             Outcome::Usage => "usage-error",
             Outcome::Locked => "locked",
@@ -82,6 +87,9 @@ impl Outcome {
             Outcome::Diverged => "remote and deployed histories diverged; nothing changed",
             Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
             Outcome::VerifyFailed => "a commit (or tag) is not signed by an allowed key; nothing changed",
+            Outcome::SecretsFailed => {
+                "a secret for this host cannot be decrypted or was tampered with; nothing changed (retried next run)"
+            }
             Outcome::Runtime => "runtime error (fetch failed, repo unreachable, disk); the message says what and why",
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",
@@ -149,6 +157,11 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A secret that stops the run (exit 32).
+    pub fn secrets(error: impl Into<anyhow::Error>) -> Self {
+        Failure { outcome: Outcome::SecretsFailed, error: error.into() }
+    }
+
     /// A configuration or usage error (exit 2).
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
         Failure { outcome: Outcome::Usage, error: error.into() }
