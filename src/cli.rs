@@ -30,6 +30,16 @@ fn webhook_exit_codes_help() -> String {
     ])
 }
 
+/// Exit codes of `gitops secrets`, shown in its `--help`.
+fn secrets_exit_codes_help() -> String {
+    exit_codes_help([
+        (Outcome::Success, "done".into()),
+        (Outcome::Runtime, "runtime error, or `list` found secrets not encrypted as .gitops/recipients says".into()),
+        (Outcome::Usage, "usage error (no .gitops/recipients, no rule for the file, a host without a public key)".into()),
+        (Outcome::SecretsFailed, "a secret cannot be decrypted with the given identities, or was tampered with".into()),
+    ])
+}
+
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
 ///
 /// Each `gitops sync` does one fetch → decide → checkout → apply → record cycle and exits with a
@@ -68,6 +78,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the entrypoint log of the last run, or of a given commit.
     Logs(LogsArgs),
+    /// Encrypt, edit, re-key and list the repository's age secrets (*.age) for the hosts in .gitops/recipients.
+    #[command(after_help = secrets_exit_codes_help())]
+    Secrets(SecretsCommand),
     /// Serve forge push webhooks (POST /hooks/push, GET /healthz) and start a sync for each push to the deployed branch.
     #[command(after_help = webhook_exit_codes_help())]
     Webhook(WebhookArgs),
@@ -111,6 +124,49 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+/// `gitops secrets` and its actions. Run them in a working clone of the repository: `.gitops/recipients`
+/// is looked up in the current directory (the file's, for encrypt and edit) and above.
+#[derive(Debug, Args)]
+pub struct SecretsCommand {
+    #[command(subcommand)]
+    pub action: SecretsAction,
+}
+
+/// What `gitops secrets` does.
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Encrypt FILE to FILE.age for the hosts and admins .gitops/recipients gives it (FILE is left as it is).
+    Encrypt {
+        /// The plaintext file.
+        file: PathBuf,
+        /// Write ASCII-armored age (PEM-like text) instead of binary.
+        #[arg(short, long)]
+        armor: bool,
+    },
+    /// Decrypt FILE.age into a private temporary file, run $VISUAL/$EDITOR on it, re-encrypt it if it
+    /// changed, and overwrite and remove the temporary file (a missing FILE.age starts empty).
+    Edit {
+        /// The secret.
+        file: PathBuf,
+        /// Private key to decrypt with, an admin's SSH or age key (repeatable) [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identity: Vec<PathBuf>,
+        /// Write ASCII-armored age (an armored file stays armored anyway).
+        #[arg(short, long)]
+        armor: bool,
+    },
+    /// Re-encrypt every secret for the recipients .gitops/recipients gives it now (after adding, removing or
+    /// re-keying a host); prints who was added and removed per file.
+    Rekey {
+        /// Private key to decrypt with, an admin's SSH or age key (repeatable) [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identity: Vec<PathBuf>,
+    },
+    /// List every secret with who can read it (from its header), flagging those .gitops/recipients gives to
+    /// someone else (exit 1 then).
+    List,
 }
 
 /// Flags of `gitops install-units`.

@@ -85,7 +85,7 @@ fn log_peak_rss() {
 /// Run the command. `env_file` is the result of loading the env file: install-units and generate
 /// read no configuration, so a broken env file does not stop an image build.
 fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
-    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_)) {
+    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_) | Command::Secrets(_)) {
         env_file.map_err(Failure::usage)?;
     }
     match cli.command {
@@ -95,6 +95,7 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         }
         Command::Verify(args) => commands::verify::run(args),
         Command::Status(args) => commands::status::status(args),
+        Command::Secrets(args) => commands::secrets::run(args),
         Command::Logs(args) => commands::status::logs(args),
         Command::Webhook(args) => {
             webhook::run(args)?;

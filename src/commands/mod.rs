@@ -3,5 +3,6 @@
 
 pub mod generate;
 pub mod install_units;
+pub mod secrets;
 pub mod status;
 pub mod verify;

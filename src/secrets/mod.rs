@@ -80,7 +80,7 @@ pub fn sealed_in_commit(repo: &gix::Repository, commit: ObjectId, root: &Path) -
     Ok(found)
 }
 
-/// Every `*.age` regular file below `dir` (a checkout on disk, for a revision no longer in the cache).
+/// Every `*.age` regular file below `dir` (a checkout on disk, or a working clone; `.git` is not searched).
 pub fn sealed_in_dir(dir: &Path) -> anyhow::Result<Vec<Sealed>> {
     let mut found = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -91,7 +91,7 @@ pub fn sealed_in_dir(dir: &Path) -> anyhow::Result<Vec<Sealed>> {
             let entry = entry?;
             let path = relative.join(entry.file_name());
             let kind = entry.file_type()?;
-            if kind.is_dir() {
+            if kind.is_dir() && entry.file_name() != ".git" {
                 stack.push(path);
             } else if kind.is_file() && decrypt::plain_name(&path).is_some() {
                 let ciphertext =

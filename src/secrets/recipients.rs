@@ -226,6 +226,25 @@ pub fn recipient(key: &Key) -> anyhow::Result<Box<dyn age::Recipient + Send>> {
     }
 }
 
+/// Encrypt `plaintext` to `keys` as an age file (ASCII-armored when `armor`).
+pub fn seal(plaintext: &[u8], keys: &[Key], armor: bool) -> anyhow::Result<Vec<u8>> {
+    use std::io::Write;
+    let recipients = keys.iter().map(recipient).collect::<anyhow::Result<Vec<_>>>()?;
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r.as_ref() as &dyn age::Recipient))
+        .map_err(|e| anyhow!("encrypting: {e}"))?;
+    let format = if armor { age::armor::Format::AsciiArmor } else { age::armor::Format::Binary };
+    let mut ciphertext = Vec::with_capacity(plaintext.len() + 512);
+    let mut writer = encryptor.wrap_output(age::armor::ArmoredWriter::wrap_output(&mut ciphertext, format)?)?;
+    writer.write_all(plaintext)?;
+    writer.finish()?.finish()?;
+    Ok(ciphertext)
+}
+
+/// Whether an age file is ASCII-armored (re-encrypting keeps the form it had).
+pub fn is_armored(ciphertext: &[u8]) -> bool {
+    ciphertext.trim_ascii_start().starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+}
+
 /// The 4-byte tag an age header names an SSH recipient by (base64 of the first bytes of the key's SHA-256);
 /// None for age1… keys, whose stanzas name no one.
 pub fn ssh_tag(key: &Key) -> Option<String> {
@@ -250,6 +269,10 @@ pub fn stanzas(ciphertext: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
             let text = String::from_utf8_lossy(stanza);
             let mut words = text.split_whitespace();
             let kind = words.next().unwrap_or_default().to_string();
+            // age adds random "grease" stanzas so that parsers keep tolerating unknown types; they name no one.
+            if kind.ends_with("-grease") {
+                continue;
+            }
             stanzas.push((kind, words.next().unwrap_or_default().to_string()));
         }
     }

@@ -47,6 +47,11 @@ pub fn is_memory_fs(f_type: u64) -> bool {
     f_type == libc::TMPFS_MAGIC as u64 || f_type == RAMFS_MAGIC
 }
 
+/// Whether `path` is on tmpfs or ramfs (false when it cannot be told).
+pub fn is_on_memory_fs(path: &Path) -> bool {
+    fs_type(path).is_ok_and(is_memory_fs)
+}
+
 /// The filesystem type of `path` (statfs f_type).
 fn fs_type(path: &Path) -> anyhow::Result<u64> {
     let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
