@@ -35,7 +35,10 @@ fn secrets_exit_codes_help() -> String {
     exit_codes_help([
         (Outcome::Success, "done".into()),
         (Outcome::Runtime, "runtime error, or `list` found secrets not encrypted as .gitops/recipients says".into()),
-        (Outcome::Usage, "usage error (no .gitops/recipients, no rule for the file, a host without a public key)".into()),
+        (
+            Outcome::Usage,
+            "usage error (no .gitops/recipients, no rule for the file, a host without a public key)".into(),
+        ),
         (Outcome::SecretsFailed, "a secret cannot be decrypted with the given identities, or was tampered with".into()),
     ])
 }

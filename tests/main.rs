@@ -13,6 +13,7 @@ mod packaging;
 mod recipes;
 mod reliability;
 mod reporting;
+mod secrets;
 mod sync;
 mod transports;
 mod trust;

@@ -120,7 +120,9 @@ fn identities(given: &[PathBuf]) -> Result<Identities, Failure> {
         && let Some(home) = std::env::var_os("HOME")
     {
         let ssh = Path::new(&home).join(".ssh");
-        paths.extend(["id_ed25519", "id_rsa"].map(|f| ssh.join(f)).into_iter().filter(|p| p.is_file()).map(|p| (p, "identity")));
+        paths.extend(
+            ["id_ed25519", "id_rsa"].map(|f| ssh.join(f)).into_iter().filter(|p| p.is_file()).map(|p| (p, "identity")),
+        );
     }
     if paths.is_empty() {
         return Err(Failure::usage(anyhow!(
@@ -163,7 +165,10 @@ fn expected_readers(keys: &[Key]) -> Vec<String> {
 
 fn encrypt(repo: &Repo, file: &Path, armor: bool) -> Result<Outcome, Failure> {
     if file.extension().is_some_and(|e| e == "age") {
-        return Err(Failure::usage(anyhow!("{} is already a secret; edit it with gitops secrets edit", file.display())));
+        return Err(Failure::usage(anyhow!(
+            "{} is already a secret; edit it with gitops secrets edit",
+            file.display()
+        )));
     }
     let plaintext = Zeroizing::new(fs::read(file).with_context(|| format!("{}: cannot read it", file.display()))?);
     let target = PathBuf::from(format!("{}{}", file.display(), decrypt::SUFFIX));
@@ -352,7 +357,11 @@ fn list(repo: &Repo) -> Result<Outcome, Failure> {
     }
     if stale > 0 {
         // Exit 1, so that CI can check the repository with `gitops secrets list`.
-        return Err(anyhow!("{stale} secret(s) are not encrypted as {} says; run gitops secrets rekey", recipients::FILE).into());
+        return Err(anyhow!(
+            "{stale} secret(s) are not encrypted as {} says; run gitops secrets rekey",
+            recipients::FILE
+        )
+        .into());
     }
     Ok(Outcome::Success)
 }
