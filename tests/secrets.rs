@@ -165,7 +165,7 @@ fn secrets_written_by_gitops_secrets_decrypt_with_the_age_cli_and_rekey_reports_
             .args(args)
             .current_dir(&repo)
             .env("GITOPS_CONFIG", "/dev/null")
-            .env("EDITOR", format!("sh -c 'echo appended >> \"$1\"' sh"))
+            .env("EDITOR", "sh -c 'echo appended >> \"$1\"' sh")
             .env_remove("VISUAL")
             .output()
             .unwrap()
