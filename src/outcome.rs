@@ -87,9 +87,7 @@ impl Outcome {
             Outcome::Diverged => "remote and deployed histories diverged; nothing changed",
             Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
             Outcome::VerifyFailed => "a commit (or tag) is not signed by an allowed key; nothing changed",
-            Outcome::SecretsFailed => {
-                "a secret for this host cannot be decrypted or was tampered with; nothing changed (retried next run)"
-            }
+            Outcome::SecretsFailed => "this host cannot decrypt a secret, or one was tampered with; nothing changed",
             Outcome::Runtime => "runtime error (fetch failed, repo unreachable, disk); the message says what and why",
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",
