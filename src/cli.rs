@@ -43,6 +43,16 @@ fn secrets_exit_codes_help() -> String {
     ])
 }
 
+/// Exit codes of `gitops fleet`, shown in its `--help`.
+fn fleet_exit_codes_help() -> String {
+    exit_codes_help([
+        (Outcome::Success, "every host is at the tip and healthy (a pending reboot aside)".into()),
+        (Outcome::Runtime, "Prometheus could not be queried (the message names the URL)".into()),
+        (Outcome::Usage, "usage error (bad flag, selector or duration)".into()),
+        (Outcome::FleetUnsettled, Outcome::FleetUnsettled.meaning().into()),
+    ])
+}
+
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
 ///
 /// Each `gitops sync` does one fetch → decide → checkout → apply → record cycle and exits with a
@@ -84,6 +94,9 @@ pub enum Command {
     /// Encrypt, edit, re-key and list the repository's age secrets (*.age) for the hosts in .gitops/recipients.
     #[command(after_help = secrets_exit_codes_help())]
     Secrets(SecretsCommand),
+    /// Ask Prometheus which host runs which commit and who is behind, failing or stale; exit 3 unless all converged.
+    #[command(after_help = fleet_exit_codes_help())]
+    Fleet(FleetViewArgs),
     /// Serve forge push webhooks (POST /hooks/push, GET /healthz) and start a sync for each push to the deployed branch.
     #[command(after_help = webhook_exit_codes_help())]
     Webhook(WebhookArgs),
@@ -370,6 +383,51 @@ pub struct StatusArgs {
     /// Unhealthy (exit 1) when the last success is older than this.
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub max_age: String,
+}
+
+/// Flags of `gitops fleet`.
+#[derive(Debug, Args)]
+pub struct FleetViewArgs {
+    /// Prometheus base URL, e.g. http://prometheus:9090 (user:password@ is sent as basic auth, never shown).
+    #[arg(long, env = "GITOPS_PROMETHEUS", value_name = "URL")]
+    pub prometheus: String,
+
+    /// Label matchers that pick the hosts' series, e.g. '{job="node"}' [default: every gitops series].
+    #[arg(long, default_value = "", value_name = "MATCHERS")]
+    pub selector: String,
+
+    /// Only hosts deploying this branch.
+    #[arg(long, value_name = "BRANCH")]
+    pub branch: Option<String>,
+
+    /// Ask this repository for the tip of --branch (its HEAD without one): one ref listing, with the
+    /// ssh, host-key and token settings `gitops sync` reads (flags' env vars, the env file).
+    #[arg(long, value_name = "URL", conflicts_with = "tip")]
+    pub repo_url: Option<String>,
+
+    /// The commit that counts as the tip of --branch, instead of the newest one its hosts report.
+    #[arg(long, value_name = "COMMIT")]
+    pub tip: Option<String>,
+
+    /// A host whose last run is older than this is stale (e.g. three timer periods).
+    #[arg(long, default_value = "15m", value_name = "DURATION")]
+    pub stale: String,
+
+    /// How long a host that stopped reporting is still listed.
+    #[arg(long, default_value = "7d", value_name = "DURATION")]
+    pub lookback: String,
+
+    /// List every host, not only those that need a look.
+    #[arg(long)]
+    pub all: bool,
+
+    /// Print the JSON document (schema in the README) instead of the table.
+    #[arg(long, conflicts_with = "html")]
+    pub json: bool,
+
+    /// Also write the summary and every host as one self-contained HTML page.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 /// Flags of `gitops logs`.

@@ -125,10 +125,17 @@ fn open_isolated(path: &Path) -> anyhow::Result<gix::Repository> {
     Ok(repo)
 }
 
-/// Fetch one ref (or the remote's HEAD) into the cache and return its tip.
-///
-/// Only the one ref is asked for; when its tip is already in the cache no pack is transferred.
-pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched> {
+/// Connect, list the remote's refs (one ls-refs) and hand the connection and the mapping of the
+/// wanted ref (`from.reference`, else HEAD) to `then`.
+fn with_ref_map<R>(
+    repo: &gix::Repository,
+    from: Source<'_>,
+    then: impl FnOnce(
+        gix::remote::fetch::Prepare<'_, '_, Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>>,
+        gix::remote::fetch::refmap::Mapping,
+        &str,
+    ) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
     let url = from.display_url;
     let source = from.reference.unwrap_or("HEAD").to_string();
     let spec = format!("+{source}:{REMOTE_REF}");
@@ -143,7 +150,6 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
         .context("building the fetch refspec")?
         // Tags are not needed to decide or check out, and would make every poll list them all.
         .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let interrupt = AtomicBool::new(false);
     let credentials = from.http_credentials.cloned();
     let prepare = remote
         .connect(Direction::Fetch)
@@ -179,6 +185,60 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
             },
             None => anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch"),
         })?;
+    then(prepare, mapping, &source)
+}
+
+/// The commit the remote's ref (or HEAD) points at and the ref's short name, from its ref listing
+/// alone: nothing is fetched.
+pub fn remote_tip(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<(ObjectId, String)> {
+    with_ref_map(repo, from, |prepare, mapping, source| {
+        let tip = match &mapping.remote {
+            // An annotated tag: the commit it points at, as the listing peeled it.
+            gix::remote::fetch::refmap::Source::Ref(gix::protocol::handshake::Ref::Peeled { object, .. }) => {
+                Some(*object)
+            }
+            other => other.as_id().map(|id| id.to_owned()),
+        };
+        let reference = match from.reference {
+            Some(reference) => reference.to_string(),
+            None => head_target(&prepare.ref_map().remote_refs).unwrap_or_else(|| "HEAD".into()),
+        };
+        drop(prepare);
+        let tip = tip.ok_or_else(|| anyhow!("{} did not say which commit {source} points at", from.display_url))?;
+        Ok((tip, short_ref(&reference)))
+    })
+}
+
+/// `main` for refs/heads/main, `prod` for refs/tags/prod.
+fn short_ref(reference: &str) -> String {
+    reference
+        .strip_prefix("refs/heads/")
+        .or_else(|| reference.strip_prefix("refs/tags/"))
+        .unwrap_or(reference)
+        .to_string()
+}
+
+/// Fetch one ref (or the remote's HEAD) into the cache and return its tip.
+///
+/// Only the one ref is asked for; when its tip is already in the cache no pack is transferred.
+pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched> {
+    with_ref_map(repo, from, |prepare, mapping, source| fetch_mapped(repo, from, prepare, mapping, source))
+}
+
+/// The rest of `fetch`, once the wanted ref is known.
+fn fetch_mapped(
+    repo: &gix::Repository,
+    from: Source<'_>,
+    prepare: gix::remote::fetch::Prepare<
+        '_,
+        '_,
+        Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
+    >,
+    mapping: gix::remote::fetch::refmap::Mapping,
+    source: &str,
+) -> anyhow::Result<Fetched> {
+    let url = from.display_url;
+    let interrupt = AtomicBool::new(false);
     let tip =
         mapping.remote.as_id().ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?.to_owned();
     let up_to_date = already_fetched(repo, tip);
@@ -200,11 +260,7 @@ pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched
         Some(reference) => reference.to_string(),
         None => head_target(&remote_refs).unwrap_or_else(|| "HEAD".into()),
     };
-    let branch = reference
-        .strip_prefix("refs/heads/")
-        .or_else(|| reference.strip_prefix("refs/tags/"))
-        .unwrap_or(&reference)
-        .to_string();
+    let branch = short_ref(&reference);
     if up_to_date && from.deployed == Some(tip) {
         // Nothing new and known to be a commit: the object database is not even opened (opening a
         // pack index reads a table as long as the history).
@@ -249,4 +305,20 @@ pub fn merge_base(repo: &gix::Repository, deployed: ObjectId, remote: ObjectId) 
         .map_err(anyhow::Error::new)
         .with_context(|| format!("computing the merge base of {deployed} and {remote}"))?;
     Ok(base.map(|id| id.detach()))
+}
+
+/// Commits reachable from `remote` but not from `deployed`, counting up to a bound (the metrics say
+/// how far behind a host is; past the bound the exact number does not matter). None when unknown.
+pub fn commits_between(repo: &gix::Repository, deployed: ObjectId, remote: ObjectId) -> Option<u64> {
+    const BOUND: usize = 100_000;
+    if !repo.has_object(deployed) {
+        return None;
+    }
+    let walk = repo.rev_walk([remote]).with_hidden([deployed]).all().ok()?;
+    let mut count = 0u64;
+    for info in walk.take(BOUND) {
+        info.ok()?;
+        count += 1;
+    }
+    Some(count)
 }

@@ -34,6 +34,7 @@ pub fn record(layout: &Layout, summary: &RunSummary) -> (RunRecord, RunSummary) 
         // An up-to-date run does not read its commit; it is the one the last run reported on.
         summary.subject = summary.subject.or_else(|| last.subject.clone());
         summary.author = summary.author.or_else(|| last.author.clone());
+        summary.commit_time = summary.commit_time.or_else(|| last.commit_time.clone());
     }
     record.last_run = Some(summary.clone());
     if summary.result.is_failure() {

@@ -13,7 +13,9 @@ mod decide;
 mod failpoint;
 mod fetch;
 mod fleet;
+mod fleetview;
 mod hostkey;
+mod http;
 mod inventory;
 mod last_run;
 mod layout;
@@ -97,6 +99,7 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         Command::Status(args) => commands::status::status(args),
         Command::Secrets(args) => commands::secrets::run(args),
         Command::Logs(args) => commands::status::logs(args),
+        Command::Fleet(args) => commands::fleet::run(&args),
         Command::Webhook(args) => {
             webhook::run(args)?;
             // The idle timeout ended it.

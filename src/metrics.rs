@@ -1,81 +1,232 @@
 //! The Prometheus textfile (node_exporter's textfile collector) written after every run.
+//!
+//! One small, fixed set of series per host (no per-file or per-commit-history labels): the fleet view
+//! (`gitops fleet`, the alert rules, the dashboard) reads these names, so they are a contract too.
 
 use std::fmt::Write as _;
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
+use crate::clock::unix_seconds;
 use crate::last_run::RunRecord;
 use crate::notify::RunSummary;
 use crate::outcome::Outcome;
 
+/// Every metric name this file writes (the fleet view queries them by name).
+#[cfg(test)]
+pub const NAMES: [&str; 16] = [
+    "gitops_info",
+    "gitops_applied_commit_info",
+    "gitops_applied_commit_timestamp_seconds",
+    "gitops_remote_commit_info",
+    "gitops_remote_commit_timestamp_seconds",
+    "gitops_commits_behind",
+    "gitops_last_result",
+    "gitops_last_exit_code",
+    "gitops_last_run_timestamp_seconds",
+    "gitops_last_success_timestamp_seconds",
+    "gitops_run_duration_seconds",
+    "gitops_consecutive_failures",
+    "gitops_apply_failures_total",
+    "gitops_reboot_pending",
+    "gitops_reboot_pending_since_timestamp_seconds",
+    "gitops_metrics_version",
+];
+
+/// Bumped when a name or a label above changes meaning, so dashboards can tell.
+const FORMAT_VERSION: u32 = 1;
+
 /// Render the metrics for the run just finished.
 pub fn render(record: &RunRecord, run: &RunSummary) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, lines: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for (labels, value) in lines {
-            let _ = writeln!(out, "{name}{labels} {value}");
+    let mut out = Text::default();
+    out.metric(
+        "gitops_info",
+        "This host's gitops: its host name (--host) and version.",
+        "gauge",
+        &[(labels(&[("host", &run.host), ("version", env!("CARGO_PKG_VERSION"))]), 1.0)],
+    );
+    // Each commit metric has a companion whose value tells the newest series apart: a host that stopped
+    // reporting leaves one series per commit it ran behind, and the fleet view wants the last one.
+    let branch = run.branch.as_deref().unwrap_or("");
+    if let Some(live) = &run.live_commit {
+        let commit = labels(&[("commit", live), ("branch", branch)]);
+        out.metric(
+            "gitops_applied_commit_info",
+            "The commit applied and live on this host.",
+            "gauge",
+            &[(commit.clone(), 1.0)],
+        );
+        if let Some(since) = run.live_since.as_deref().and_then(unix_seconds) {
+            out.metric(
+                "gitops_applied_commit_timestamp_seconds",
+                "When the live commit was applied.",
+                "gauge",
+                &[(commit, since)],
+            );
         }
-    };
-    gauge(
+    }
+    if let Some(remote) = &run.commit {
+        let commit = labels(&[("commit", remote), ("branch", branch)]);
+        out.metric(
+            "gitops_remote_commit_info",
+            "The remote commit the last run saw (the tip of the branch).",
+            "gauge",
+            &[(commit.clone(), 1.0)],
+        );
+        if let Some(at) = run.commit_time.as_deref().and_then(unix_seconds) {
+            out.metric(
+                "gitops_remote_commit_timestamp_seconds",
+                "When the remote commit the last run saw was committed.",
+                "gauge",
+                &[(commit, at)],
+            );
+        }
+    }
+    if let Some(behind) = run.commits_behind {
+        out.metric(
+            "gitops_commits_behind",
+            "Commits on the remote branch that the live commit does not have.",
+            "gauge",
+            &[(String::new(), behind as f64)],
+        );
+    }
+    // Every result a sync can have, so that the gauge always has all its series.
+    let results: Vec<(String, f64)> = Outcome::SYNC
+        .iter()
+        .map(|r| (labels(&[("result", r.label())]), if *r == run.result { 1.0 } else { 0.0 }))
+        .collect();
+    out.metric("gitops_last_result", "1 for the result of the last run, 0 for the others.", "gauge", &results);
+    out.gauge("gitops_last_exit_code", "Exit code of the last run.", f64::from(run.exit_code));
+    out.gauge(
         "gitops_last_run_timestamp_seconds",
         "When the last run finished.",
-        "gauge",
-        vec![(String::new(), seconds(&run.finished_at))],
+        unix_seconds(&run.finished_at).unwrap_or(0.0),
     );
-    let success = record.last_success_at.as_deref().map(seconds).unwrap_or(0.0);
-    gauge(
+    out.gauge(
         "gitops_last_success_timestamp_seconds",
-        "When a run last succeeded (up-to-date or applied).",
-        "gauge",
-        vec![(String::new(), success)],
+        "When a run last succeeded (up-to-date or applied); 0 if never.",
+        record.last_success_at.as_deref().and_then(unix_seconds).unwrap_or(0.0),
     );
-    gauge(
-        "gitops_run_duration_seconds",
-        "Wall time of the last run.",
-        "gauge",
-        vec![(String::new(), run.duration_ms as f64 / 1000.0)],
-    );
-    gauge(
-        "gitops_last_exit_code",
-        "Exit code of the last run.",
-        "gauge",
-        vec![(String::new(), f64::from(run.exit_code))],
-    );
-    gauge(
-        "gitops_last_result",
-        "1 for the result of the last run, 0 for the others.",
-        "gauge",
-        // Every result a sync can have, so that the gauge always has all its series.
-        Outcome::SYNC
-            .iter()
-            .map(|r| (format!("{{result=\"{r}\"}}"), if *r == run.result { 1.0 } else { 0.0 }))
-            .collect(),
-    );
-    if let (Some(commit), Some(branch)) = (&run.commit, &run.branch) {
-        let labels = format!("{{commit=\"{}\",branch=\"{}\"}}", escape(commit), escape(branch));
-        gauge("gitops_remote_commit_info", "The remote commit the last run saw.", "gauge", vec![(labels, 1.0)]);
-    }
-    gauge(
+    out.gauge("gitops_run_duration_seconds", "Wall time of the last run.", run.duration_ms as f64 / 1000.0);
+    out.gauge(
         "gitops_consecutive_failures",
-        "Failed runs in a row.",
-        "gauge",
-        vec![(String::new(), f64::from(record.consecutive_failures))],
+        "Failed runs in a row (0 after a success).",
+        f64::from(record.consecutive_failures),
     );
-    gauge(
+    out.metric(
         "gitops_apply_failures_total",
         "Failed applies since the state directory was created.",
         "counter",
-        vec![(String::new(), record.apply_failures_total as f64)],
+        &[(String::new(), record.apply_failures_total as f64)],
     );
-    out
+    let pending = run.reboot_pending_since.as_deref();
+    out.gauge(
+        "gitops_reboot_pending",
+        "1 while a due reboot has not happened yet.",
+        f64::from(u8::from(pending.is_some())),
+    );
+    if let Some(since) = pending.and_then(unix_seconds) {
+        out.gauge(
+            "gitops_reboot_pending_since_timestamp_seconds",
+            "Since when the pending reboot has been due.",
+            since,
+        );
+    }
+    out.gauge("gitops_metrics_version", "Version of this set of metrics.", f64::from(FORMAT_VERSION));
+    out.0
 }
 
-fn seconds(rfc3339: &str) -> f64 {
-    OffsetDateTime::parse(rfc3339, &Rfc3339).map(|t| t.unix_timestamp_nanos() as f64 / 1e9).unwrap_or(0.0)
+/// The textfile being written.
+#[derive(Default)]
+struct Text(String);
+
+impl Text {
+    /// One metric family: HELP, TYPE and its samples.
+    fn metric(&mut self, name: &str, help: &str, kind: &str, samples: &[(String, f64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(self.0, "{name}{labels} {value}");
+        }
+    }
+
+    /// A gauge with one unlabelled sample.
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        self.metric(name, help, "gauge", &[(String::new(), value)]);
+    }
+}
+
+/// `{a="x",b="y"}` with the values escaped as the exposition format wants.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    format!("{{{}}}", inner.join(","))
 }
 
 fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(result: Outcome) -> RunSummary {
+        let mut run = RunSummary {
+            host: "web-1".into(),
+            branch: Some("main".into()),
+            commit: Some("b".repeat(40)),
+            live_commit: Some("a".repeat(40)),
+            commit_time: Some("2026-12-01T10:00:00Z".into()),
+            live_since: Some("2026-12-01T09:00:00Z".into()),
+            commits_behind: Some(3),
+            finished_at: "2026-12-01T10:05:00Z".into(),
+            ..RunSummary::default()
+        };
+        run.set_result(result);
+        run
+    }
+
+    #[test]
+    fn every_name_written_is_listed_and_every_listed_name_can_be_written() {
+        let mut full = run(Outcome::ApplyFailed);
+        full.reboot_pending_since = Some("2026-12-01T09:00:00Z".into());
+        let text = render(&RunRecord::default(), &full);
+        let written: Vec<&str> =
+            text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(written, NAMES.to_vec());
+    }
+
+    #[test]
+    fn last_result_has_one_series_per_outcome_and_exactly_one_set() {
+        let text = render(&RunRecord::default(), &run(Outcome::ApplyFailed));
+        let results: Vec<&str> = text.lines().filter(|l| l.starts_with("gitops_last_result{")).collect();
+        assert_eq!(results.len(), Outcome::SYNC.len());
+        assert_eq!(
+            results.iter().filter(|l| l.ends_with(" 1")).collect::<Vec<_>>(),
+            [&"gitops_last_result{result=\"apply-failed\"} 1"]
+        );
+    }
+
+    #[test]
+    fn live_and_remote_commits_and_times() {
+        let text = render(&RunRecord::default(), &run(Outcome::ApplyFailed));
+        let a = "a".repeat(40);
+        assert!(text.contains(&format!("gitops_applied_commit_info{{commit=\"{a}\",branch=\"main\"}} 1")), "{text}");
+        assert!(text.contains("gitops_commits_behind 3\n"));
+        let b = "b".repeat(40);
+        assert!(
+            text.contains(&format!(
+                "gitops_remote_commit_timestamp_seconds{{commit=\"{b}\",branch=\"main\"}} 1796119200\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "gitops_applied_commit_timestamp_seconds{{commit=\"{a}\",branch=\"main\"}} 1796115600\n"
+        )));
+        assert!(text.contains("gitops_reboot_pending 0\n"));
+        assert!(!text.contains("gitops_reboot_pending_since"));
+        assert!(text.contains("gitops_info{host=\"web-1\",version=\""));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(labels(&[("host", "a\"b\\c\nd")]), "{host=\"a\\\"b\\\\c\\nd\"}");
+    }
 }

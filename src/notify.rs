@@ -50,6 +50,21 @@ pub struct RunSummary {
     /// A reboot this run started or saw completed ("rebooting for …", "rebooted for …").
     #[serde(default)]
     pub reboot: Option<String>,
+    /// The commit applied and live after this run, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_commit: Option<String>,
+    /// When the live commit was applied (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_since: Option<String>,
+    /// When `commit` was committed (RFC 3339), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_time: Option<String>,
+    /// Commits in `commit` that the live commit does not have, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commits_behind: Option<u64>,
+    /// A due reboot that has not happened yet: the time it was due from (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reboot_pending_since: Option<String>,
 }
 
 impl RunSummary {
@@ -142,8 +157,11 @@ impl NotifyOn {
         }
         match self {
             NotifyOn::Always => true,
-            // A reboot is news even on an otherwise up-to-date run.
-            NotifyOn::Change => summary.result != Outcome::UpToDate || summary.reboot.is_some(),
+            // A reboot is news even on an otherwise up-to-date run; a deferred run repeats every poll
+            // until the commit goes out, and that apply is the news.
+            NotifyOn::Change => {
+                !matches!(summary.result, Outcome::UpToDate | Outcome::Deferred) || summary.reboot.is_some()
+            }
             NotifyOn::Failure => summary.result.is_failure(),
         }
     }
@@ -192,7 +210,7 @@ pub fn discord_payload(summary: &RunSummary, attachment: Option<&str>) -> serde_
     let content = truncate_chars(&content, DISCORD_CONTENT_MAX);
     let colour = match summary.result {
         Outcome::Applied => 0x2e_cc_71,
-        Outcome::UpToDate => 0x95_a5_a6,
+        Outcome::UpToDate | Outcome::Deferred => 0x95_a5_a6,
         Outcome::NeedPush | Outcome::Diverged => 0xf3_9c_12,
         _ => 0xe7_4c_3c,
     };

@@ -10,6 +10,8 @@ pub enum Outcome {
     UpToDate,
     /// A new commit was checked out and its entrypoint succeeded.
     Applied,
+    /// A new commit is held back on purpose (rollout wave or gate, pause, suspend); nothing changed.
+    Deferred,
     /// The remote branch is behind the deployed commit (it was rewound).
     NeedPush,
     /// Remote and deployed histories diverged (force-push).
@@ -28,13 +30,16 @@ pub enum Outcome {
     Locked,
     /// A command other than `sync` did what was asked (status healthy, units written, webhook idle).
     Success,
+    /// `gitops fleet`: some host is behind the tip, failing or stale.
+    FleetUnsettled,
 }
 
 impl Outcome {
     /// Every way `gitops sync` can end, in the order the exit-code table lists them.
-    pub const SYNC: [Outcome; 10] = [
+    pub const SYNC: [Outcome; 11] = [
         Outcome::UpToDate,
         Outcome::Applied,
+        Outcome::Deferred,
         Outcome::NeedPush,
         Outcome::Diverged,
         Outcome::ApplyFailed,
@@ -52,11 +57,13 @@ impl Outcome {
             Outcome::Runtime => 1,
             Outcome::Usage => 2,
             Outcome::Applied => 10,
+            Outcome::Deferred => 11,
             Outcome::NeedPush => 20,
             Outcome::Diverged => 21,
             Outcome::ApplyFailed => 30,
             Outcome::VerifyFailed => 31,
             Outcome::SecretsFailed => 32,
+            Outcome::FleetUnsettled => 3,
             Outcome::Locked => 75,
         }
     }
@@ -66,6 +73,7 @@ impl Outcome {
         match self {
             Outcome::UpToDate => "up-to-date",
             Outcome::Applied => "applied",
+            Outcome::Deferred => "deferred",
             Outcome::NeedPush => "need-push",
             Outcome::Diverged => "diverged",
             Outcome::ApplyFailed => "apply-failed",
@@ -75,6 +83,7 @@ impl Outcome {
             Outcome::Usage => "usage-error",
             Outcome::Locked => "locked",
             Outcome::Success => "ok",
+            Outcome::FleetUnsettled => "unsettled",
         }
     }
 
@@ -83,6 +92,7 @@ impl Outcome {
         match self {
             Outcome::UpToDate => "nothing to do",
             Outcome::Applied => "a new commit was checked out and its entrypoint succeeded",
+            Outcome::Deferred => "held back on purpose (rollout wave or gate, pause, suspend); the live revision stays",
             Outcome::NeedPush => "the remote branch is behind the deployed commit; nothing changed",
             Outcome::Diverged => "remote and deployed histories diverged; nothing changed",
             Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
@@ -92,12 +102,13 @@ impl Outcome {
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",
             Outcome::Success => "done",
+            Outcome::FleetUnsettled => "some host is behind the tip, failing or stale",
         }
     }
 
     /// Whether a run that ended so needs an operator's attention (health, `--notify-on failure`).
     pub const fn is_failure(self) -> bool {
-        !matches!(self, Outcome::UpToDate | Outcome::Applied | Outcome::Locked | Outcome::Success)
+        !matches!(self, Outcome::UpToDate | Outcome::Applied | Outcome::Deferred | Outcome::Locked | Outcome::Success)
     }
 
     /// The outcome a label names (state files and reports written by this or an earlier version).

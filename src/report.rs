@@ -12,7 +12,7 @@ use crate::commit_id::short;
 use crate::last_run;
 use crate::layout::Layout;
 use crate::notify::{self, Kind, NotifyOn, RunSummary, Target};
-use crate::state::write_replace;
+use crate::state::write_replace_public;
 
 /// Messages kept per target while it is unreachable; older ones are dropped (with a log line).
 const OUTBOX_MAX: usize = 20;
@@ -41,7 +41,7 @@ pub struct ReportSettings {
 pub fn after_run(layout: &Layout, settings: &ReportSettings, summary: &RunSummary) {
     let (record, summary) = last_run::record(layout, summary);
     if let Some(path) = &settings.metrics_file
-        && let Err(e) = write_replace(path, crate::metrics::render(&record, &summary).as_bytes())
+        && let Err(e) = write_replace_public(path, crate::metrics::render(&record, &summary).as_bytes())
     {
         log::warn!("writing metrics file {}: {e:#}", path.display());
     }
@@ -141,19 +141,8 @@ fn send(target: &Target, secret: Option<&[u8]>, summary: &RunSummary, deadline: 
 }
 
 fn send_once(target: &Target, secret: Option<&[u8]>, summary: &RunSummary, timeout: Duration) -> Result<(), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
-                // The crypto provider libcurl's rustls backend already links: one TLS stack, no OpenSSL.
-                .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .build(),
-        )
-        .build()
-        .into();
-    let request = agent.post(&target.url).header("User-Agent", concat!("gitops/", env!("CARGO_PKG_VERSION")));
+    let agent = crate::http::agent(timeout);
+    let request = agent.post(&target.url).header("User-Agent", crate::http::USER_AGENT);
     let response = match target.kind {
         Kind::Json => {
             let body = serde_json::to_vec(&notify::json_document(summary)).map_err(|e| e.to_string())?;

@@ -248,6 +248,16 @@ pub fn write_replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }
 
+/// `write_replace` for a file other users must read (the metrics textfile: node_exporter runs as
+/// its own user): mode 0644 whatever the umask, set before the rename so it is never seen 0600.
+pub fn write_replace_public(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let (tmp, mut file) = create_temp(path).with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    file.set_permissions(fs::Permissions::from_mode(0o644)).with_context(|| format!("chmod {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
 /// A new temp file beside `path` (`.NAME.tmp-PID`), created exclusively: a file or symlink someone put
 /// under that name is removed, never written through, and one planted in between makes this fail.
 fn create_temp(path: &Path) -> std::io::Result<(std::path::PathBuf, File)> {

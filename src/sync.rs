@@ -58,7 +58,10 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
         && !settings.dry_run
     {
         match reboot::settle(&settings.fleet.reboot, &settings.fleet.inventory.root, layout, outcome) {
-            Ok(settled) => (summary.reboot, reboot) = (settled.event, settled.reboot),
+            Ok(settled) => {
+                summary.reboot_pending_since = settled.pending_since;
+                (summary.reboot, reboot) = (settled.event, settled.reboot)
+            }
             Err(failure) => result = Err(failure),
         }
     }
@@ -86,6 +89,8 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
 fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started: Instant) -> Result<Outcome, Failure> {
     let mut state = state::load_or_quarantine(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| commit_id::parse(hex, "applied_commit")).transpose()?;
+    summary.live_commit = deployed.map(|d| d.to_string());
+    summary.live_since = state.applied_at.clone();
 
     let (repo, fetched) = fetch_or_rebuild(settings, layout, deployed)?;
     crate::failpoint::hit("fetched");
@@ -103,7 +108,14 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
             .is_some_and(|live| ObjectId::from_hex(live.as_bytes()).is_ok_and(|live| live == remote)),
     };
     let allowed = Allowed { rewind: settings.allow_rewind, diverged: settings.allow_diverged };
-    let why = match decide(&history, allowed) {
+    let decision = decide(&history, allowed);
+    // Only counted when something is new: a no-op poll walks no history.
+    summary.commits_behind = match (decision, deployed) {
+        (Decision::UpToDate, _) => Some(0),
+        (_, Some(deployed)) => fetch::commits_between(&repo, deployed, remote),
+        (_, None) => None,
+    };
+    let why = match decision {
         Decision::Apply(why) => why,
         Decision::UpToDate => {
             log::info!("up-to-date ({} {} in {:.2?})", fetched.branch, short_id(remote), started.elapsed());
@@ -161,6 +173,10 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let (ran, log) = deploy(settings, layout, &repo, &fetched, deployed, &changed, attempt, &unsealed)?;
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
     record(&mut state, layout, begun, outcome, &ran, log.clone())?;
+    if ran.success {
+        (summary.live_commit, summary.commits_behind) = (Some(remote.to_string()), Some(0));
+        summary.live_since = state.applied_at.clone();
+    }
     summary.error = ran.error.clone();
     (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
     if let Err(e) = checkout::prune(layout, settings.keep_revisions) {
@@ -425,6 +441,7 @@ fn describe(repo: &gix::Repository, fetched: &Fetched, deployed: Option<ObjectId
         return;
     }
     if let Ok(commit) = repo.find_commit(fetched.commit) {
+        summary.commit_time = commit.time().ok().and_then(|t| crate::clock::rfc3339(t.seconds));
         summary.subject = commit.message().ok().map(|m| m.summary().to_string());
         summary.author = commit.author().ok().map(|a| format!("{} <{}>", a.name, a.email));
     }

@@ -8,6 +8,7 @@ mod contrib;
 mod docs;
 mod e2e_systemd;
 mod fleet;
+mod fleet_view;
 mod harness_servers;
 mod packaging;
 mod recipes;

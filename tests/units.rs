@@ -223,10 +223,10 @@ fn values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
 
 #[test]
 fn service_treats_exactly_the_non_error_codes_as_success() {
-    // The exit-code contract: 0 up-to-date (always success), 10 applied, 75 locked succeed;
+    // The exit-code contract: 0 up-to-date (always success), 10 applied, 11 deferred, 75 locked succeed;
     // need-push, diverged, apply failed, runtime and usage errors leave the unit failed.
     let text = fs::read_to_string(Path::new(UNITS_DIR).join("gitops.service")).unwrap();
-    assert_eq!(values(&text, "SuccessExitStatus"), ["10 75"]);
+    assert_eq!(values(&text, "SuccessExitStatus"), ["10 11 75"]);
     assert_eq!(values(&text, "Type"), ["oneshot"]);
 }
 

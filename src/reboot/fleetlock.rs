@@ -48,9 +48,7 @@ impl Client {
     fn post(&self, path: &str) -> anyhow::Result<Answer> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         let body = serde_json::json!({ "client_params": { "id": self.id, "group": self.group } }).to_string();
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(TIMEOUT)).build().into();
-        let mut response = agent
+        let mut response = crate::http::agent(TIMEOUT)
             .post(&url)
             .header("fleet-lock-protocol", "true")
             .content_type("application/json")

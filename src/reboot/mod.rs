@@ -224,6 +224,8 @@ pub struct Settled {
     pub event: Option<String>,
     /// The reboot decided on, already recorded in state.json.
     pub reboot: Option<Reboot>,
+    /// A request that is due (or waits for a successful apply) but was not acted on: its time T.
+    pub pending_since: Option<String>,
 }
 
 /// A reboot recorded in state.json whose command has not run yet.
@@ -307,6 +309,7 @@ pub fn settle(
         if state.reboot.pending.is_some() && collected.is_some() {
             log::warn!("the reboot waits for a successful apply");
         }
+        settled.pending_since = state.reboot.pending.as_ref().map(|p| p.not_before.clone());
         finish(layout, &mut state, &before, collected.is_some(), &request_file)?;
         return Ok(settled);
     }
@@ -368,6 +371,8 @@ pub fn settle(
     }
 
     if let Some(request) = due {
+        // Until a reboot starts below, the due request is pending.
+        settled.pending_since = Some(request.not_before.clone());
         let local = window::local_time(now.unix_timestamp());
         match gate(reboot.strategy, reboot.window.as_ref(), local) {
             Gate::Never => {
@@ -400,6 +405,9 @@ pub fn settle(
         }
     }
     finish(layout, &mut state, &before, collected.is_some(), &request_file)?;
+    if settled.reboot.is_some() {
+        settled.pending_since = None;
+    }
     if let Some(reboot) = &settled.reboot {
         let rebooting = format!("rebooting for the {}", reboot.reason);
         settled.event = Some(match settled.event.take() {

@@ -109,7 +109,7 @@ impl Trigger {
             .env_remove("LISTEN_FDNAMES")
             .status();
         // A trigger command that is `gitops sync` itself exits 10 when it applied something: a success.
-        let fine = [Outcome::Success, Outcome::Applied].map(|o| Some(i32::from(o.code())));
+        let fine = [Outcome::Success, Outcome::Applied, Outcome::Deferred].map(|o| Some(i32::from(o.code())));
         match status {
             Ok(status) if fine.contains(&status.code()) => {
                 log::info!("trigger: done in {:.2?} ({status})", started.elapsed())

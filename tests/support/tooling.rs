@@ -40,6 +40,7 @@ pub const CARGO_DEB: Need = Need { tool: "cargo-deb", package: "from crates.io" 
 pub const PROMETHEUS: Need = Need { tool: "prometheus", package: "prometheus" };
 pub const PROMTOOL: Need = Need { tool: "promtool", package: "prometheus" };
 pub const NODE_EXPORTER: Need = Need { tool: "prometheus-node-exporter", package: "prometheus-node-exporter" };
+#[allow(dead_code)] // the secrets tests
 pub const AGE: Need = Need { tool: "age", package: "age" };
 pub const CHROMIUM: Need = Need { tool: "chromium", package: "chromium" };
 /// What booting the cached Debian rootfs with systemd-nspawn takes.

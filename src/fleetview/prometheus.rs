@@ -1,0 +1,398 @@
+//! Read the fleet from the Prometheus HTTP API (`/api/v1/query`): a handful of instant queries
+//! whatever the fleet's size, and a few more only for hosts that stopped reporting.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use std::borrow::Cow;
+
+use super::Host;
+use crate::outcome::Outcome;
+
+/// Per-request time limit.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// Instances per query when asking about silent hosts by name (keeps URLs short).
+const CHUNK: usize = 200;
+
+/// What is read per host, one query per name (run side by side: one small query per metric is far
+/// cheaper for Prometheus than one regex over names). The exit code stands for the result: it is one
+/// series per host where `gitops_last_result` is one per outcome.
+const READ: [&str; 8] = [
+    "gitops_applied_commit_timestamp_seconds",
+    "gitops_remote_commit_timestamp_seconds",
+    "gitops_last_exit_code",
+    "gitops_last_run_timestamp_seconds",
+    "gitops_last_success_timestamp_seconds",
+    "gitops_commits_behind",
+    "gitops_consecutive_failures",
+    "gitops_reboot_pending_since_timestamp_seconds",
+];
+
+/// Where and how to ask.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// Base URL of Prometheus (credentials allowed: sent as basic auth, never shown).
+    pub url: String,
+    /// Label matchers every series must carry, without braces: `job="node"`.
+    pub matchers: String,
+    /// How far back a host that stopped reporting is still remembered.
+    pub lookback: Duration,
+}
+
+/// `{job="node"}` (or `job="node"`, or empty) as the matchers inside braces; rejects what cannot be one.
+pub fn matchers(selector: &str) -> Result<String, String> {
+    let inner = selector.trim();
+    let inner = match (inner.strip_prefix('{'), inner.ends_with('}')) {
+        (Some(rest), true) => &rest[..rest.len() - 1],
+        (None, false) => inner,
+        _ => return Err(format!("--selector {selector:?} has unbalanced braces; write it like '{{job=\"node\"}}'")),
+    };
+    if inner.contains(['{', '}']) || inner.contains("__name__") {
+        return Err(format!(
+            "--selector {selector:?} must be label matchers only, like '{{job=\"node\",env=\"prod\"}}'"
+        ));
+    }
+    Ok(inner.trim().trim_end_matches(',').to_string())
+}
+
+/// Every host seen within the lookback, as Prometheus knows it at `now`.
+pub fn hosts(query: &Query, now: f64) -> anyhow::Result<Vec<Host>> {
+    let client = Client::new(&query.url)?;
+    let sel = |extra: &str| {
+        let parts: Vec<&str> = [query.matchers.as_str(), extra].into_iter().filter(|p| !p.is_empty()).collect();
+        parts.join(",")
+    };
+    let lookback = format!("{}s", query.lookback.as_secs().max(1));
+    let mut hosts: BTreeMap<(String, String), Host> = BTreeMap::new();
+
+    // Everyone seen lately, whether their exporter answers, and what the hosts reporting now say.
+    let mut fresh_queries = vec![
+        ("gitops_info", format!("last_over_time(gitops_info{{{}}}[{lookback}])", sel(""))),
+        ("up", format!("up{{{}}}", sel(""))),
+    ];
+    fresh_queries.extend(READ.iter().map(|name| (*name, format!("{name}{{{}}}", sel("")))));
+    let answers = client.query_all(&fresh_queries, now)?;
+    for sample in &answers[0] {
+        host_of(&mut hosts, sample);
+    }
+    let mut fresh = std::collections::BTreeSet::new();
+    for sample in answers[1..].iter().flatten() {
+        if sample.name == "gitops_last_run_timestamp_seconds" {
+            fresh.insert(key(sample));
+        }
+        fill(&mut hosts, sample);
+    }
+
+    // Hosts gone quiet: their last values within the lookback (a commit metric keeps one series per
+    // commit the host ran; the newest timestamp wins).
+    let silent: Vec<String> =
+        hosts.keys().filter(|k| !fresh.contains(*k)).map(|(_, instance)| instance.clone()).collect();
+    for chunk in silent.chunks(CHUNK) {
+        let instances =
+            format!("instance=~\"{}\"", chunk.iter().map(|i| regex_escape(i)).collect::<Vec<_>>().join("|"));
+        let queries: Vec<(&str, String)> = READ
+            .iter()
+            .map(|name| {
+                let last = |name: &str| format!("last_over_time({name}{{{}}}[{lookback}])", sel(&instances));
+                let promql = match *name {
+                    // A reboot that happened leaves its last `since` behind: only one still pending counts.
+                    "gitops_reboot_pending_since_timestamp_seconds" => {
+                        format!("{} and on (instance, job) {} == 1", last(name), last("gitops_reboot_pending"))
+                    }
+                    _ => last(name),
+                };
+                (*name, promql)
+            })
+            .collect();
+        for sample in client.query_all(&queries, now)?.iter().flatten() {
+            fill(&mut hosts, sample);
+        }
+    }
+    Ok(hosts.into_values().collect())
+}
+
+/// One sample of an instant vector: the labels the fleet view reads, and the value.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Sample {
+    /// The metric the query asked for.
+    name: &'static str,
+    job: String,
+    instance: String,
+    /// `host`, `version` (gitops_info); `commit`, `branch` (commit metrics).
+    host: Option<String>,
+    version: Option<String>,
+    commit: Option<String>,
+    branch: Option<String>,
+    value: f64,
+}
+
+/// A host is a scrape target: (job, instance).
+fn key(sample: &Sample) -> (String, String) {
+    (sample.job.clone(), sample.instance.clone())
+}
+
+/// The host a `gitops_info` sample belongs to, created on first sight.
+fn host_of<'a>(hosts: &'a mut BTreeMap<(String, String), Host>, sample: &Sample) -> &'a mut Host {
+    hosts.entry(key(sample)).or_insert_with(|| Host {
+        host: sample.host.clone().unwrap_or_else(|| sample.instance.clone()),
+        version: sample.version.clone(),
+        instance: sample.instance.clone(),
+        job: sample.job.clone(),
+        ..Host::default()
+    })
+}
+
+/// Put one sample into its host (samples of hosts never seen with `gitops_info` are ignored).
+fn fill(hosts: &mut BTreeMap<(String, String), Host>, sample: &Sample) {
+    let Some(host) = hosts.get_mut(&key(sample)) else { return };
+    let value = sample.value;
+    match sample.name {
+        "up" => host.reporting = value == 1.0,
+        "gitops_applied_commit_timestamp_seconds" if host.live_since.is_none_or(|t| value > t) => {
+            host.live_since = Some(value);
+            host.live_commit = sample.commit.clone();
+            host.branch = sample.branch.clone().or(host.branch.take());
+        }
+        "gitops_remote_commit_timestamp_seconds" if host.remote_commit_time.is_none_or(|t| value > t) => {
+            host.remote_commit_time = Some(value);
+            host.remote_commit = sample.commit.clone();
+            host.branch = host.branch.take().or(sample.branch.clone());
+        }
+        "gitops_last_exit_code" => {
+            host.last_result =
+                Outcome::SYNC.iter().find(|o| f64::from(o.code()) == value).map(|o| o.label().to_string())
+        }
+        "gitops_commits_behind" => host.commits_behind = Some(value as u64),
+        "gitops_last_run_timestamp_seconds" => host.last_run = Some(value),
+        "gitops_last_success_timestamp_seconds" => host.last_success = (value > 0.0).then_some(value),
+        "gitops_consecutive_failures" => host.consecutive_failures = value as u64,
+        "gitops_reboot_pending_since_timestamp_seconds" => host.reboot_pending_since = Some(value),
+        _ => {}
+    }
+}
+
+/// `.` and friends escaped for a `=~` matcher (instances are host:port, so few are special).
+fn regex_escape(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.replace('\\', "\\\\")
+}
+
+/// The Prometheus HTTP API.
+struct Client {
+    agent: ureq::Agent,
+    /// Query endpoint without credentials.
+    endpoint: String,
+    /// URL for messages (password replaced).
+    shown: String,
+    /// Basic auth from the URL's userinfo.
+    auth: Option<String>,
+}
+
+impl Client {
+    fn new(url: &str) -> anyhow::Result<Client> {
+        let shown = crate::redact::url(url);
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| anyhow!("--prometheus {shown}: not an http(s) URL"))?;
+        if scheme != "http" && scheme != "https" {
+            bail!(
+                "--prometheus {shown}: not an http(s) URL; give the Prometheus server's base URL, e.g. http://prometheus:9090"
+            );
+        }
+        let (authority, path) =
+            rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+        let (auth, host) = match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                use base64::Engine as _;
+                (Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(userinfo))), host)
+            }
+            None => (None, authority),
+        };
+        let endpoint = format!("{scheme}://{host}{}/api/v1/query", path.trim_end_matches('/'));
+        Ok(Client { agent: crate::http::agent(TIMEOUT), endpoint, shown, auth })
+    }
+
+    /// Instant queries at `time`, run side by side; the samples of each, in order.
+    fn query_all(&self, queries: &[(&'static str, String)], time: f64) -> anyhow::Result<Vec<Vec<Sample>>> {
+        std::thread::scope(|scope| {
+            let running: Vec<_> =
+                queries.iter().map(|(name, promql)| scope.spawn(move || self.query(name, promql, time))).collect();
+            running
+                .into_iter()
+                .map(|query| query.join().unwrap_or_else(|_| Err(anyhow!("a Prometheus query thread panicked"))))
+                .collect()
+        })
+    }
+
+    /// An instant query evaluated at `time`; the samples of the vector it returns, as `name`.
+    fn query(&self, name: &'static str, promql: &str, time: f64) -> anyhow::Result<Vec<Sample>> {
+        log::debug!("prometheus query: {promql}");
+        let time = format!("{time:.3}");
+        let mut request = self.agent.get(&self.endpoint).query("query", promql).query("time", &time);
+        request = request.header("User-Agent", crate::http::USER_AGENT);
+        if let Some(auth) = &self.auth {
+            request = request.header("Authorization", auth);
+        }
+        let shown = &self.shown;
+        let mut response = request
+            .call()
+            .map_err(|e| anyhow!("querying Prometheus at {shown}: {e}; check --prometheus and that it is up"))?;
+        let status = response.status();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .with_context(|| format!("reading the answer of Prometheus at {shown}"))?;
+        parse(name, &body, status.as_u16()).map_err(|e| anyhow!("Prometheus at {shown}: {e}"))
+    }
+}
+
+/// The API's answer, borrowing from the body: a fleet's answer is megabytes, its labels mostly unread.
+#[derive(serde::Deserialize)]
+struct Answer<'a> {
+    #[serde(borrow)]
+    status: Cow<'a, str>,
+    #[serde(default, borrow)]
+    data: Option<Data<'a>>,
+    #[serde(rename = "errorType", default, borrow)]
+    error_type: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    error: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Data<'a> {
+    #[serde(borrow)]
+    result: Vec<Item<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Item<'a> {
+    #[serde(borrow)]
+    metric: Labels<'a>,
+    #[serde(borrow)]
+    value: (f64, Cow<'a, str>),
+}
+
+/// The labels the fleet view reads (the others are skipped while parsing).
+#[derive(serde::Deserialize)]
+struct Labels<'a> {
+    #[serde(default, borrow)]
+    job: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    instance: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    host: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    commit: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    branch: Option<Cow<'a, str>>,
+}
+
+/// The samples of an instant-vector answer, or the error Prometheus gave.
+fn parse(name: &'static str, body: &[u8], status: u16) -> Result<Vec<Sample>, String> {
+    let answer: Answer = serde_json::from_slice(body)
+        .map_err(|_| format!("answered HTTP {status} with something that is not its API's JSON; check --prometheus"))?;
+    if answer.status != "success" {
+        return Err(format!(
+            "query refused ({}: {})",
+            answer.error_type.as_deref().unwrap_or("error"),
+            answer.error.as_deref().unwrap_or("no message")
+        ));
+    }
+    let Some(data) = answer.data else { return Err("answer without data.result".into()) };
+    Ok(data
+        .result
+        .into_iter()
+        .filter_map(|item| {
+            let label = |v: &Option<Cow<str>>| v.as_deref().filter(|v| !v.is_empty()).map(String::from);
+            let m = &item.metric;
+            Some(Sample {
+                name,
+                job: label(&m.job).unwrap_or_default(),
+                instance: label(&m.instance).unwrap_or_default(),
+                host: label(&m.host),
+                version: label(&m.version),
+                commit: label(&m.commit),
+                branch: label(&m.branch),
+                value: item.value.1.parse().ok()?,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_are_matchers_with_or_without_braces() {
+        assert_eq!(matchers("{job=\"node\"}").unwrap(), "job=\"node\"");
+        assert_eq!(matchers("job=\"node\",env=\"prod\"").unwrap(), "job=\"node\",env=\"prod\"");
+        assert_eq!(matchers("").unwrap(), "");
+        assert!(matchers("{job=\"node\"").is_err());
+        assert!(matchers("up{job=\"node\"}").is_err());
+        assert!(matchers("{__name__=\"x\"}").is_err());
+    }
+
+    #[test]
+    fn an_answer_becomes_samples_and_an_error_its_message() {
+        let ok = br#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"__name__":"gitops_info","instance":"a:9100","job":"node","host":"a","version":"1"},"value":[1.0,"1"]}]}}"#;
+        let samples = parse("gitops_info", ok, 200).unwrap();
+        assert_eq!(samples[0].host.as_deref(), Some("a"));
+        assert_eq!(samples[0].value, 1.0);
+        let refused = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        assert_eq!(parse("up", refused, 400).unwrap_err(), "query refused (bad_data: parse error)");
+        assert!(parse("up", b"<html>", 502).unwrap_err().contains("HTTP 502"));
+    }
+
+    #[test]
+    fn every_name_queried_is_one_the_textfile_has() {
+        for name in READ.iter().chain(&["gitops_info", "gitops_reboot_pending"]) {
+            assert!(crate::metrics::NAMES.contains(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn instances_are_escaped_for_a_regex_matcher() {
+        assert_eq!(regex_escape("10.0.0.1:9100"), "10\\\\.0\\\\.0\\\\.1:9100");
+    }
+
+    #[test]
+    fn samples_fill_their_host_and_the_newest_commit_wins() {
+        let mut hosts = BTreeMap::new();
+        let sample = |name: &'static str, commit: Option<&str>, value: f64| Sample {
+            name,
+            job: "node".into(),
+            instance: "a:9100".into(),
+            host: Some("web-1".into()),
+            commit: commit.map(String::from),
+            branch: commit.map(|_| "main".to_string()),
+            value,
+            ..Sample::default()
+        };
+        host_of(&mut hosts, &sample("gitops_info", None, 1.0));
+        fill(&mut hosts, &sample("gitops_applied_commit_timestamp_seconds", Some("new"), 20.0));
+        fill(&mut hosts, &sample("gitops_applied_commit_timestamp_seconds", Some("old"), 10.0));
+        fill(&mut hosts, &sample("gitops_last_exit_code", None, 30.0));
+        fill(&mut hosts, &sample("gitops_last_success_timestamp_seconds", None, 0.0));
+        fill(&mut hosts, &sample("gitops_consecutive_failures", None, 2.0));
+        let host = hosts.values().next().unwrap();
+        assert_eq!(host.host, "web-1");
+        assert_eq!(host.live_commit.as_deref(), Some("new"));
+        assert_eq!(host.branch.as_deref(), Some("main"));
+        assert_eq!(host.last_result.as_deref(), Some("apply-failed"));
+        assert_eq!(host.last_success, None);
+        assert_eq!(host.consecutive_failures, 2);
+    }
+}

@@ -1,0 +1,389 @@
+//! The fleet view against Debian's real Prometheus and node exporter: every simulated host is a
+//! real `gitops sync` with its own --host, state directory and textfile directory, served by its
+//! own node exporter (running as `nobody`, as Debian's runs as `prometheus`); `gitops fleet`,
+//! the alert rules and the dashboard's queries read what Prometheus scraped.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::prom::{self, NodeExporter, Prometheus};
+use crate::support::servers;
+use crate::support::*;
+
+/// Fails on the commit that carries `fail-broken`, for the host called broken; asks for a reboot
+/// on the host called rebooter.
+const SCRIPT: &str = r#"case "$GITOPS_HOSTNAME" in
+  broken) [ ! -e fail-broken ] || { echo "broken on purpose" >&2; exit 1; } ;;
+  rebooter) echo "kernel updated" > "$GITOPS_REBOOT_REQUEST" ;;
+esac
+exit 0"#;
+
+fn rules() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus/gitops-rules.yml")
+}
+
+/// One simulated host: state, textfile directory, exporter.
+struct Node {
+    name: String,
+    host: Host,
+    textfiles: PathBuf,
+    url: String,
+}
+
+impl Node {
+    fn new(root: &Path, public: &Path, url: &str, name: &str) -> Node {
+        let dir = root.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        Node {
+            name: name.into(),
+            host: Host::new(&dir, url),
+            textfiles: prom::public_dir(&public.join(name)),
+            url: url.into(),
+        }
+    }
+
+    fn metrics_file(&self) -> PathBuf {
+        self.textfiles.join("gitops.prom")
+    }
+
+    fn sync(&self) -> Run {
+        let (state, metrics) = (self.host.state.to_str().unwrap(), self.metrics_file());
+        let args = [
+            "sync",
+            "--repo-url",
+            &self.url,
+            "--state-dir",
+            state,
+            "--host",
+            &self.name,
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+            "--reboot-strategy",
+            "never",
+        ];
+        self.host.command(&args).output().expect("running gitops").into()
+    }
+}
+
+/// `gitops fleet` with these flags.
+fn fleet(prometheus: &Prometheus, extra: &[&str]) -> Run {
+    Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(["fleet", "--prometheus", &prometheus.url, "--selector", "{job=\"node\"}"])
+        .args(extra)
+        .env("GITOPS_CONFIG", "/dev/null")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running gitops fleet")
+        .into()
+}
+
+/// A temp dir that `nobody` can traverse (the exporters read textfiles below it).
+fn public_tempdir() -> tempfile::TempDir {
+    let dir = tempdir();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() {
+    if !tooling::available(prom::NEEDS) {
+        return;
+    }
+    let dir = public_tempdir();
+    let public = prom::public_dir(&dir.path().join("textfiles"));
+    let remote = Remote::with_script(&dir.path().join("repo"), SCRIPT);
+    let first = remote.head();
+    let url = remote.file_url();
+    let names = ["web-1", "web-2", "broken", "lagging", "silent", "rebooter"];
+    let nodes: Vec<Node> = names.iter().map(|n| Node::new(&dir.path().join("hosts"), &public, &url, n)).collect();
+    for node in &nodes {
+        node.sync().expect(10);
+    }
+    let mut exporters: Vec<NodeExporter> = nodes.iter().map(|n| NodeExporter::start(&n.textfiles)).collect();
+    let targets: Vec<String> = exporters.iter().map(|e| e.address.clone()).collect();
+    let prometheus = Prometheus::start(&dir.path().join("prometheus"), &targets, &[rules()]);
+
+    // A second commit: everyone but `lagging` syncs; `broken` fails on it; `silent` goes quiet.
+    remote.write("fail-broken", "x\n");
+    let second = remote.commit("second");
+    for node in &nodes {
+        match node.name.as_str() {
+            "lagging" => continue,
+            "broken" => node.sync().expect(30),
+            _ => node.sync().expect(10),
+        };
+    }
+    let silent = names.iter().position(|n| *n == "silent").unwrap();
+    prometheus.wait_for(&format!("gitops_applied_commit_info{{commit=\"{second}\"}}"), 4, Duration::from_secs(30));
+    prometheus.wait_for("gitops_last_result{result=\"apply-failed\"} == 1", 1, Duration::from_secs(30));
+    exporters[silent].stop();
+    prometheus.wait_for("up == 0", 1, Duration::from_secs(30));
+
+    let run = fleet(&prometheus, &[]).expect(3);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let tip = &second[..12];
+    assert_eq!(
+        lines[0],
+        format!("6 hosts · 2 at {tip} (tip) · 1 behind · 1 failing · 1 stale · 1 reboot pending"),
+        "{}",
+        run.stdout
+    );
+    assert!(lines[1].starts_with("HOST "), "{}", run.stdout);
+    let rows: Vec<Vec<&str>> =
+        lines[2..].iter().map(|l| l.split("  ").filter(|c| !c.is_empty()).map(str::trim).collect()).collect();
+    let order: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    assert_eq!(
+        order,
+        [("broken", "failing"), ("silent", "stale"), ("lagging", "behind"), ("rebooter", "reboot pending")],
+        "{}",
+        run.stdout
+    );
+    // broken: still live on the first commit, one commit behind, failed twice? once: one failed run.
+    assert_eq!(rows[0][2], &first[..12]);
+    assert_eq!(rows[0][3], "1");
+    assert_eq!(rows[0][4], "apply-failed");
+    assert_eq!(rows[0][6], "1", "one failed run in a row: {}", run.stdout);
+    assert_eq!(rows[1][2], &second[..12], "the silent host's last known commit: {}", run.stdout);
+    assert_eq!(rows[2][2], &first[..12]);
+    assert!(rows[3][7].starts_with("due "), "{}", run.stdout);
+
+    // --all adds the two converged hosts; --json carries the same, parseable.
+    assert_eq!(fleet(&prometheus, &["--all"]).expect(3).stdout.lines().count(), 8);
+    let json: serde_json::Value = serde_json::from_str(&fleet(&prometheus, &["--json"]).expect(3).stdout).unwrap();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["tips"]["main"]["commit"], second.as_str());
+    assert_eq!(json["tips"]["main"]["source"], "fleet");
+    assert_eq!(json["counts"]["failing"], 1);
+    assert_eq!(json["counts"]["converged"], 2);
+    let hosts = json["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 6);
+    assert_eq!(hosts[0]["host"], "broken");
+    assert_eq!(hosts[0]["live_commit"], first.as_str());
+    assert_eq!(hosts[0]["last_result"], "apply-failed");
+    assert_eq!(hosts[1]["reporting"], false);
+    assert_eq!(hosts[1]["version"], env!("CARGO_PKG_VERSION"), "known from before it went silent");
+
+    // The tip as the repository says, for one branch: a commit nobody has makes everyone behind.
+    remote.write("third", "x\n");
+    let third = remote.commit("third, not synced");
+    let run = fleet(&prometheus, &["--repo-url", &url]).expect(3);
+    assert!(run.stdout.starts_with(&format!("6 hosts · 0 at {} (tip) · ", &third[..12])), "{}", run.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(&fleet(&prometheus, &["--repo-url", &url, "--branch", "main", "--json"]).expect(3).stdout)
+            .unwrap();
+    assert_eq!(json["tips"]["main"]["source"], "repository");
+    assert_eq!(json["counts"]["behind"], 4, "the hosts on the fleet's tip are behind the repository's: {json}");
+    let run = fleet(&prometheus, &["--branch", "main", "--tip", &first]).expect(3);
+    assert!(run.stdout.starts_with(&format!("6 hosts · 1 at {} (tip) · ", &first[..12])), "{}", run.stdout);
+    let run = fleet(&prometheus, &["--branch", "other"]).expect(0);
+    assert_eq!(run.stdout, "0 hosts · 0 converged (no tip known)\n");
+
+    // The rules see the same fleet (their `for:` keeps them pending, not yet firing).
+    prometheus.wait_for("ALERTS{alertname=\"GitopsSilent\"}", 1, Duration::from_secs(10));
+    let pending = prometheus.query("ALERTS{alertstate=\"pending\"}");
+    let alerts: Vec<(String, String)> = pending
+        .iter()
+        .map(|a| {
+            (a["metric"]["alertname"].as_str().unwrap().into(), a["metric"]["instance"].as_str().unwrap_or("").into())
+        })
+        .collect();
+    let broken = &targets[names.iter().position(|n| *n == "broken").unwrap()];
+    assert!(alerts.contains(&("GitopsApplyFailing".into(), broken.clone())), "{alerts:?}");
+    assert!(alerts.contains(&("GitopsSilent".into(), targets[silent].clone())), "{alerts:?}");
+    assert!(alerts.iter().any(|(name, _)| name == "GitopsFleetSplit"), "{alerts:?}");
+
+    dashboard_queries_return_the_fleet(&prometheus);
+
+    // The page for operators without Grafana.
+    let page = dir.path().join("fleet.html");
+    fleet(&prometheus, &["--html", page.to_str().unwrap()]).expect(3);
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<td>broken</td><td>failing</td>"), "{html}");
+    assert_eq!(fs::metadata(&page).unwrap().permissions().mode() & 0o777, 0o644);
+    render_in_chromium(&page, &dir.path().join("fleet.png"));
+
+    // Everyone converges: the failure is reverted, lagging syncs, silent reports again.
+    remote.remove("fail-broken");
+    let fixed = remote.commit("fixed");
+    for node in &nodes {
+        node.sync().expect(10);
+    }
+    let port = targets[silent].rsplit(':').next().unwrap().parse().unwrap();
+    exporters[silent] = NodeExporter::start_on(&nodes[silent].textfiles, port);
+    prometheus.wait_for(
+        &format!("gitops_applied_commit_info{{commit=\"{fixed}\"}} and on (instance) up == 1"),
+        6,
+        Duration::from_secs(30),
+    );
+    let run = fleet(&prometheus, &[]).expect(0);
+    assert_eq!(
+        run.stdout.lines().next().unwrap(),
+        format!("6 hosts · 5 at {} (tip) · 1 reboot pending", &fixed[..12]),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn fleet_names_a_prometheus_it_cannot_query_without_its_password() {
+    let port = servers::free_port();
+    let run: Run = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(["fleet", "--prometheus", &format!("http://admin:hunter2@127.0.0.1:{port}")])
+        .env("GITOPS_CONFIG", "/dev/null")
+        .output()
+        .unwrap()
+        .into();
+    let run = run.expect(1);
+    assert!(
+        run.stderr.contains(&format!("querying Prometheus at http://admin:***@127.0.0.1:{port}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("hunter2"));
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+}
+
+#[test]
+fn bad_fleet_flags_exit_2_with_one_line() {
+    for (args, says) in [
+        (&["--selector", "{job=\"node\""][..], "unbalanced braces"),
+        (&["--stale", "soon"][..], "--stale \"soon\""),
+        (&["--branch", "main", "--tip", "abc"][..], "not a full commit id"),
+        (&["--tip", &"a".repeat(40)][..], "--tip needs --branch"),
+    ] {
+        let run: Run = Command::new(env!("CARGO_BIN_EXE_gitops"))
+            .args(["fleet", "--prometheus", "http://127.0.0.1:9"])
+            .args(args)
+            .env("GITOPS_CONFIG", "/dev/null")
+            .output()
+            .unwrap()
+            .into();
+        let run = run.expect(2);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+}
+
+#[test]
+fn metrics_reach_a_non_root_exporter_and_pass_promtool() {
+    if !tooling::available(prom::NEEDS) {
+        return;
+    }
+    let dir = public_tempdir();
+    let public = prom::public_dir(&dir.path().join("textfiles"));
+    let remote = Remote::with_script(&dir.path().join("repo"), "exit 0");
+    let node = Node::new(&dir.path().join("hosts"), &public, &remote.file_url(), "web-1");
+    // A file left 0600 by an older gitops is replaced by a readable one.
+    fs::write(node.metrics_file(), "").unwrap();
+    fs::set_permissions(node.metrics_file(), fs::Permissions::from_mode(0o600)).unwrap();
+    node.sync().expect(10);
+    assert_eq!(fs::metadata(node.metrics_file()).unwrap().permissions().mode() & 0o777, 0o644);
+    let text = fs::read_to_string(node.metrics_file()).unwrap();
+    let mut check = tooling::command("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(check.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The exporter (not root) serves it.
+    let exporter = NodeExporter::start(&node.textfiles);
+    let scraped = exporter.scrape();
+    let head = remote.head();
+    assert!(
+        scraped.contains(&format!("gitops_applied_commit_info{{branch=\"main\",commit=\"{head}\"}} 1")),
+        "{scraped}"
+    );
+    assert!(scraped.contains("gitops_info{host=\"web-1\""), "{scraped}");
+    assert!(scraped.contains("\nnode_textfile_scrape_error 0\n"), "{scraped}");
+}
+
+#[test]
+fn alert_rules_pass_promtool_unit_tests() {
+    if !tooling::available(&[tooling::PROMTOOL]) {
+        return;
+    }
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus");
+    for args in [&["check", "rules", "gitops-rules.yml"][..], &["test", "rules", "gitops-rules.test.yml"][..]] {
+        let out = tooling::command("promtool").args(args).current_dir(&contrib).output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Open the page in headless Chromium: the rendered DOM shows the summary and the hosts, and the
+/// screenshot is a real picture (GITOPS_SCREENSHOT_OUT=FILE keeps a copy, for the README).
+fn render_in_chromium(page: &Path, png: &Path) {
+    if !tooling::available(&[tooling::CHROMIUM]) {
+        return;
+    }
+    let chromium = |extra: &[&str]| {
+        let profile = tempdir();
+        let out = tooling::command("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1100,420"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(format!("file://{}", page.display()))
+            .output()
+            .expect("running chromium");
+        assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    assert!(dom.contains("6 hosts · 2 at "), "{dom}");
+    assert!(dom.contains("<tr class=\"failing\"><td>broken</td>"), "{dom}");
+    chromium(&[&format!("--screenshot={}", png.display())]);
+    let picture = fs::read(png).expect("chromium wrote the screenshot");
+    assert!(picture.starts_with(b"\x89PNG"), "a PNG");
+    assert!(picture.len() > 10_000, "a page with a table is more than a blank picture ({} bytes)", picture.len());
+    if let Some(keep) = std::env::var_os("GITOPS_SCREENSHOT_OUT") {
+        fs::copy(png, keep).unwrap();
+    }
+}
+
+/// Every query of the Grafana dashboard runs on this Prometheus and returns rows; the stat panels
+/// count what the scenario made (5 of 6 hosts reporting, 2 commits, 1 failing, 1 behind, 1 reboot pending).
+fn dashboard_queries_return_the_fleet(prometheus: &Prometheus) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana/gitops-fleet.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let expected_stats = [
+        ("Hosts reporting", 5.0),
+        ("Commits live", 2.0),
+        ("Failing", 1.0),
+        ("Stale (no success for 15m)", 0.0),
+        ("Behind the remote", 1.0),
+        ("Reboot pending", 1.0),
+    ];
+    let mut stats = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        let title = panel["title"].as_str().unwrap();
+        for target in panel["targets"].as_array().unwrap() {
+            // Grafana's "All" for $job is the variable's allValue.
+            let expr = target["expr"].as_str().unwrap().replace("$job", ".+");
+            let rows = prometheus.query(&expr);
+            assert!(!rows.is_empty(), "panel {title:?}: {expr} returned nothing");
+            if panel["type"] == "stat" {
+                let (_, want) = expected_stats.iter().find(|(t, _)| *t == title).expect("every stat panel is checked");
+                let got: f64 = rows[0]["value"][1].as_str().unwrap().parse().unwrap();
+                assert_eq!(got, *want, "panel {title:?}: {expr}");
+                stats += 1;
+            }
+        }
+    }
+    assert_eq!(stats, expected_stats.len());
+}
