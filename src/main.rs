@@ -32,6 +32,7 @@ mod reboot;
 mod redact;
 mod report;
 mod reuse;
+mod rollout;
 mod secret_file;
 mod secrets;
 mod signers;

@@ -14,6 +14,7 @@ mod packaging;
 mod recipes;
 mod reliability;
 mod reporting;
+mod rollout;
 mod secrets;
 mod sync;
 mod transports;
