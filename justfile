@@ -20,6 +20,11 @@ lint:
 bench rounds="15":
     python3 bench/bench.py --rounds {{rounds}}
 
+# What decrypting 100 small age secrets adds to an apply (issue 17's budget: ≤ 50 ms).
+bench-secrets rounds="15":
+    cargo build --release
+    sh bench/secrets.sh target/release/gitops {{rounds}}
+
 # Push → applied latency through `gitops webhook` (goal ≤ 2 s); writes bench/results/webhook-latency.md.
 bench-webhook rounds="20":
     cargo build --release --quiet

@@ -76,6 +76,8 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
     let mut command = Command::new(&program);
     command
         .current_dir(job.checkout)
+        // Only the secrets directory this run made, never one inherited from gitops's own environment.
+        .env_remove("GITOPS_SECRETS_DIR")
         .envs(job.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(writer.try_clone().context("duplicating the output pipe")?)

@@ -30,6 +30,19 @@ fn webhook_exit_codes_help() -> String {
     ])
 }
 
+/// Exit codes of `gitops secrets`, shown in its `--help`.
+fn secrets_exit_codes_help() -> String {
+    exit_codes_help([
+        (Outcome::Success, "done".into()),
+        (Outcome::Runtime, "runtime error, or `list` found secrets not encrypted as .gitops/recipients says".into()),
+        (
+            Outcome::Usage,
+            "usage error (no .gitops/recipients, no rule for the file, a host without a public key)".into(),
+        ),
+        (Outcome::SecretsFailed, "a secret cannot be decrypted with the given identities, or was tampered with".into()),
+    ])
+}
+
 /// Exit codes of `gitops fleet`, shown in its `--help`.
 fn fleet_exit_codes_help() -> String {
     exit_codes_help([
@@ -78,6 +91,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Print the entrypoint log of the last run, or of a given commit.
     Logs(LogsArgs),
+    /// Encrypt, edit, re-key and list the repository's age secrets (*.age) for the hosts in .gitops/recipients.
+    #[command(after_help = secrets_exit_codes_help())]
+    Secrets(SecretsCommand),
     /// Ask Prometheus which host runs which commit and who is behind, failing or stale; exit 3 unless all converged.
     #[command(after_help = fleet_exit_codes_help())]
     Fleet(FleetViewArgs),
@@ -124,6 +140,49 @@ pub struct VerifyArgs {
 
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+/// `gitops secrets` and its actions. Run them in a working clone of the repository: `.gitops/recipients`
+/// is looked up in the current directory (the file's, for encrypt and edit) and above.
+#[derive(Debug, Args)]
+pub struct SecretsCommand {
+    #[command(subcommand)]
+    pub action: SecretsAction,
+}
+
+/// What `gitops secrets` does.
+#[derive(Debug, Subcommand)]
+pub enum SecretsAction {
+    /// Encrypt FILE to FILE.age for the hosts and admins .gitops/recipients gives it (FILE is left as it is).
+    Encrypt {
+        /// The plaintext file.
+        file: PathBuf,
+        /// Write ASCII-armored age (PEM-like text) instead of binary.
+        #[arg(short, long)]
+        armor: bool,
+    },
+    /// Decrypt FILE.age into a private temporary file, run $VISUAL/$EDITOR on it, re-encrypt it if it
+    /// changed, and overwrite and remove the temporary file (a missing FILE.age starts empty).
+    Edit {
+        /// The secret.
+        file: PathBuf,
+        /// Private key to decrypt with, an admin's SSH or age key (repeatable) [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identity: Vec<PathBuf>,
+        /// Write ASCII-armored age (an armored file stays armored anyway).
+        #[arg(short, long)]
+        armor: bool,
+    },
+    /// Re-encrypt every secret for the recipients .gitops/recipients gives it now (after adding, removing or
+    /// re-keying a host); prints who was added and removed per file.
+    Rekey {
+        /// Private key to decrypt with, an admin's SSH or age key (repeatable) [default: ~/.ssh/id_ed25519, ~/.ssh/id_rsa].
+        #[arg(short = 'i', long = "identity", value_name = "FILE")]
+        identity: Vec<PathBuf>,
+    },
+    /// List every secret with who can read it (from its header), flagging those .gitops/recipients gives to
+    /// someone else (exit 1 then).
+    List,
 }
 
 /// Flags of `gitops install-units`.
@@ -258,11 +317,28 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
 
+    #[command(flatten, next_help_heading = "Secrets")]
+    pub secrets: SecretsArgs,
+
     #[command(flatten)]
     pub report: ReportArgs,
 
     #[command(flatten, next_help_heading = "Fleet")]
     pub fleet: FleetArgs,
+}
+
+/// Secrets flags of `gitops sync`: how `*.age` files in the repository are decrypted for the entrypoint.
+#[derive(Debug, Args)]
+pub struct SecretsArgs {
+    /// Private key that decrypts this host's `*.age` secrets: ssh-ed25519, ssh-rsa or age X25519 (mode 0600)
+    /// [default: the systemd credential age-identity, else /etc/ssh/ssh_host_ed25519_key when it exists].
+    #[arg(long, env = "GITOPS_AGE_IDENTITY", value_name = "FILE")]
+    pub age_identity: Option<PathBuf>,
+
+    /// Directory in which each entrypoint run gets its private secrets directory ($GITOPS_SECRETS_DIR); not
+    /// checked for tmpfs [default: $RUNTIME_DIRECTORY, else /run/gitops/secrets, which must be tmpfs or ramfs].
+    #[arg(long, env = "GITOPS_SECRETS_BASE_DIR", value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
 }
 
 /// Reporting flags of `gitops sync`.

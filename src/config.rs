@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow, bail};
 
 use gix::ObjectId;
 
-use crate::cli::{ReportArgs, SyncArgs, TrustArgs};
+use crate::cli::{ReportArgs, SecretsArgs, SyncArgs, TrustArgs};
 use crate::fleet::FleetSettings;
 use crate::hostkey::{HostKeys, ssh_command};
 use crate::layout::Layout;
@@ -18,6 +18,9 @@ use crate::parse::{parse_duration, parse_size};
 use crate::redact;
 use crate::report::ReportSettings;
 use crate::secret_file::{check_not_writable_by_others, check_private_file, credential, read_secret_file};
+use crate::secrets::SecretsSettings;
+use crate::secrets::identity::{DEFAULT_IDENTITY, IdentitySource};
+use crate::secrets::tmpfs::Base;
 use crate::signers::AllowedSigners;
 use crate::verify::Trust;
 
@@ -59,6 +62,8 @@ pub struct Settings {
     pub host_keys: HostKeys,
     /// Signature verification, when an allowed_signers file is configured.
     pub trust: Option<Trust>,
+    /// How `*.age` secrets are decrypted for the entrypoint.
+    pub secrets: SecretsSettings,
     /// Notifications and metrics.
     pub report: ReportSettings,
     /// Entrypoint logs kept.
@@ -96,6 +101,23 @@ pub fn trust(args: TrustArgs) -> anyhow::Result<Option<Trust>> {
         })
         .transpose()?;
     Ok(Some(Trust { signers, policy: args.policy, since }))
+}
+
+/// The age identity (checked like a deploy key when configured; the default is read only if it exists) and
+/// where secrets directories go.
+fn secrets_settings(args: SecretsArgs) -> anyhow::Result<SecretsSettings> {
+    let configured = args
+        .age_identity
+        .map(|path| IdentitySource { path, what: "--age-identity" })
+        .or_else(|| credential("age-identity").map(|path| IdentitySource { path, what: "credential age-identity" }));
+    if let Some(source) = &configured {
+        check_private_file(&source.path, source.what)?;
+    }
+    let identity_explicit = configured.is_some();
+    let identity = configured
+        .unwrap_or_else(|| IdentitySource { path: PathBuf::from(DEFAULT_IDENTITY), what: "age identity (host key)" });
+    let base = Base::choose(args.secrets_dir, std::env::var("RUNTIME_DIRECTORY").ok().as_deref());
+    Ok(SecretsSettings { identity, identity_explicit, base })
 }
 
 /// Notification targets, HMAC key and metrics file; URLs and key are registered as secrets.
@@ -284,6 +306,7 @@ impl Settings {
         }
         let http_ca_file = args.http_ca_file.map(|ca| std::path::absolute(&ca).unwrap_or(ca));
         let trust = trust(args.trust)?;
+        let secrets = secrets_settings(args.secrets)?;
         let keep_logs = args.report.keep_logs.max(1);
         let report = report_settings(args.report)?;
         let hostname = match args.host {
@@ -309,6 +332,7 @@ impl Settings {
             http_ca_file,
             host_keys,
             trust,
+            secrets,
             report,
             keep_logs,
             hostname,

@@ -119,6 +119,10 @@ impl Layout {
     pub fn running_group(&self) -> PathBuf {
         self.root.join("running.pgid")
     }
+    /// The secrets directories of the entrypoint (or teardown) running now, for the next run to remove after a crash.
+    pub fn secrets_record(&self) -> PathBuf {
+        self.root.join("secrets.dirs")
+    }
     /// Where the entrypoint asks for a reboot (`$GITOPS_REBOOT_REQUEST`).
     pub fn reboot_request(&self) -> PathBuf {
         self.root.join("reboot-request")
@@ -158,7 +162,8 @@ impl Layout {
             }
         }
         // Files gitops (or ssh, or the entrypoint) writes by name: a symlink there would aim the write.
-        for file in [self.last_run(), self.known_hosts(), self.ssh_log(), self.reboot_request()] {
+        for file in [self.last_run(), self.known_hosts(), self.ssh_log(), self.reboot_request(), self.secrets_record()]
+        {
             if fs::symlink_metadata(&file).is_ok_and(|meta| meta.file_type().is_symlink()) {
                 return Err(Failure::usage(anyhow!(
                     "{} is a symbolic link where gitops keeps a file; remove it (rm {}) and run again",

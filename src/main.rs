@@ -34,6 +34,7 @@ mod report;
 mod reuse;
 mod rollout;
 mod secret_file;
+mod secrets;
 mod signers;
 mod splay;
 mod state;
@@ -87,7 +88,7 @@ fn log_peak_rss() {
 /// Run the command. `env_file` is the result of loading the env file: install-units and generate
 /// read no configuration, so a broken env file does not stop an image build.
 fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
-    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_)) {
+    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_) | Command::Secrets(_)) {
         env_file.map_err(Failure::usage)?;
     }
     match cli.command {
@@ -97,6 +98,7 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         }
         Command::Verify(args) => commands::verify::run(args),
         Command::Status(args) => commands::status::status(args),
+        Command::Secrets(args) => commands::secrets::run(args),
         Command::Logs(args) => commands::status::logs(args),
         Command::Fleet(args) => commands::fleet::run(&args),
         Command::Webhook(args) => {

@@ -20,6 +20,8 @@ pub enum Outcome {
     ApplyFailed,
     /// A commit or tag that must be signed was not signed by an allowed key.
     VerifyFailed,
+    /// A secret for this host could not be decrypted, or a secret failed authentication (tampered, truncated).
+    SecretsFailed,
     /// Fetch, disk or other runtime failure.
     Runtime,
     /// Bad flags, environment or configuration file.
@@ -34,7 +36,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every way `gitops sync` can end, in the order the exit-code table lists them.
-    pub const SYNC: [Outcome; 10] = [
+    pub const SYNC: [Outcome; 11] = [
         Outcome::UpToDate,
         Outcome::Applied,
         Outcome::Deferred,
@@ -42,6 +44,7 @@ impl Outcome {
         Outcome::Diverged,
         Outcome::ApplyFailed,
         Outcome::VerifyFailed,
+        Outcome::SecretsFailed,
         Outcome::Runtime,
         Outcome::Usage,
         Outcome::Locked,
@@ -59,6 +62,7 @@ impl Outcome {
             Outcome::Diverged => 21,
             Outcome::ApplyFailed => 30,
             Outcome::VerifyFailed => 31,
+            Outcome::SecretsFailed => 32,
             Outcome::FleetUnsettled => 3,
             Outcome::Locked => 75,
         }
@@ -74,6 +78,7 @@ impl Outcome {
             Outcome::Diverged => "diverged",
             Outcome::ApplyFailed => "apply-failed",
             Outcome::VerifyFailed => "verify-failed",
+            Outcome::SecretsFailed => "secrets-failed",
             Outcome::Runtime => "error",
             Outcome::Usage => "usage-error",
             Outcome::Locked => "locked",
@@ -92,6 +97,7 @@ impl Outcome {
             Outcome::Diverged => "remote and deployed histories diverged; nothing changed",
             Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
             Outcome::VerifyFailed => "a commit (or tag) is not signed by an allowed key; nothing changed",
+            Outcome::SecretsFailed => "this host cannot decrypt a secret, or one was tampered with; nothing changed",
             Outcome::Runtime => "runtime error (fetch failed, repo unreachable, disk); the message says what and why",
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",
@@ -160,6 +166,11 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A secret that stops the run (exit 32).
+    pub fn secrets(error: impl Into<anyhow::Error>) -> Self {
+        Failure { outcome: Outcome::SecretsFailed, error: error.into() }
+    }
+
     /// A configuration or usage error (exit 2).
     pub fn usage(error: impl Into<anyhow::Error>) -> Self {
         Failure { outcome: Outcome::Usage, error: error.into() }

@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::decide::Why;
 use crate::fetch::Fetched;
 use crate::printable::printable;
+use crate::secrets::Unsealed;
 use crate::teardown;
 
 /// What the dry run found out, to be printed.
@@ -24,6 +25,8 @@ pub struct Plan<'a> {
     pub attempt: u32,
     /// The paths the commit changes.
     pub changed: &'a [gix::bstr::BString],
+    /// Its secrets: those this host would decrypt and those it skips (only names are printed).
+    pub secrets: &'a Unsealed,
 }
 
 /// Print the plan (redacted), with the entrypoint resolved in the commit's tree and the teardown that would run.
@@ -45,6 +48,14 @@ pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> an
     let _ = writeln!(out, "changed files ({}):", plan.changed.len());
     for path in plan.changed {
         let _ = writeln!(out, "  {}", printable(&String::from_utf8_lossy(path)));
+    }
+    let _ = writeln!(out, "secrets to decrypt ({}):", plan.secrets.files.len());
+    for (name, _) in &plan.secrets.files {
+        let _ = writeln!(out, "  {}", printable(&name.display().to_string()));
+    }
+    let _ = writeln!(out, "secrets skipped, for other hosts ({}):", plan.secrets.skipped.len());
+    for path in &plan.secrets.skipped {
+        let _ = writeln!(out, "  {}", printable(&path.display().to_string()));
     }
     print!("{}", crate::redact::redact(&out));
     Ok(())

@@ -3,7 +3,7 @@
 use std::sync::{Mutex, OnceLock};
 
 /// Secrets shorter than this are not registered: replacing them would garble ordinary text.
-const MIN_SECRET_LEN: usize = 4;
+pub const MIN_SECRET_LEN: usize = 4;
 
 fn registry() -> &'static Mutex<Vec<String>> {
     static SECRETS: OnceLock<Mutex<Vec<String>>> = OnceLock::new();

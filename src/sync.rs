@@ -24,6 +24,7 @@ use crate::plan::{self, Plan};
 use crate::reboot;
 use crate::report;
 use crate::rollout;
+use crate::secrets::{self, Unsealed};
 use crate::splay;
 use crate::state::{self, AttemptRecord, SignatureVerdict, State};
 use crate::teardown;
@@ -39,6 +40,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     let _lock = layout.lock_run()?;
     layout.remove_stale_temp();
     apply::reap_survivors(&layout.running_group());
+    secrets::tmpfs::remove_recorded(&layout.secrets_record());
     if let Some(max) = settings.fleet.splay.filter(|_| !settings.dry_run) {
         // Under the lock: a run started meanwhile exits 75 instead of piling up behind this one.
         splay::sleep(max);
@@ -174,13 +176,18 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
 
     checkout::inspect(&repo, remote, settings.max_checkout_size, settings.max_checkout_files)?;
     let changed = changed_paths(&repo, deployed, remote)?;
+    // Decrypted in memory before anything is written: a secret that stops the run leaves the host as it was.
+    let inventory = &settings.fleet.inventory;
+    let sealed = secrets::sealed_in_commit(&repo, remote, &inventory.root)?;
+    let unsealed = secrets::unseal(&settings.secrets, sealed, &inventory.host_dirs)?;
     if settings.dry_run {
-        plan::print(settings, &repo, &Plan { why, deployed, fetched: &fetched, attempt, changed: &changed })?;
+        let plan = Plan { why, deployed, fetched: &fetched, attempt, changed: &changed, secrets: &unsealed };
+        plan::print(settings, &repo, &plan)?;
         return Ok(Outcome::Applied);
     }
 
     let begun = Begun { commit: remote, previous: deployed, attempt, at: now(), clock: Instant::now() };
-    let (ran, log) = deploy(settings, layout, &repo, &fetched, deployed, &changed, attempt)?;
+    let (ran, log) = deploy(settings, layout, &repo, &fetched, deployed, &changed, attempt, &unsealed)?;
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
     record(&mut state, layout, begun, outcome, &ran, log.clone())?;
     if ran.success {
@@ -258,8 +265,10 @@ fn refuse(refusal: Refusal, fetched: &Fetched, deployed: Option<ObjectId>) -> Ou
     }
 }
 
-/// Check out `remote` beside the live revision, run the outgoing revision's teardown, publish, run the
-/// entrypoint. Returns how the entrypoint (or the teardown that kept it from going live) ran, and its log.
+/// Check out `remote` beside the live revision, write its secrets to a private tmpfs directory, run the
+/// outgoing revision's teardown, publish, run the entrypoint. Returns how the entrypoint (or the teardown
+/// that kept it from going live) ran, and its log. The secrets directory is gone when this returns.
+#[allow(clippy::too_many_arguments)]
 fn deploy(
     settings: &Settings,
     layout: &Layout,
@@ -268,12 +277,15 @@ fn deploy(
     deployed: Option<ObjectId>,
     changed: &[BString],
     attempt: u32,
+    unsealed: &Unsealed,
 ) -> Result<(Ran, PathBuf), Failure> {
     let remote = fetched.commit;
     let checkout_dir = checkout::materialise(repo, layout, remote, settings.keep_revisions)?;
     crate::failpoint::hit("checkout-complete");
     let changed_file = layout.changed_files(remote);
     state::write_atomic(&changed_file, &changes::listing(changed))?;
+    let mounted = secrets::mount(unsealed, &settings.secrets.base, &layout.secrets_record())?;
+    crate::failpoint::hit("secrets-written");
 
     let log = layout.entrypoint_log(remote);
     let inventory = &settings.fleet.inventory;
@@ -294,16 +306,26 @@ fn deploy(
             ("GITOPS_HOSTNAME", settings.hostname.clone()),
             ("GITOPS_TAGS", inventory.tags_env()),
             ("GITOPS_REBOOT_REQUEST", layout.reboot_request().display().to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(mounted.as_ref().map(|m| ("GITOPS_SECRETS_DIR", m.path().display().to_string())))
+        .collect(),
         timeout: settings.apply_timeout,
         log_path: &log,
         group_file: &layout.running_group(),
     };
     // The outgoing revision undoes its own changes first; until it has, the new one does not go live.
     let skip_teardown = settings.fleet.skip_teardown;
-    if let Some(failed) =
-        teardown::before_publish(inventory, &settings.entrypoint, skip_teardown, layout, remote, &job)?
-    {
+    let outgoing_secrets = |outgoing: &teardown::Outgoing| outgoing_secrets(settings, layout, repo, outgoing);
+    if let Some(failed) = teardown::before_publish(
+        inventory,
+        &settings.entrypoint,
+        skip_teardown,
+        layout,
+        remote,
+        &job,
+        outgoing_secrets,
+    )? {
         return Ok(failed);
     }
     checkout::publish(layout, remote)?;
@@ -315,6 +337,31 @@ fn deploy(
         changed.len()
     );
     Ok((apply::run(&job)?, log))
+}
+
+/// The outgoing revision's own secrets for its teardown, from its commit (or, when that is no longer in the
+/// cache, its checkout), in a secrets directory of their own.
+fn outgoing_secrets(
+    settings: &Settings,
+    layout: &Layout,
+    repo: &gix::Repository,
+    outgoing: &teardown::Outgoing,
+) -> Result<Option<secrets::tmpfs::Mounted>, Failure> {
+    let inventory = &settings.fleet.inventory;
+    let in_cache = ObjectId::from_hex(outgoing.commit.as_bytes())
+        .map_err(anyhow::Error::new)
+        .and_then(|commit| secrets::sealed_in_commit(repo, commit, &inventory.root));
+    let sealed = match in_cache {
+        Ok(sealed) => sealed,
+        Err(_) => secrets::sealed_in_dir(&outgoing.workdir)?,
+    };
+    let unsealed = secrets::unseal(&settings.secrets, sealed, &inventory.host_dirs).map_err(|mut failure| {
+        failure.error = failure
+            .error
+            .context(format!("the secrets of the outgoing revision {} (for its teardown)", outgoing.commit));
+        failure
+    })?;
+    secrets::mount(&unsealed, &settings.secrets.base, &layout.secrets_record())
 }
 
 /// An apply attempt as it started: what state.json records about it when it ends.

@@ -15,6 +15,8 @@ use crate::checkout;
 use crate::commit_id::{short, short_id};
 use crate::inventory::Inventory;
 use crate::layout::Layout;
+use crate::outcome::Failure;
+use crate::secrets::tmpfs::Mounted;
 
 /// The outgoing revision's teardown script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,15 +48,24 @@ pub fn outgoing(layout: &Layout, inventory: &Inventory, entrypoint: &Path, next:
     workdir.join(&script).is_file().then_some(Outgoing { commit: live, workdir, script })
 }
 
-/// Run the teardown with the entrypoint's environment, re-pointed at the outgoing commit.
-pub fn run(outgoing: &Outgoing, next: ObjectId, next_job: &Job, log_path: &Path) -> anyhow::Result<Ran> {
+/// Run the teardown with the entrypoint's environment, re-pointed at the outgoing commit and its own secrets.
+pub fn run(
+    outgoing: &Outgoing,
+    next: ObjectId,
+    next_job: &Job,
+    secrets_dir: Option<&Path>,
+    log_path: &Path,
+) -> anyhow::Result<Ran> {
     let next_dir = next_job.checkout;
     let mut env: Vec<(&'static str, String)> = next_job
         .env
         .iter()
-        .filter(|(key, _)| !matches!(*key, "GITOPS_COMMIT" | "GITOPS_PREVIOUS_COMMIT"))
+        .filter(|(key, _)| !matches!(*key, "GITOPS_COMMIT" | "GITOPS_PREVIOUS_COMMIT" | "GITOPS_SECRETS_DIR"))
         .cloned()
         .collect();
+    if let Some(dir) = secrets_dir {
+        env.push(("GITOPS_SECRETS_DIR", dir.display().to_string()));
+    }
     env.push(("GITOPS_COMMIT", outgoing.commit.clone()));
     env.push(("GITOPS_NEXT_COMMIT", next.to_string()));
     env.push(("GITOPS_NEXT_DIR", next_dir.display().to_string()));
@@ -76,7 +87,8 @@ pub fn run(outgoing: &Outgoing, next: ObjectId, next_job: &Job, log_path: &Path)
 }
 
 /// The teardown step of a sync: before `next` goes live, run the outgoing revision's teardown with the
-/// environment of `next`'s entrypoint job. Some((ran, log)) when it failed: then `next` must not go live.
+/// environment of `next`'s entrypoint job and the outgoing revision's own secrets (`secrets` decrypts them;
+/// they are removed when the teardown ends). Some((ran, log)) when it failed: then `next` must not go live.
 /// `skip` is `--skip-teardown`.
 pub fn before_publish(
     inventory: &Inventory,
@@ -85,7 +97,8 @@ pub fn before_publish(
     layout: &Layout,
     next: ObjectId,
     job: &Job,
-) -> anyhow::Result<Option<(Ran, PathBuf)>> {
+    secrets: impl FnOnce(&Outgoing) -> Result<Option<Mounted>, Failure>,
+) -> Result<Option<(Ran, PathBuf)>, Failure> {
     let Some(outgoing) = outgoing(layout, inventory, entrypoint, next) else {
         return Ok(None);
     };
@@ -94,7 +107,9 @@ pub fn before_publish(
         return Ok(None);
     }
     let log_path = layout.teardown_log(next);
-    let mut ran = run(&outgoing, next, job, &log_path)?;
+    let mounted = secrets(&outgoing)?;
+    let mut ran = run(&outgoing, next, job, mounted.as_ref().map(Mounted::path), &log_path)?;
+    drop(mounted);
     if ran.success {
         return Ok(None);
     }

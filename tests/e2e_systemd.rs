@@ -20,11 +20,20 @@ use std::time::{Duration, Instant};
 use crate::support;
 use crate::support::{Remote, tooling};
 
-/// The entrypoint: records each commit in /etc (the service may change the host) and logs a line.
+/// The entrypoint: records each commit in /etc (the service may change the host) and logs a line;
+/// installs the secret when the commit has one, and echoes it (gitops must hide it from the journal).
 const RUN_SH: &str = r#"set -eu
 mkdir -p /etc/gitops-e2e
 echo "$GITOPS_COMMIT" >> /etc/gitops-e2e/applied
-echo "e2e: applied $GITOPS_COMMIT on $GITOPS_HOSTNAME""#;
+echo "e2e: applied $GITOPS_COMMIT on $GITOPS_HOSTNAME"
+if [ -n "${GITOPS_SECRETS_DIR:-}" ]; then
+  echo "$GITOPS_SECRETS_DIR" > /etc/gitops-e2e/secrets-dir
+  cp "$GITOPS_SECRETS_DIR/e2e-token" /etc/gitops-e2e/token
+  echo "e2e: token $(cat "$GITOPS_SECRETS_DIR/e2e-token")"
+fi"#;
+
+/// The secret the first commit carries, encrypted to the container's SSH host key.
+const SECRET: &str = "e2e-secret-value-4242";
 
 /// The only change to the shipped units: fire 1 s after boot, then every 3 s, without jitter.
 const TIMER_DROP_IN: &str = "[Timer]
@@ -35,9 +44,14 @@ RandomizedDelaySec=0
 AccuracySec=1s
 ";
 
+/// What the scenario with a secret needs besides the rootfs: a host key and the age CLI to encrypt to it.
+fn rootfs_and_secrets() -> Vec<tooling::Need> {
+    [tooling::ROOTFS, &[tooling::SSH_KEYGEN, tooling::AGE]].concat()
+}
+
 #[test]
 fn timer_applies_first_and_pushed_commits_under_real_systemd() {
-    if !tooling::available(tooling::ROOTFS) {
+    if !tooling::available(&rootfs_and_secrets()) {
         return;
     }
     let dir = support::tempdir();
@@ -111,7 +125,7 @@ fn reboot_requested_through_git_happens_exactly_once() {
 
 #[test]
 fn deb_package_installs_with_dpkg_and_applies_under_systemd() {
-    if !tooling::available(&[tooling::ROOTFS, &[tooling::CARGO_DEB]].concat()) {
+    if !tooling::available(&[rootfs_and_secrets(), vec![tooling::CARGO_DEB]].concat()) {
         return;
     }
     let dir = support::tempdir();
@@ -248,13 +262,38 @@ fn configure(root: &Path) {
     write(&root.join("etc/gitops/gitops.env"), "GITOPS_REPO_URL=/srv/fleet.git\nGITOPS_BRANCH=main\n");
 }
 
+/// Give the container an SSH host key (gitops's default age identity) and return a remote whose
+/// first commit has RUN_SH and `e2e-token.age`, encrypted to that key with the age CLI.
+fn remote_with_a_secret(dir: &Path, root: &Path) -> Remote {
+    let key = support::SigningKey::generate(dir, "ssh_host_ed25519_key", "ed25519");
+    let ssh = root.join("etc/ssh");
+    fs::create_dir_all(&ssh).unwrap();
+    fs::copy(&key.private, ssh.join("ssh_host_ed25519_key")).unwrap();
+    fs::set_permissions(ssh.join("ssh_host_ed25519_key"), fs::Permissions::from_mode(0o600)).unwrap();
+    let remote = Remote::new(dir);
+    remote.script("run.sh", RUN_SH);
+    let mut age = tooling::command("age")
+        .arg("-R")
+        .arg(key.private.with_extension("pub"))
+        .arg("-o")
+        .arg(remote.work.join("e2e-token.age"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut age.stdin.take().unwrap(), SECRET.as_bytes()).unwrap();
+    assert!(age.wait().unwrap().success(), "age -R");
+    remote.commit("initial, with a secret");
+    remote
+}
+
 /// The scenario both installs must pass: with gitops and its units in `root` and the timer
-/// enabled, configure it, boot, and watch the timer apply two commits, then idle.
+/// enabled, configure it, boot, and watch the timer apply two commits, then idle. The first
+/// commit has a secret, decrypted with the host key into the unit's RuntimeDirectory.
 fn boot_and_apply_two_commits(dir: &Path, root: &Path) {
     let started = Instant::now();
     configure(root);
 
-    let remote = Remote::with_script(dir, RUN_SH);
+    let remote = remote_with_a_secret(dir, root);
     let first = remote.head();
     let mut container = Container::boot(root, &remote.bare, dir);
     let booted = Instant::now();
@@ -292,6 +331,15 @@ fn boot_and_apply_two_commits(dir: &Path, root: &Path) {
         "entrypoint output is in the journal:\n{service}"
     );
     assert!(service.contains(&format!("applied, was {}", &first[..12])), "gitops logged the second apply:\n{service}");
+    // The secret: decrypted with the host key into RuntimeDirectory=gitops, read by the entrypoint,
+    // hidden from the journal and absent from the state directory.
+    assert_eq!(fs::read_to_string(root.join("etc/gitops-e2e/token")).unwrap(), SECRET);
+    let secrets_dir = fs::read_to_string(root.join("etc/gitops-e2e/secrets-dir")).unwrap();
+    assert!(secrets_dir.starts_with("/run/gitops/gitops-secrets."), "{secrets_dir}");
+    assert!(service.contains("e2e: token ***") && !service.contains(SECRET), "redacted in the journal:\n{service}");
+    let state_dir = root.join("var/lib/gitops");
+    let grep = Command::new("grep").args(["-r", "-l", SECRET]).arg(&state_dir).output().unwrap();
+    assert!(grep.stdout.is_empty(), "the secret leaked into {}", String::from_utf8_lossy(&grep.stdout));
     // Exit 10 (applied) and 0 (up-to-date) are successes: the unit never failed, and no
     // missing credential file broke it.
     // (systemd inside nspawn may log "Failed to kill control group …, ignoring": not a failure.)

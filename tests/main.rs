@@ -15,6 +15,7 @@ mod recipes;
 mod reliability;
 mod reporting;
 mod rollout;
+mod secrets;
 mod sync;
 mod transports;
 mod trust;

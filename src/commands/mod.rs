@@ -4,5 +4,6 @@
 pub mod fleet;
 pub mod generate;
 pub mod install_units;
+pub mod secrets;
 pub mod status;
 pub mod verify;

@@ -1,0 +1,116 @@
+//! Which files are secrets, decrypting one in memory, and what its result means for the run (pure).
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use zeroize::Zeroizing;
+
+use super::identity::Identities;
+
+/// The suffix that makes a file in the config tree a secret.
+pub const SUFFIX: &str = ".age";
+
+/// The name a secret gets in the secrets directory: its path without `.age`; None when `path` is not a secret.
+pub fn plain_name(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(SUFFIX).filter(|stem| !stem.is_empty())?;
+    Some(path.with_file_name(stem))
+}
+
+/// What trying this host's identities on one secret gave.
+pub enum Opened {
+    /// It was addressed to this host and authenticated: the plaintext.
+    Plaintext(Zeroizing<Vec<u8>>),
+    /// None of this host's identities is among its recipients.
+    NotAddressed,
+    /// Addressed to this host but not decryptable, tampered with, truncated or not an age file: why.
+    Broken(String),
+}
+
+/// Decrypt `ciphertext` (binary or ASCII-armored age) with `identities`, entirely in memory.
+pub fn open(ciphertext: &[u8], identities: &Identities) -> Opened {
+    let reader = age::armor::ArmoredReader::new(ciphertext);
+    let decryptor = match age::Decryptor::new_buffered(reader) {
+        Ok(decryptor) => decryptor,
+        Err(e) => return Opened::Broken(format!("not a valid age file ({e})")),
+    };
+    if decryptor.is_scrypt() {
+        return Opened::Broken(
+            "encrypted with a passphrase, which a host cannot type; encrypt it to recipients".into(),
+        );
+    }
+    let mut stream = match decryptor.decrypt(identities.as_dyn()) {
+        Ok(stream) => stream,
+        Err(age::DecryptError::NoMatchingKeys) => return Opened::NotAddressed,
+        Err(e) => return Opened::Broken(describe(&e)),
+    };
+    let mut plaintext = Zeroizing::new(Vec::new());
+    match stream.read_to_end(&mut plaintext) {
+        Ok(_) => Opened::Plaintext(plaintext),
+        // The payload is authenticated chunk by chunk: a changed or cut-off file fails here.
+        Err(e) => Opened::Broken(format!("authentication failed, the file was tampered with or truncated ({e})")),
+    }
+}
+
+fn describe(error: &age::DecryptError) -> String {
+    match error {
+        age::DecryptError::InvalidMac | age::DecryptError::DecryptionFailed => {
+            "authentication failed, the file was tampered with or encrypted for another key with the same tag".into()
+        }
+        other => format!("cannot decrypt it ({other})"),
+    }
+}
+
+/// What the run does with one secret.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Write it to the secrets directory.
+    Use,
+    /// Not for this host (hosts share one repository): leave it.
+    Skip,
+    /// Stop the run before anything is published or applied, for this reason.
+    Stop(String),
+}
+
+/// Decide about a secret at `path` (relative to the config root): one this host cannot decrypt is skipped,
+/// unless it sits in one of the host's own `own_dirs` (`hosts/<name>/`); a broken one always stops the run.
+pub fn judge(path: &Path, opened: &Opened, own_dirs: &[PathBuf]) -> Verdict {
+    match opened {
+        Opened::Plaintext(_) => Verdict::Use,
+        Opened::Broken(why) => Verdict::Stop(why.clone()),
+        Opened::NotAddressed if own_dirs.iter().any(|dir| path.starts_with(dir)) => Verdict::Stop(
+            "it is in this host's own directory but not encrypted to this host's key; re-encrypt it (gitops secrets rekey) with this host's public key among its recipients"
+                .into(),
+        ),
+        Opened::NotAddressed => Verdict::Skip,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_named_without_their_suffix() {
+        assert_eq!(plain_name(Path::new("hosts/web1/db.pass.age")), Some(PathBuf::from("hosts/web1/db.pass")));
+        assert_eq!(plain_name(Path::new("tls.key.age")), Some(PathBuf::from("tls.key")));
+        assert_eq!(plain_name(Path::new(".age")), None, "a file called .age names nothing");
+        assert_eq!(plain_name(Path::new("notes.txt")), None);
+        assert_eq!(plain_name(Path::new("age")), None);
+    }
+
+    #[test]
+    fn only_the_hosts_own_secrets_must_decrypt() {
+        let own = [PathBuf::from("hosts/web1.example.com"), PathBuf::from("hosts/web1")];
+        let theirs = Path::new("hosts/db1/pass.age");
+        let mine = Path::new("hosts/web1/pass.age");
+        let shared = Path::new("shared/token.age");
+        assert_eq!(judge(theirs, &Opened::NotAddressed, &own), Verdict::Skip);
+        assert_eq!(judge(shared, &Opened::NotAddressed, &own), Verdict::Skip);
+        assert!(matches!(judge(mine, &Opened::NotAddressed, &own), Verdict::Stop(_)));
+        // `hosts/web10` is another host, not a subdirectory of web1's.
+        assert_eq!(judge(Path::new("hosts/web10/p.age"), &Opened::NotAddressed, &own), Verdict::Skip);
+        assert!(matches!(judge(theirs, &Opened::Broken("tampered".into()), &own), Verdict::Stop(_)));
+        assert_eq!(judge(shared, &Opened::Plaintext(Zeroizing::new(b"x".to_vec())), &own), Verdict::Use);
+    }
+}
