@@ -28,6 +28,7 @@ mod printable;
 mod procfs;
 #[cfg(test)]
 mod proptests;
+mod reconcile;
 mod reboot;
 mod redact;
 mod report;
@@ -36,8 +37,10 @@ mod secret_file;
 mod signers;
 mod splay;
 mod state;
+mod suspend;
 mod sync;
 mod teardown;
+mod testing;
 mod verify;
 mod webhook;
 
@@ -97,6 +100,8 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         Command::Verify(args) => commands::verify::run(args),
         Command::Status(args) => commands::status::status(args),
         Command::Logs(args) => commands::status::logs(args),
+        Command::Suspend(args) => commands::suspend::suspend(args),
+        Command::Resume(args) => commands::suspend::resume(args),
         Command::Fleet(args) => commands::fleet::run(&args),
         Command::Webhook(args) => {
             webhook::run(args)?;

@@ -5,4 +5,5 @@ pub mod fleet;
 pub mod generate;
 pub mod install_units;
 pub mod status;
+pub mod suspend;
 pub mod verify;
