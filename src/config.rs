@@ -100,7 +100,9 @@ fn testing_branch(pattern: &str, hostname: &str, source_ref: Option<&str>) -> an
         );
     }
     if source_ref == Some(reference.as_str()) {
-        bail!("--testing-branch {pattern:?} names the deployed branch itself; use another branch, e.g. testing/{{host}}");
+        bail!(
+            "--testing-branch {pattern:?} names the deployed branch itself; use another branch, e.g. testing/{{host}}"
+        );
     }
     Ok(TestingBranch { reference, name })
 }
@@ -324,7 +326,8 @@ impl Settings {
             .filter(|pattern| !pattern.trim().is_empty())
             .map(|pattern| testing_branch(&pattern, &hostname, source_ref.as_deref()))
             .transpose()?;
-        let reapply_every = match args.reapply_every.as_deref().map(str::trim).filter(|t| !t.is_empty() && *t != "off") {
+        let reapply_every = match args.reapply_every.as_deref().map(str::trim).filter(|t| !t.is_empty() && *t != "off")
+        {
             Some(text) => {
                 let every = parse_duration(text)
                     .map_err(|e| anyhow!("--reapply-every {text:?}: {e}; use e.g. 1h or 1d (or off)"))?;

@@ -188,14 +188,13 @@ fn with_ref_map<R>(
         prepare.ref_map().mappings.iter().find(|m| m.remote.as_name().is_some_and(|name| name == wanted)).cloned()
     };
     let testing = from.testing.and_then(mapped);
-    let mapping = mapped(source.as_str())
-        .ok_or_else(|| match from.reference {
-            Some(reference) => match reference.strip_prefix("refs/heads/") {
-                Some(branch) => anyhow!("branch {branch:?} does not exist on {url}; push it or fix --branch"),
-                None => anyhow!("ref {reference:?} does not exist on {url}; push it or fix --ref"),
-            },
-            None => anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch"),
-        })?;
+    let mapping = mapped(source.as_str()).ok_or_else(|| match from.reference {
+        Some(reference) => match reference.strip_prefix("refs/heads/") {
+            Some(branch) => anyhow!("branch {branch:?} does not exist on {url}; push it or fix --branch"),
+            None => anyhow!("ref {reference:?} does not exist on {url}; push it or fix --ref"),
+        },
+        None => anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch"),
+    })?;
     then(prepare, mapping, testing, &source)
 }
 

@@ -28,8 +28,8 @@ mod printable;
 mod procfs;
 #[cfg(test)]
 mod proptests;
-mod reconcile;
 mod reboot;
+mod reconcile;
 mod redact;
 mod report;
 mod reuse;

@@ -27,8 +27,8 @@ use crate::splay;
 use crate::state::{self, AttemptRecord, SignatureVerdict, State};
 use crate::teardown;
 use crate::testing::{self, Route};
-use crate::{reconcile, suspend};
 use crate::verify;
+use crate::{reconcile, suspend};
 
 /// How much of an entrypoint log a notification carries (Discord attaches it).
 const LOG_TAIL_MAX: u64 = 1024 * 1024;
@@ -120,9 +120,14 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     };
     let decision = testing::adjust(&route, decide(&history, allowed));
     let reconcile = match (decision, settings.reapply_every) {
-        (Decision::UpToDate, Some(every)) => {
-            reconcile::due(&state, remote, every.as_secs() as i64, settings.max_attempts, settings.retry, crate::clock::now_unix())
-        }
+        (Decision::UpToDate, Some(every)) => reconcile::due(
+            &state,
+            remote,
+            every.as_secs() as i64,
+            settings.max_attempts,
+            settings.retry,
+            crate::clock::now_unix(),
+        ),
         _ => reconcile::Due::NotYet,
     };
     // Only counted when something is new: a no-op poll walks no history.
@@ -199,7 +204,11 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
 
     let begun = Begun { commit: remote, previous: deployed, attempt, why, at: now(), clock: Instant::now() };
     if why == Why::Reconcile {
-        log::info!("reconciling {} (--reapply-every {:?})", short_id(remote), settings.reapply_every.unwrap_or_default());
+        log::info!(
+            "reconciling {} (--reapply-every {:?})",
+            short_id(remote),
+            settings.reapply_every.unwrap_or_default()
+        );
     }
     let (ran, log) = deploy(settings, layout, &repo, &route, deployed, &changed, begun.reason())?;
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };

@@ -68,7 +68,13 @@ pub fn route(
         fetched.tag = None;
         testing.map(|t| t.name.clone()).unwrap_or_default()
     });
-    Ok(Route { fetched, base: testing_name.as_ref().map(|_| branch_tip), testing: testing_name, leaving, branch_refused })
+    Ok(Route {
+        fetched,
+        base: testing_name.as_ref().map(|_| branch_tip),
+        testing: testing_name,
+        leaving,
+        branch_refused,
+    })
 }
 
 /// The testing tip when it strictly descends from the branch tip; None (deploy the branch) when it is

@@ -24,7 +24,9 @@ pub fn suspend(args: SuspendArgs) -> Result<Outcome, Failure> {
         .as_deref()
         .map(|text| {
             parse_duration(text).map_err(|e| {
-                Failure::usage(anyhow!("--for {text:?}: {e}; use e.g. 30m, 4h or 2d (or leave it out: until gitops resume)"))
+                Failure::usage(anyhow!(
+                    "--for {text:?}: {e}; use e.g. 30m, 4h or 2d (or leave it out: until gitops resume)"
+                ))
             })
         })
         .transpose()?;
