@@ -30,6 +30,11 @@ pub fn suspend(args: SuspendArgs) -> Result<Outcome, Failure> {
             })
         })
         .transpose()?;
+    if duration.is_some_and(|d| d.as_secs() == 0) {
+        return Err(Failure::usage(anyhow!(
+            "--for: at least one second; use e.g. 30m (or leave it out: until gitops resume)"
+        )));
+    }
     if let Some(reason) = &args.reason
         && (reason.chars().any(char::is_control) || reason.chars().count() > MAX_REASON)
     {
