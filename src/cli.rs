@@ -464,7 +464,7 @@ pub struct WebhookArgs {
     pub rate_limit_total: u32,
 }
 
-/// Fleet flags of `gitops sync`: inventory, teardown, reboots, splay.
+/// Fleet flags of `gitops sync`: inventory, teardown, reboots, splay, the rollout gate's Prometheus.
 #[derive(Debug, Args)]
 pub struct FleetArgs {
     /// Subdirectory of the repository that is the config root: the entrypoint, hosts/ and .gitops/ are looked up in it.
@@ -511,4 +511,12 @@ pub struct FleetArgs {
     /// Sleep a random time up to this long before fetching (cron hosts; systemd timers use RandomizedDelaySec).
     #[arg(long, env = "GITOPS_SPLAY", value_name = "DURATION")]
     pub splay: Option<String>,
+
+    /// Prometheus for rollout gates (`gate=prometheus` in .gitops/rollout); user:password@ is sent as basic auth.
+    #[arg(long, env = "GITOPS_PROMETHEUS", value_name = "URL")]
+    pub prometheus: Option<String>,
+
+    /// Label matchers of the fleet's series in that Prometheus, e.g. '{job="node"}'.
+    #[arg(long, env = "GITOPS_PROMETHEUS_SELECTOR", default_value = "", value_name = "MATCHERS")]
+    pub prometheus_selector: String,
 }

@@ -23,6 +23,8 @@ pub struct FleetSettings {
     pub reboot: RebootSettings,
     /// Longest random sleep before fetching; None = no splay.
     pub splay: Option<Duration>,
+    /// Where rollout gates ask about the canaries (`--prometheus`).
+    pub gate: Option<crate::rollout::gate::Source>,
 }
 
 impl FleetSettings {
@@ -98,11 +100,21 @@ impl FleetSettings {
                 parse_duration(text).map_err(|e| anyhow!("--splay {text:?}: {e}; use e.g. 90s or 5m (0 for none)"))?,
             ),
         };
+        let matchers = crate::fleetview::prometheus::matchers(&args.prometheus_selector).map_err(|e| anyhow!(e))?;
+        let gate = match args.prometheus.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                crate::redact::register_url(url);
+                Some(crate::rollout::gate::Source { url: url.to_string(), matchers })
+            }
+            Some(url) => bail!("--prometheus {:?} is not an http:// or https:// URL", crate::redact::url(url)),
+        };
         Ok(FleetSettings {
             inventory,
             skip_teardown: args.skip_teardown,
             reboot: RebootSettings { strategy, window, command: args.reboot_command, fleetlock },
             splay,
+            gate,
         })
     }
 }

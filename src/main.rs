@@ -33,6 +33,7 @@ mod reconcile;
 mod redact;
 mod report;
 mod reuse;
+mod rollout;
 mod secret_file;
 mod signers;
 mod splay;

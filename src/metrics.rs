@@ -12,7 +12,7 @@ use crate::outcome::Outcome;
 
 /// Every metric name this file writes (the fleet view queries them by name).
 #[cfg(test)]
-pub const NAMES: [&str; 16] = [
+pub const NAMES: [&str; 18] = [
     "gitops_info",
     "gitops_applied_commit_info",
     "gitops_applied_commit_timestamp_seconds",
@@ -28,6 +28,8 @@ pub const NAMES: [&str; 16] = [
     "gitops_apply_failures_total",
     "gitops_reboot_pending",
     "gitops_reboot_pending_since_timestamp_seconds",
+    "gitops_deferred",
+    "gitops_deferred_until_timestamp_seconds",
     "gitops_metrics_version",
 ];
 
@@ -39,9 +41,9 @@ pub fn render(record: &RunRecord, run: &RunSummary) -> String {
     let mut out = Text::default();
     out.metric(
         "gitops_info",
-        "This host's gitops: its host name (--host) and version.",
+        "This host's gitops: its host name (--host), tags (--tags) and version.",
         "gauge",
-        &[(labels(&[("host", &run.host), ("version", env!("CARGO_PKG_VERSION"))]), 1.0)],
+        &[(labels(&[("host", &run.host), ("tags", &run.tags.join(",")), ("version", env!("CARGO_PKG_VERSION"))]), 1.0)],
     );
     // Each commit metric has a companion whose value tells the newest series apart: a host that stopped
     // reporting leaves one series per commit it ran behind, and the fleet view wants the last one.
@@ -130,6 +132,17 @@ pub fn render(record: &RunRecord, run: &RunSummary) -> String {
             since,
         );
     }
+    if let Some(deferred) = &run.deferred {
+        out.metric(
+            "gitops_deferred",
+            "1 while a new commit is held back, by why: wave, gate, halted, pause or suspend.",
+            "gauge",
+            &[(labels(&[("kind", &deferred.kind)]), 1.0)],
+        );
+        if let Some(until) = deferred.until.as_deref().and_then(unix_seconds) {
+            out.gauge("gitops_deferred_until_timestamp_seconds", "When the held-back commit goes, when known.", until);
+        }
+    }
     out.gauge("gitops_metrics_version", "Version of this set of metrics.", f64::from(FORMAT_VERSION));
     out.0
 }
@@ -187,6 +200,11 @@ mod tests {
     fn every_name_written_is_listed_and_every_listed_name_can_be_written() {
         let mut full = run(Outcome::ApplyFailed);
         full.reboot_pending_since = Some("2026-12-01T09:00:00Z".into());
+        full.deferred = Some(crate::notify::Deferral {
+            kind: "wave".into(),
+            message: "waiting".into(),
+            until: Some("2026-12-01T11:00:00Z".into()),
+        });
         let text = render(&RunRecord::default(), &full);
         let written: Vec<&str> =
             text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap()).collect();
@@ -222,7 +240,7 @@ mod tests {
         )));
         assert!(text.contains("gitops_reboot_pending 0\n"));
         assert!(!text.contains("gitops_reboot_pending_since"));
-        assert!(text.contains("gitops_info{host=\"web-1\",version=\""));
+        assert!(text.contains("gitops_info{host=\"web-1\",tags=\"\",version=\""));
     }
 
     #[test]

@@ -77,6 +77,24 @@ pub struct RunSummary {
     /// Why the host is suspended, as given to `gitops suspend --reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended_reason: Option<String>,
+    /// This host's tags (`--tags`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Why the commit is held back, when the run was deferred.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferral>,
+}
+
+/// Why a run left the commit for later (exit 11).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deferral {
+    /// `wave`, `gate`, `halted`, `pause` or `suspend`.
+    pub kind: String,
+    /// What the log said: why, and until when if known.
+    pub message: String,
+    /// When the host goes (RFC 3339), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
 }
 
 impl RunSummary {

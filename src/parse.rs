@@ -31,6 +31,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A duration the way `parse_duration` reads it, in the largest unit that says it exactly: `2h`, `90m`, `45s`.
+pub fn format_duration(duration: Duration) -> String {
+    let s = duration.as_secs();
+    match s {
+        0 => format!("{}ms", duration.as_millis()),
+        _ if s.is_multiple_of(86400) => format!("{}d", s / 86400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
 fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());

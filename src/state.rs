@@ -41,6 +41,24 @@ pub struct State {
     /// stays the time it went live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciled_at: Option<String>,
+    /// Where this host stands in the rollout of the newest commit with a rollout policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRecord>,
+}
+
+/// This host and one commit's rollout: kept so that a backdated commit cannot skip the wave.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The commit.
+    pub commit: String,
+    /// When this host first saw it (RFC 3339): the wave starts here without a gate.
+    pub first_seen: String,
+    /// When this host first saw its gate open (RFC 3339): the wave starts here with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_opened: Option<String>,
+    /// The policy let this host go: retries of the commit do not wait again.
+    #[serde(default)]
+    pub released: bool,
 }
 
 /// How many applied commits `applied_history` remembers.

@@ -23,6 +23,7 @@ use crate::outcome::{Failure, Outcome};
 use crate::plan::{self, Plan};
 use crate::reboot;
 use crate::report;
+use crate::rollout;
 use crate::splay;
 use crate::state::{self, AttemptRecord, SignatureVerdict, State};
 use crate::teardown;
@@ -47,6 +48,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
     let started = Instant::now();
     let mut summary = RunSummary {
         host: settings.hostname.clone(),
+        tags: settings.fleet.inventory.tags.clone(),
         repository: settings.repo_url_display.clone(),
         started_at: now(),
         ..RunSummary::default()
@@ -93,7 +95,9 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     summary.live_since = state.applied_at.clone();
     summary.deployed_from = state.testing_base.as_ref().and(state.deployed_from.clone());
     if let Some(hold) = suspend::active(layout, crate::clock::now_unix(), !settings.dry_run)? {
-        log::info!("{}: nothing fetched or applied", hold.describe(crate::clock::now_unix()));
+        let message = hold.describe(crate::clock::now_unix());
+        log::info!("{message}: nothing fetched or applied");
+        summary.deferred = Some(crate::notify::Deferral { kind: "suspend".into(), message, until: hold.until.clone() });
         (summary.suspended_since, summary.suspended_until) = (Some(hold.since), hold.until);
         summary.suspended_reason = hold.reason;
         return Ok(Outcome::Deferred);
@@ -175,6 +179,22 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     }
 
+    // Re-running the live commit is not a rollout of it: no wave or gate holds a reconcile.
+    if !matches!(why, Why::Reapply | Why::Reconcile)
+        && let Some(hold) = rollout_hold(settings, layout, &repo, &mut state, remote, why)?
+    {
+        log::info!("{} ({} {}): {}", Outcome::Deferred, fetched.branch, short_id(remote), hold.message);
+        if settings.dry_run {
+            println!("deferred: {}", hold.message);
+        }
+        summary.deferred = Some(crate::notify::Deferral {
+            kind: hold.kind.to_string(),
+            message: hold.message,
+            until: hold.until.and_then(crate::clock::rfc3339),
+        });
+        return Ok(Outcome::Deferred);
+    }
+
     let last_failure = match state.last_failure() {
         Some((hex, n)) => Some((commit_id::parse(hex, "last_attempt.commit")?, n)),
         None => None,
@@ -250,6 +270,30 @@ fn from_label(route: &Route) -> String {
         Some(name) => format!("{name} (testing branch)"),
         None => route.fetched.branch.clone(),
     }
+}
+
+/// The rollout policy's word on `remote`; this host's record of the commit is saved when it changed.
+fn rollout_hold(
+    settings: &Settings,
+    layout: &Layout,
+    repo: &gix::Repository,
+    state: &mut State,
+    remote: ObjectId,
+    why: Why,
+) -> Result<Option<rollout::Hold>, Failure> {
+    let inventory = &settings.fleet.inventory;
+    let host = rollout::consider::Host {
+        name: &settings.hostname,
+        tags: &inventory.tags,
+        root: &inventory.root,
+        gate: settings.fleet.gate.as_ref(),
+    };
+    let before = state.rollout.clone();
+    let hold = rollout::consider::consider(repo, remote, &host, why == Why::FirstDeploy, state)?;
+    if state.rollout != before && !settings.dry_run {
+        state::save(&layout.state_file(), state)?;
+    }
+    Ok(hold)
 }
 
 /// The outcome of a refused commit, with the line that tells the operator why and what to do.

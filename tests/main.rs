@@ -14,6 +14,7 @@ mod packaging;
 mod recipes;
 mod reliability;
 mod reporting;
+mod rollout;
 mod rollout_host;
 mod sync;
 mod transports;

@@ -141,6 +141,14 @@ fn print_human(doc: &serde_json::Value) {
             run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
         );
     }
+    if let Some(held) = doc["last_run"]["deferred"].as_object() {
+        println!(
+            "held back:    {} {} ({})",
+            short(&text(&doc["last_run"]["commit"])),
+            text(&held["message"]),
+            text(&held["kind"])
+        );
+    }
     println!("last success: {}", text(&doc["last_success_at"]));
     if let Some(retry) = doc["pending_retry"].as_object() {
         println!("retrying:     {} failed {} time(s) in a row", text(&retry["commit"]), retry["consecutive_failures"]);

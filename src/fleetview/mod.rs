@@ -47,6 +47,10 @@ pub struct Host {
     pub consecutive_failures: u64,
     /// Since when a due reboot has been pending (Unix seconds).
     pub reboot_pending_since: Option<f64>,
+    /// Why a new commit is held back (wave, gate, halted, pause, suspend), when the last run was deferred.
+    pub deferred: Option<String>,
+    /// When it goes (Unix seconds), when known.
+    pub deferred_until: Option<f64>,
     /// Whether Prometheus scrapes the host's exporter successfully right now.
     pub reporting: bool,
     /// Where the host stands (filled by [`assess`]).
@@ -63,6 +67,8 @@ pub enum State {
     Stale,
     /// Healthy but its live commit is not the tip.
     Behind,
+    /// Holding the tip back on purpose: its rollout wave or gate, a pause, a suspend.
+    Waiting,
     /// At the tip, with a reboot due that has not happened.
     RebootPending,
     /// At the tip and healthy.
@@ -72,7 +78,8 @@ pub enum State {
 
 impl State {
     /// Every state, worst first (the order of the summary line and the table).
-    pub const ALL: [State; 5] = [State::Failing, State::Stale, State::Behind, State::RebootPending, State::Converged];
+    pub const ALL: [State; 6] =
+        [State::Failing, State::Stale, State::Behind, State::Waiting, State::RebootPending, State::Converged];
 
     /// The words of the summary line.
     pub fn label(self) -> &'static str {
@@ -80,6 +87,7 @@ impl State {
             State::Failing => "failing",
             State::Stale => "stale",
             State::Behind => "behind",
+            State::Waiting => "waiting",
             State::RebootPending => "reboot pending",
             State::Converged => "converged",
         }
@@ -155,6 +163,8 @@ fn state_of(host: &Host, tip: Option<&str>, now: f64, limits: Thresholds) -> Sta
         State::Failing
     } else if silent {
         State::Stale
+    } else if behind && host.last_result.as_deref() == Some(Outcome::Deferred.label()) {
+        State::Waiting
     } else if behind {
         State::Behind
     } else if host.reboot_pending_since.is_some() {
@@ -187,6 +197,11 @@ fn fleet_tips(hosts: &[Host]) -> BTreeMap<String, String> {
 }
 
 impl Fleet {
+    /// Whether a host holds because a canary failed on its commit.
+    pub fn halted(&self) -> bool {
+        self.hosts.iter().any(|h| h.state == State::Waiting && h.deferred.as_deref() == Some("halted"))
+    }
+
     /// Whether every host is at its tip and healthy (a pending reboot does not count against it).
     pub fn converged(&self) -> bool {
         self.hosts.iter().all(|h| matches!(h.state, State::Converged | State::RebootPending))

@@ -18,7 +18,7 @@ const CHUNK: usize = 200;
 /// What is read per host, one query per name (run side by side: one small query per metric is far
 /// cheaper for Prometheus than one regex over names). The exit code stands for the result: it is one
 /// series per host where `gitops_last_result` is one per outcome.
-const READ: [&str; 8] = [
+const READ: [&str; 10] = [
     "gitops_applied_commit_timestamp_seconds",
     "gitops_remote_commit_timestamp_seconds",
     "gitops_last_exit_code",
@@ -27,6 +27,8 @@ const READ: [&str; 8] = [
     "gitops_commits_behind",
     "gitops_consecutive_failures",
     "gitops_reboot_pending_since_timestamp_seconds",
+    "gitops_deferred",
+    "gitops_deferred_until_timestamp_seconds",
 ];
 
 /// Where and how to ask.
@@ -112,6 +114,61 @@ pub fn hosts(query: &Query, now: f64) -> anyhow::Result<Vec<Host>> {
     Ok(hosts.into_values().collect())
 }
 
+/// The canaries (hosts named in `names`, or carrying one of `tags`) that reported within `recent`, with
+/// their live and remote commits and last result: the few queries a rollout gate makes, whatever the
+/// fleet's size.
+pub fn canaries(
+    url: &str,
+    matchers: &str,
+    names: &[String],
+    tags: &[String],
+    recent: Duration,
+    now: f64,
+) -> anyhow::Result<Vec<Host>> {
+    let client = Client::new(url)?;
+    let sel = |extra: &str| {
+        let parts: Vec<&str> = [matchers, extra].into_iter().filter(|p| !p.is_empty()).collect();
+        parts.join(",")
+    };
+    let any = |items: &[String]| items.iter().map(|i| regex_escape(i)).collect::<Vec<_>>().join("|");
+    let recent = format!("{}s", recent.as_secs().max(1));
+    let mut selectors = Vec::new();
+    if !names.is_empty() {
+        selectors.push(format!("host=~\"{}\"", any(names)));
+    }
+    if !tags.is_empty() {
+        selectors.push(format!("tags=~\"(.*,)?({})(,.*)?\"", any(tags)));
+    }
+    let seen = selectors
+        .iter()
+        .map(|s| format!("last_over_time(gitops_info{{{}}}[{recent}])", sel(s)))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let mut hosts: BTreeMap<(String, String), Host> = BTreeMap::new();
+    if seen.is_empty() {
+        return Ok(Vec::new());
+    }
+    for sample in client.query_all(&[("gitops_info", seen)], now)?.iter().flatten() {
+        host_of(&mut hosts, sample);
+    }
+    let instances: Vec<String> = hosts.keys().map(|(_, instance)| regex_escape(instance)).collect();
+    for chunk in instances.chunks(CHUNK) {
+        let only = format!("instance=~\"{}\"", chunk.join("|"));
+        let queries: Vec<(&'static str, String)> = [
+            "gitops_applied_commit_timestamp_seconds",
+            "gitops_remote_commit_timestamp_seconds",
+            "gitops_last_exit_code",
+        ]
+        .into_iter()
+        .map(|name| (name, format!("{name}{{{}}}", sel(&only))))
+        .collect();
+        for sample in client.query_all(&queries, now)?.iter().flatten() {
+            fill(&mut hosts, sample);
+        }
+    }
+    Ok(hosts.into_values().collect())
+}
+
 /// One sample of an instant vector: the labels the fleet view reads, and the value.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Sample {
@@ -124,6 +181,8 @@ struct Sample {
     version: Option<String>,
     commit: Option<String>,
     branch: Option<String>,
+    /// `kind` (gitops_deferred).
+    kind: Option<String>,
     value: f64,
 }
 
@@ -168,6 +227,8 @@ fn fill(hosts: &mut BTreeMap<(String, String), Host>, sample: &Sample) {
         "gitops_last_success_timestamp_seconds" => host.last_success = (value > 0.0).then_some(value),
         "gitops_consecutive_failures" => host.consecutive_failures = value as u64,
         "gitops_reboot_pending_since_timestamp_seconds" => host.reboot_pending_since = Some(value),
+        "gitops_deferred" => host.deferred = sample.kind.clone(),
+        "gitops_deferred_until_timestamp_seconds" => host.deferred_until = Some(value),
         _ => {}
     }
 }
@@ -296,6 +357,8 @@ struct Labels<'a> {
     commit: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     branch: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kind: Option<Cow<'a, str>>,
 }
 
 /// The samples of an instant-vector answer, or the error Prometheus gave.
@@ -324,6 +387,7 @@ fn parse(name: &'static str, body: &[u8], status: u16) -> Result<Vec<Sample>, St
                 version: label(&m.version),
                 commit: label(&m.commit),
                 branch: label(&m.branch),
+                kind: label(&m.kind),
                 value: item.value.1.parse().ok()?,
             })
         })

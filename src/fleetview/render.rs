@@ -17,20 +17,24 @@ pub fn summary(fleet: &Fleet) -> String {
         (0, _) => format!("{at_tip} converged (no tip known)"),
         _ => format!("{at_tip} at tip ({})", tips.join(", ")),
     });
-    for state in [State::Behind, State::Failing, State::Stale, State::RebootPending] {
+    for state in [State::Behind, State::Waiting, State::Failing, State::Stale, State::RebootPending] {
         let n = fleet.counts.get(&state).copied().unwrap_or(0);
         if n > 0 {
             parts.push(format!("{n} {}", state.label()));
         }
     }
+    if fleet.halted() {
+        parts.push("rollout halted".into());
+    }
     printable(&parts.join(" · ")).into_owned()
 }
 
 /// The table's columns, one row per host.
-const COLUMNS: [&str; 8] = ["HOST", "STATE", "LIVE", "BEHIND", "LAST RESULT", "LAST SUCCESS", "FAILURES", "REBOOT"];
+const COLUMNS: [&str; 9] =
+    ["HOST", "STATE", "LIVE", "BEHIND", "LAST RESULT", "LAST SUCCESS", "FAILURES", "REBOOT", "HELD"];
 
 /// One host's cells, in the order of `COLUMNS`.
-fn cells(host: &Host, now: f64) -> [String; 8] {
+fn cells(host: &Host, now: f64) -> [String; 9] {
     let age = |at: Option<f64>| at.map(|at| format!("{} ago", duration(now - at))).unwrap_or_else(|| "never".into());
     [
         printable(&host.host).into_owned(),
@@ -39,13 +43,20 @@ fn cells(host: &Host, now: f64) -> [String; 8] {
         // A host behind the tip that counted 0 has not fetched the tip yet: it cannot know how far.
         match (host.state, host.commits_behind) {
             (State::Converged | State::RebootPending, _) => "0".into(),
-            (State::Behind, Some(0)) | (_, None) => "?".into(),
+            (State::Behind | State::Waiting, Some(0)) | (_, None) => "?".into(),
             (_, Some(n)) => n.to_string(),
         },
         printable(host.last_result.as_deref().unwrap_or("-")).into_owned(),
         age(host.last_success),
         host.consecutive_failures.to_string(),
         host.reboot_pending_since.map(|at| format!("due {} ago", duration(now - at))).unwrap_or_else(|| "-".into()),
+        match (&host.deferred, host.deferred_until) {
+            (Some(kind), Some(until)) if host.state == State::Waiting => {
+                format!("{kind}, in {}", duration(until - now))
+            }
+            (Some(kind), None) if host.state == State::Waiting => kind.clone(),
+            _ => "-".into(),
+        },
     ]
 }
 
@@ -53,7 +64,7 @@ fn cells(host: &Host, now: f64) -> [String; 8] {
 pub fn text(fleet: &Fleet, all: bool) -> String {
     let mut out = summary(fleet);
     out.push('\n');
-    let rows: Vec<[String; 8]> =
+    let rows: Vec<[String; 9]> =
         fleet.hosts.iter().filter(|h| all || h.state != State::Converged).map(|h| cells(h, fleet.now)).collect();
     if rows.is_empty() {
         return out;
@@ -116,6 +127,7 @@ th {{ background: #f6f8fa; }}
 tr.failing td {{ background: #ffebe9; }}
 tr.stale td {{ background: #fff8c5; }}
 tr.behind td {{ background: #ddf4ff; }}
+tr.waiting td {{ background: #eef1f4; }}
 tr.reboot-pending td {{ background: #fbefff; }}
 footer {{ margin-top: 1em; color: #57606a; font-size: 0.9em; }}
 </style>
@@ -143,6 +155,7 @@ fn state_class(state: State) -> &'static str {
         State::Failing => "failing",
         State::Stale => "stale",
         State::Behind => "behind",
+        State::Waiting => "waiting",
         State::RebootPending => "reboot-pending",
         State::Converged => "converged",
     }

@@ -1,0 +1,95 @@
+//! The Prometheus gate: the canaries' health on a commit, as their metrics tell it.
+
+use std::time::Duration;
+
+use super::GateState;
+use crate::commit_id::short;
+use crate::fleetview::{Host, prometheus};
+use crate::outcome::Outcome;
+
+/// Canaries that reported within this long count (`min_canaries` defaults to all of them).
+pub const RECENT: Duration = Duration::from_secs(15 * 60);
+
+/// Where the gate asks.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Prometheus base URL (`--prometheus`).
+    pub url: String,
+    /// Label matchers for the fleet's series (`--prometheus-selector`).
+    pub matchers: String,
+}
+
+/// Ask Prometheus about the canaries (as of now: the wall clock, whatever a test's clock says) and
+/// judge; any failure to ask is `Unknown` (the caller holds).
+pub fn check(source: &Source, names: &[String], tags: &[String], commit: &str, min: Option<u32>) -> GateState {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
+    match prometheus::canaries(&source.url, &source.matchers, names, tags, RECENT, now) {
+        Ok(canaries) => judge(&canaries, commit, min),
+        Err(e) => GateState::Unknown(format!("{e:#}")),
+    }
+}
+
+/// Open when at least `min` canaries (default: every canary seen) are live on `commit` with a successful
+/// last run, and none failed to apply or verify it.
+pub fn judge(canaries: &[Host], commit: &str, min: Option<u32>) -> GateState {
+    let result = |h: &Host| h.last_result.as_deref().and_then(Outcome::from_label);
+    if let Some(bad) = canaries.iter().find(|h| {
+        h.remote_commit.as_deref() == Some(commit)
+            && h.live_commit.as_deref() != Some(commit)
+            && matches!(result(h), Some(Outcome::ApplyFailed | Outcome::VerifyFailed))
+    }) {
+        return GateState::Halted(format!(
+            "canary {} failed on {} ({})",
+            bad.host,
+            short(commit),
+            bad.last_result.as_deref().unwrap_or("?")
+        ));
+    }
+    if canaries.is_empty() {
+        return GateState::Waiting(format!("no canary reported in the last {} minutes", RECENT.as_secs() / 60));
+    }
+    let live = canaries
+        .iter()
+        .filter(|h| h.live_commit.as_deref() == Some(commit) && result(h).is_some_and(|r| !r.is_failure()))
+        .count();
+    let needed = min.map(|n| n as usize).unwrap_or(canaries.len());
+    if live >= needed {
+        GateState::Open
+    } else {
+        GateState::Waiting(format!("{live} of {needed} canaries live on {}", short(commit)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(name: &str, live: &str, remote: &str, result: &str) -> Host {
+        Host {
+            host: name.into(),
+            live_commit: Some(live.into()),
+            remote_commit: Some(remote.into()),
+            last_result: Some(result.into()),
+            ..Host::default()
+        }
+    }
+
+    #[test]
+    fn opens_when_enough_canaries_are_live_and_halts_when_one_fails() {
+        let ok = canary("a", "new", "new", "applied");
+        let lagging = canary("b", "old", "old", "up-to-date");
+        let failing = canary("c", "old", "new", "apply-failed");
+        assert_eq!(
+            judge(&[ok.clone(), lagging.clone()], "new", None),
+            GateState::Waiting("1 of 2 canaries live on new".into())
+        );
+        assert_eq!(judge(&[ok.clone(), lagging], "new", Some(1)), GateState::Open);
+        assert_eq!(
+            judge(&[ok.clone(), failing], "new", Some(1)),
+            GateState::Halted("canary c failed on new (apply-failed)".into())
+        );
+        assert!(matches!(judge(&[], "new", None), GateState::Waiting(_)));
+        // A failure on another commit does not halt this one.
+        assert_eq!(judge(&[ok, canary("d", "old", "older", "apply-failed")], "new", Some(1)), GateState::Open);
+    }
+}
