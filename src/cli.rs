@@ -43,6 +43,15 @@ fn secrets_exit_codes_help() -> String {
     ])
 }
 
+/// Exit codes of `gitops suspend` and `gitops resume`, shown in their `--help`.
+fn suspend_exit_codes_help() -> String {
+    exit_codes_help([
+        (Outcome::Success, "done".into()),
+        (Outcome::Runtime, "runtime error (the state directory cannot be written)".into()),
+        (Outcome::Usage, "usage error (bad --for or --reason, untrusted --state-dir)".into()),
+    ])
+}
+
 /// Exit codes of `gitops fleet`, shown in its `--help`.
 fn fleet_exit_codes_help() -> String {
     exit_codes_help([
@@ -94,6 +103,12 @@ pub enum Command {
     /// Encrypt, edit, re-key and list the repository's age secrets (*.age) for the hosts in .gitops/recipients.
     #[command(after_help = secrets_exit_codes_help())]
     Secrets(SecretsCommand),
+    /// Hold this host: sync changes nothing and exits 11 until `gitops resume` or --for runs out.
+    #[command(after_help = suspend_exit_codes_help())]
+    Suspend(SuspendArgs),
+    /// Lift `gitops suspend`: the next sync runs as usual.
+    #[command(after_help = suspend_exit_codes_help())]
+    Resume(ResumeArgs),
     /// Ask Prometheus which host runs which commit and who is behind, failing or stale; exit 3 unless all converged.
     #[command(after_help = fleet_exit_codes_help())]
     Fleet(FleetViewArgs),
@@ -314,6 +329,15 @@ pub struct SyncArgs {
     #[arg(long, env = "GITOPS_ALLOW_DIVERGED")]
     pub allow_diverged: bool,
 
+    /// Branch this host deploys instead while it exists and descends from the branch's tip, e.g.
+    /// testing/{host} ({host} is --host); deleted or merged, the host goes back to the branch.
+    #[arg(long, env = "GITOPS_TESTING_BRANCH", value_name = "PATTERN")]
+    pub testing_branch: Option<String>,
+
+    /// Re-run the live commit's entrypoint when its last successful run is older than this (drift repair) [default: off].
+    #[arg(long, env = "GITOPS_REAPPLY_EVERY", value_name = "DURATION")]
+    pub reapply_every: Option<String>,
+
     #[command(flatten)]
     pub trust: TrustArgs,
 
@@ -383,6 +407,30 @@ pub struct StatusArgs {
     /// Unhealthy (exit 1) when the last success is older than this.
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub max_age: String,
+}
+
+/// Flags of `gitops suspend`.
+#[derive(Debug, Args)]
+pub struct SuspendArgs {
+    /// State directory [default: as for sync].
+    #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Why: shown by sync's log, `gitops status` and notifications.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+
+    /// End the hold by itself after this long (e.g. 30m, 4h) [default: until `gitops resume`].
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_duration: Option<String>,
+}
+
+/// Flags of `gitops resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// State directory [default: as for sync].
+    #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Flags of `gitops fleet`.

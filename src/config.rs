@@ -80,6 +80,36 @@ pub struct Settings {
     pub allow_diverged: bool,
     /// Inventory, teardown, reboots, splay.
     pub fleet: FleetSettings,
+    /// This host's testing branch (`--testing-branch` with `{host}` filled in).
+    pub testing: Option<TestingBranch>,
+    /// Re-run the live commit's entrypoint when its last successful run is older than this.
+    pub reapply_every: Option<Duration>,
+}
+
+/// A per-host testing branch, deployed instead of the branch while it descends from the branch's tip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestingBranch {
+    /// Full ref, e.g. `refs/heads/testing/web-1`.
+    pub reference: String,
+    /// Its branch name, e.g. `testing/web-1`.
+    pub name: String,
+}
+
+/// `--testing-branch PATTERN` for this host: `{host}` replaced, checked to be a branch name other than the deployed ref.
+fn testing_branch(pattern: &str, hostname: &str, source_ref: Option<&str>) -> anyhow::Result<TestingBranch> {
+    let name = pattern.trim().replace("{host}", hostname);
+    let reference = format!("refs/heads/{name}");
+    if name.is_empty() || gix::validate::reference::name(reference.as_str().into()).is_err() {
+        bail!(
+            "--testing-branch {pattern:?} gives {name:?} for host {hostname:?}, not a valid branch name; use e.g. testing/{{host}}"
+        );
+    }
+    if source_ref == Some(reference.as_str()) {
+        bail!(
+            "--testing-branch {pattern:?} names the deployed branch itself; use another branch, e.g. testing/{{host}}"
+        );
+    }
+    Ok(TestingBranch { reference, name })
 }
 
 /// Signature verification from flags; None when no allowed_signers file is configured or provided as a credential.
@@ -314,6 +344,23 @@ impl Settings {
             None => kernel_hostname()?,
         };
         let fleet = FleetSettings::from_args(args.fleet, &hostname)?;
+        let testing = args
+            .testing_branch
+            .filter(|pattern| !pattern.trim().is_empty())
+            .map(|pattern| testing_branch(&pattern, &hostname, source_ref.as_deref()))
+            .transpose()?;
+        let reapply_every = match args.reapply_every.as_deref().map(str::trim).filter(|t| !t.is_empty() && *t != "off")
+        {
+            Some(text) => {
+                let every = parse_duration(text)
+                    .map_err(|e| anyhow!("--reapply-every {text:?}: {e}; use e.g. 1h or 1d (or off)"))?;
+                if every.is_zero() {
+                    bail!("--reapply-every {text:?}: zero would re-apply on every run; use e.g. 1h, or off");
+                }
+                Some(every)
+            }
+            None => None,
+        };
         redact::register_url(&repo_url);
         Ok(Settings {
             repo_url_display: redact::url(&repo_url),
@@ -341,6 +388,8 @@ impl Settings {
             allow_rewind: args.allow_rewind,
             allow_diverged: args.allow_diverged,
             fleet,
+            testing,
+            reapply_every,
         })
     }
 }
@@ -372,6 +421,14 @@ mod tests {
         );
         assert!(parse_env_file("no equals sign").unwrap_err().contains("line 1"));
         assert!(parse_env_file("BAD-NAME=1").is_err());
+    }
+
+    #[test]
+    fn testing_branch_pattern() {
+        let web = testing_branch("testing/{host}", "web-1", Some("refs/heads/main")).unwrap();
+        assert_eq!((web.name.as_str(), web.reference.as_str()), ("testing/web-1", "refs/heads/testing/web-1"));
+        assert!(testing_branch("testing/{host}", "bad host", None).unwrap_err().to_string().contains("not a valid"));
+        assert!(testing_branch("main", "web-1", Some("refs/heads/main")).unwrap_err().to_string().contains("itself"));
     }
 
     #[test]

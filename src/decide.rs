@@ -60,6 +60,22 @@ pub enum Why {
     Rewind,
     /// A diverged history, allowed by `--allow-diverged`.
     Diverged,
+    /// The live commit came from a testing branch that is gone, merged or off the branch: back to the branch.
+    LeaveTesting,
+    /// The live commit again, on the `--reapply-every` schedule, to repair drift.
+    Reconcile,
+}
+
+impl Why {
+    /// `GITOPS_REASON` for the entrypoint: `reconcile` on the `--reapply-every` schedule (retries of it
+    /// included), `retry` for another attempt at a commit that failed, `new-commit` otherwise.
+    pub fn reason(self, attempt: u32) -> &'static str {
+        match self {
+            Why::Reconcile => "reconcile",
+            _ if attempt > 1 => "retry",
+            _ => "new-commit",
+        }
+    }
 }
 
 /// Decide what to do about `history.remote`.

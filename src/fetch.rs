@@ -9,6 +9,8 @@ use gix::remote::Direction;
 
 /// The local ref the fetched branch tip is stored under; keeps its objects reachable.
 const REMOTE_REF: &str = "refs/gitops/remote";
+/// The local ref a testing branch's tip is stored under (`--testing-branch`).
+const TESTING_REF: &str = "refs/gitops/testing";
 
 /// The result of a fetch: which commit the remote ref points at.
 #[derive(Debug, Clone)]
@@ -21,6 +23,8 @@ pub struct Fetched {
     pub reference: String,
     /// Its short name: the branch (or tag) name.
     pub branch: String,
+    /// The testing branch's tip, peeled to a commit, when one was asked for and the remote has it.
+    pub testing: Option<ObjectId>,
 }
 
 /// What to fetch from where.
@@ -36,6 +40,10 @@ pub struct Source<'a> {
     pub http_credentials: Option<&'a (String, String)>,
     /// The deployed commit: when the remote still points there, nothing is read from the cache.
     pub deployed: Option<ObjectId>,
+    /// A second full ref fetched over the same connection (`--testing-branch`); it may be missing.
+    pub testing: Option<&'a str>,
+    /// The branch tip a live testing commit was deployed on: known to be a commit, as `deployed` is.
+    pub testing_base: Option<ObjectId>,
 }
 
 /// The cache repository turned out to be missing objects it claims to have.
@@ -126,19 +134,23 @@ fn open_isolated(path: &Path) -> anyhow::Result<gix::Repository> {
 }
 
 /// Connect, list the remote's refs (one ls-refs) and hand the connection and the mapping of the
-/// wanted ref (`from.reference`, else HEAD) to `then`.
+/// wanted ref (`from.reference`, else HEAD) to `then`, with that of `from.testing` when the remote has it.
 fn with_ref_map<R>(
     repo: &gix::Repository,
     from: Source<'_>,
     then: impl FnOnce(
         gix::remote::fetch::Prepare<'_, '_, Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>>,
         gix::remote::fetch::refmap::Mapping,
+        Option<gix::remote::fetch::refmap::Mapping>,
         &str,
     ) -> anyhow::Result<R>,
 ) -> anyhow::Result<R> {
     let url = from.display_url;
     let source = from.reference.unwrap_or("HEAD").to_string();
-    let spec = format!("+{source}:{REMOTE_REF}");
+    // Both refs in one listing: the testing branch costs no extra round trip.
+    let specs: Vec<String> = std::iter::once(format!("+{source}:{REMOTE_REF}"))
+        .chain(from.testing.map(|testing| format!("+{testing}:{TESTING_REF}")))
+        .collect();
     let remote = repo
         .remote_at(from.url)
         .with_context(|| {
@@ -146,7 +158,7 @@ fn with_ref_map<R>(
                 "{url:?} is not a repository URL; use a path, file://, git://, http(s)://, ssh:// or user@host:path"
             )
         })?
-        .with_refspecs(Some(spec.as_str()), Direction::Fetch)
+        .with_refspecs(specs.iter().map(String::as_str), Direction::Fetch)
         .context("building the fetch refspec")?
         // Tags are not needed to decide or check out, and would make every poll list them all.
         .with_fetch_tags(gix::remote::fetch::Tags::None);
@@ -172,26 +184,24 @@ fn with_ref_map<R>(
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(anyhow::Error::new)
         .with_context(|| format!("listing refs of {url}"))?;
-    let mapping = prepare
-        .ref_map()
-        .mappings
-        .iter()
-        .find(|m| m.remote.as_name().is_some_and(|name| name == source.as_str()))
-        .cloned()
-        .ok_or_else(|| match from.reference {
-            Some(reference) => match reference.strip_prefix("refs/heads/") {
-                Some(branch) => anyhow!("branch {branch:?} does not exist on {url}; push it or fix --branch"),
-                None => anyhow!("ref {reference:?} does not exist on {url}; push it or fix --ref"),
-            },
-            None => anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch"),
-        })?;
-    then(prepare, mapping, &source)
+    let mapped = |wanted: &str| {
+        prepare.ref_map().mappings.iter().find(|m| m.remote.as_name().is_some_and(|name| name == wanted)).cloned()
+    };
+    let testing = from.testing.and_then(mapped);
+    let mapping = mapped(source.as_str()).ok_or_else(|| match from.reference {
+        Some(reference) => match reference.strip_prefix("refs/heads/") {
+            Some(branch) => anyhow!("branch {branch:?} does not exist on {url}; push it or fix --branch"),
+            None => anyhow!("ref {reference:?} does not exist on {url}; push it or fix --ref"),
+        },
+        None => anyhow!("{url} has no HEAD (empty repository?); push a commit or pass --branch"),
+    })?;
+    then(prepare, mapping, testing, &source)
 }
 
 /// The commit the remote's ref (or HEAD) points at and the ref's short name, from its ref listing
 /// alone: nothing is fetched.
 pub fn remote_tip(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<(ObjectId, String)> {
-    with_ref_map(repo, from, |prepare, mapping, source| {
+    with_ref_map(repo, from, |prepare, mapping, _, source| {
         let tip = match &mapping.remote {
             // An annotated tag: the commit it points at, as the listing peeled it.
             gix::remote::fetch::refmap::Source::Ref(gix::protocol::handshake::Ref::Peeled { object, .. }) => {
@@ -222,7 +232,9 @@ fn short_ref(reference: &str) -> String {
 ///
 /// Only the one ref is asked for; when its tip is already in the cache no pack is transferred.
 pub fn fetch(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched> {
-    with_ref_map(repo, from, |prepare, mapping, source| fetch_mapped(repo, from, prepare, mapping, source))
+    with_ref_map(repo, from, |prepare, mapping, testing, source| {
+        fetch_mapped(repo, from, prepare, mapping, testing, source)
+    })
 }
 
 /// The rest of `fetch`, once the wanted ref is known.
@@ -235,13 +247,16 @@ fn fetch_mapped(
         Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>,
     >,
     mapping: gix::remote::fetch::refmap::Mapping,
+    testing: Option<gix::remote::fetch::refmap::Mapping>,
     source: &str,
 ) -> anyhow::Result<Fetched> {
     let url = from.display_url;
     let interrupt = AtomicBool::new(false);
     let tip =
         mapping.remote.as_id().ok_or_else(|| anyhow!("{url} did not say which commit {source} points at"))?.to_owned();
-    let up_to_date = already_fetched(repo, tip);
+    let testing_tip = testing.as_ref().and_then(|m| m.remote.as_id()).map(|id| id.to_owned());
+    let up_to_date =
+        already_fetched(repo, REMOTE_REF, tip) && testing_tip.is_none_or(|t| already_fetched(repo, TESTING_REF, t));
     let remote_refs = if up_to_date {
         // A no-op poll ends with the ref advertisement: nothing to negotiate, receive or record.
         // Dropping the connection tells the server we are done.
@@ -261,10 +276,20 @@ fn fetch_mapped(
         None => head_target(&remote_refs).unwrap_or_else(|| "HEAD".into()),
     };
     let branch = short_ref(&reference);
-    if up_to_date && from.deployed == Some(tip) {
+    let known = |id: ObjectId| up_to_date && (from.deployed == Some(id) || from.testing_base == Some(id));
+    let testing = match (from.testing, testing_tip) {
+        (None, _) => None,
+        (Some(_), None) => {
+            forget_testing(repo);
+            None
+        }
+        (Some(_), Some(id)) if known(id) => Some(id),
+        (Some(name), Some(id)) => Some(peel_commit(repo, id, name, url)?),
+    };
+    if known(tip) {
         // Nothing new and known to be a commit: the object database is not even opened (opening a
         // pack index reads a table as long as the history).
-        return Ok(Fetched { commit: tip, tag: None, reference, branch });
+        return Ok(Fetched { commit: tip, tag: None, reference, branch, testing });
     }
     let object = repo.find_object(tip).map_err(|e| {
         anyhow::Error::new(CacheDamaged(format!("fetched tip {tip} of {source} cannot be read from the cache ({e})")))
@@ -274,13 +299,33 @@ fn fetch_mapped(
         .peel_to_commit()
         .map_err(|e| anyhow::Error::new(CacheDamaged(format!("{source} on {url}: its commit cannot be read ({e})"))))?
         .id;
-    Ok(Fetched { commit, tag, reference, branch })
+    Ok(Fetched { commit, tag, reference, branch, testing })
 }
 
-/// Whether our ref already points at `tip`, i.e. an earlier fetch brought it (a damaged cache is
-/// found and rebuilt by the first fetch that has something to receive).
-fn already_fetched(repo: &gix::Repository, tip: ObjectId) -> bool {
-    let Ok(Some(reference)) = repo.try_find_reference(REMOTE_REF) else { return false };
+/// The commit `tip` of the testing branch `name` (a branch: a tag there is peeled like any ref).
+fn peel_commit(repo: &gix::Repository, tip: ObjectId, name: &str, url: &str) -> anyhow::Result<ObjectId> {
+    let object = repo.find_object(tip).map_err(|e| {
+        anyhow::Error::new(CacheDamaged(format!("fetched tip {tip} of {name} cannot be read from the cache ({e})")))
+    })?;
+    Ok(object
+        .peel_to_commit()
+        .map_err(|e| anyhow::Error::new(CacheDamaged(format!("{name} on {url}: its commit cannot be read ({e})"))))?
+        .id)
+}
+
+/// Drop our copy of a testing branch the remote no longer has, so its commits are not kept alive.
+fn forget_testing(repo: &gix::Repository) {
+    if let Ok(Some(reference)) = repo.try_find_reference(TESTING_REF)
+        && let Err(e) = reference.delete()
+    {
+        log::debug!("removing {TESTING_REF} from the cache: {e}");
+    }
+}
+
+/// Whether our `local` ref already points at `tip`, i.e. an earlier fetch brought it (a damaged cache
+/// is found and rebuilt by the first fetch that has something to receive).
+fn already_fetched(repo: &gix::Repository, local: &str, tip: ObjectId) -> bool {
+    let Ok(Some(reference)) = repo.try_find_reference(local) else { return false };
     reference.target().try_id() == Some(tip.as_ref())
 }
 

@@ -127,6 +127,10 @@ impl Layout {
     pub fn reboot_request(&self) -> PathBuf {
         self.root.join("reboot-request")
     }
+    /// The hold `gitops suspend` puts on this host (absent when not suspended).
+    pub fn suspension(&self) -> PathBuf {
+        self.root.join("suspend.json")
+    }
     /// Undelivered notifications, one directory per target.
     pub fn outbox(&self) -> PathBuf {
         self.root.join("outbox")
@@ -162,8 +166,14 @@ impl Layout {
             }
         }
         // Files gitops (or ssh, or the entrypoint) writes by name: a symlink there would aim the write.
-        for file in [self.last_run(), self.known_hosts(), self.ssh_log(), self.reboot_request(), self.secrets_record()]
-        {
+        for file in [
+            self.last_run(),
+            self.known_hosts(),
+            self.ssh_log(),
+            self.reboot_request(),
+            self.secrets_record(),
+            self.suspension(),
+        ] {
             if fs::symlink_metadata(&file).is_ok_and(|meta| meta.file_type().is_symlink()) {
                 return Err(Failure::usage(anyhow!(
                     "{} is a symbolic link where gitops keeps a file; remove it (rm {}) and run again",

@@ -29,6 +29,7 @@ mod procfs;
 #[cfg(test)]
 mod proptests;
 mod reboot;
+mod reconcile;
 mod redact;
 mod report;
 mod reuse;
@@ -38,8 +39,10 @@ mod secrets;
 mod signers;
 mod splay;
 mod state;
+mod suspend;
 mod sync;
 mod teardown;
+mod testing;
 mod verify;
 mod webhook;
 
@@ -100,6 +103,8 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         Command::Status(args) => commands::status::status(args),
         Command::Secrets(args) => commands::secrets::run(args),
         Command::Logs(args) => commands::status::logs(args),
+        Command::Suspend(args) => commands::suspend::suspend(args),
+        Command::Resume(args) => commands::suspend::resume(args),
         Command::Fleet(args) => commands::fleet::run(&args),
         Command::Webhook(args) => {
             webhook::run(args)?;

@@ -65,6 +65,18 @@ pub struct RunSummary {
     /// A due reboot that has not happened yet: the time it was due from (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reboot_pending_since: Option<String>,
+    /// The ref the live commit came from, when it is not the branch (a testing branch, e.g. `testing/web-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_from: Option<String>,
+    /// `gitops suspend` holds this host: since when (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_since: Option<String>,
+    /// When the suspension ends by itself (RFC 3339); absent while it lasts until `gitops resume`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_until: Option<String>,
+    /// Why the host is suspended, as given to `gitops suspend --reason`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_reason: Option<String>,
     /// This host's tags (`--tags`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -99,6 +111,13 @@ impl RunSummary {
         }
         if let Some(reboot) = &self.reboot {
             line.push_str(&format!(" — {reboot}"));
+        }
+        if let Some(from) = &self.deployed_from {
+            line.push_str(&format!(" — from {}", printable(from)));
+        }
+        if self.suspended_since.is_some() {
+            let reason = self.suspended_reason.as_deref().map(|r| format!(": {}", printable(r))).unwrap_or_default();
+            line.push_str(&format!(" — suspended{reason}"));
         }
         line
     }

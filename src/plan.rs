@@ -36,6 +36,8 @@ pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> an
     let action = match plan.why {
         Why::Rewind => "apply (rewind allowed)",
         Why::Diverged => "apply (divergence allowed)",
+        Why::LeaveTesting => "apply (back from the testing branch)",
+        Why::Reconcile => "re-apply the live commit (reconcile)",
         Why::FirstDeploy | Why::FastForward | Why::Reapply => "apply",
     };
     let _ = writeln!(out, "would: {action}");

@@ -29,6 +29,18 @@ pub struct State {
     /// Reboot requests, the reboot in flight and a FleetLock slot held (left out while there are none).
     #[serde(default, skip_serializing_if = "crate::reboot::record::RebootState::is_empty")]
     pub reboot: crate::reboot::record::RebootState,
+    /// The ref `applied_commit` came from (`main`, `testing/web-1`), when it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed_from: Option<String>,
+    /// When `applied_commit` came from a testing branch: the branch's tip it was deployed on. Its
+    /// presence is what lets the host leave the testing commit for the branch, and the branch must
+    /// not move behind it (the branch's own rewind guard while a testing commit is live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub testing_base: Option<String>,
+    /// The last successful reconcile (`--reapply-every`) of `applied_commit` (RFC 3339); `applied_at`
+    /// stays the time it went live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciled_at: Option<String>,
     /// Where this host stands in the rollout of the newest commit with a rollout policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRecord>,
@@ -112,6 +124,9 @@ pub struct AttemptRecord {
 impl State {
     /// Record a successful apply of `commit`.
     pub fn record_applied(&mut self, commit: &str, at: String) {
+        if self.applied_commit.as_deref() != Some(commit) {
+            self.reconciled_at = None;
+        }
         self.applied_commit = Some(commit.to_string());
         self.applied_at = Some(at);
         self.applied_history.retain(|c| c != commit);
@@ -127,6 +142,7 @@ impl State {
             .into_iter()
             .chain(self.applied_history.iter().map(|c| ("applied_history", Some(c.as_str()))))
             .chain([("last_attempt.commit", attempt.map(|a| a.commit.as_str()))])
+            .chain([("testing_base", self.testing_base.as_deref())])
             .chain([("last_attempt.previous_commit", attempt.and_then(|a| a.previous_commit.as_deref()))]);
         for (field, value) in commits {
             if let Some(value) = value

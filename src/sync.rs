@@ -28,7 +28,9 @@ use crate::secrets::{self, Unsealed};
 use crate::splay;
 use crate::state::{self, AttemptRecord, SignatureVerdict, State};
 use crate::teardown;
+use crate::testing::{self, Route};
 use crate::verify;
+use crate::{reconcile, suspend};
 
 /// How much of an entrypoint log a notification carries (Discord attaches it).
 const LOG_TAIL_MAX: u64 = 1024 * 1024;
@@ -93,9 +95,22 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let deployed = state.applied_commit.as_deref().map(|hex| commit_id::parse(hex, "applied_commit")).transpose()?;
     summary.live_commit = deployed.map(|d| d.to_string());
     summary.live_since = state.applied_at.clone();
+    summary.deployed_from = state.testing_base.as_ref().and(state.deployed_from.clone());
+    if let Some(hold) = suspend::active(layout, crate::clock::now_unix(), !settings.dry_run)? {
+        let message = hold.describe(crate::clock::now_unix());
+        log::info!("{message}: nothing fetched or applied");
+        summary.deferred = Some(crate::notify::Deferral { kind: "suspend".into(), message, until: hold.until.clone() });
+        (summary.suspended_since, summary.suspended_until) = (Some(hold.since), hold.until);
+        summary.suspended_reason = hold.reason;
+        return Ok(Outcome::Deferred);
+    }
 
-    let (repo, fetched) = fetch_or_rebuild(settings, layout, deployed)?;
+    let testing_base = state.testing_base.as_deref().map(|hex| commit_id::parse(hex, "testing_base")).transpose()?;
+    let (repo, fetched) = fetch_or_rebuild(settings, layout, deployed, testing_base)?;
     crate::failpoint::hit("fetched");
+    let allowed = Allowed { rewind: settings.allow_rewind, diverged: settings.allow_diverged };
+    let route = testing::route(&repo, settings.testing.as_ref(), fetched, deployed, &state, allowed)?;
+    let fetched = route.fetched.clone();
     let remote = fetched.commit;
     describe(&repo, &fetched, deployed, summary);
     let history = History {
@@ -109,21 +124,44 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         live_is_remote: checkout::live_commit(layout)
             .is_some_and(|live| ObjectId::from_hex(live.as_bytes()).is_ok_and(|live| live == remote)),
     };
-    let allowed = Allowed { rewind: settings.allow_rewind, diverged: settings.allow_diverged };
-    let decision = decide(&history, allowed);
+    let decision = testing::adjust(&route, decide(&history, allowed));
+    let reconcile = match (decision, settings.reapply_every) {
+        (Decision::UpToDate, Some(every)) => reconcile::due(
+            &state,
+            remote,
+            every.as_secs() as i64,
+            settings.max_attempts,
+            settings.retry,
+            crate::clock::now_unix(),
+        ),
+        _ => reconcile::Due::NotYet,
+    };
     // Only counted when something is new: a no-op poll walks no history.
     summary.commits_behind = match (decision, deployed) {
         (Decision::UpToDate, _) => Some(0),
         (_, Some(deployed)) => fetch::commits_between(&repo, deployed, remote),
         (_, None) => None,
     };
-    let why = match decision {
-        Decision::Apply(why) => why,
-        Decision::UpToDate => {
-            log::info!("up-to-date ({} {} in {:.2?})", fetched.branch, short_id(remote), started.elapsed());
+    let why = match (decision, reconcile) {
+        (Decision::Apply(why), _) => why,
+        (Decision::UpToDate, reconcile::Due::Run(_)) => Why::Reconcile,
+        (Decision::UpToDate, reconcile::Due::GaveUp(n)) => {
+            log::error!(
+                "reconciling {} failed {n} times in a row; trying again one --reapply-every period after the last failure, or now with gitops sync --retry (log: {})",
+                short_id(remote),
+                layout.entrypoint_log(remote).display()
+            );
+            return Ok(Outcome::ApplyFailed);
+        }
+        (Decision::UpToDate, reconcile::Due::NotYet) => {
+            if testing::settle(&mut state, &route, &fetched.branch) && !settings.dry_run {
+                state::save(&layout.state_file(), &state)?;
+                summary.deployed_from = route.testing.clone();
+            }
+            log::info!("up-to-date ({} {} in {:.2?})", from_label(&route), short_id(remote), started.elapsed());
             return Ok(Outcome::UpToDate);
         }
-        Decision::Refuse(refusal) => return Ok(refuse(refusal, &fetched, deployed)),
+        (Decision::Refuse(refusal), _) => return Ok(refuse(refusal, &route, deployed)),
     };
     if why == Why::Reapply {
         log::warn!("the live revision is not the applied commit {}; re-applying it", short_id(remote));
@@ -143,7 +181,8 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     }
 
-    if why != Why::Reapply
+    // Re-running the live commit is not a rollout of it: no wave or gate holds a reconcile.
+    if !matches!(why, Why::Reapply | Why::Reconcile)
         && let Some(hold) = rollout_hold(settings, layout, &repo, &mut state, remote, why)?
     {
         log::info!("{} ({} {}): {}", Outcome::Deferred, fetched.branch, short_id(remote), hold.message);
@@ -162,7 +201,11 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         Some((hex, n)) => Some((commit_id::parse(hex, "last_attempt.commit")?, n)),
         None => None,
     };
-    let attempt = match plan_attempt(remote, last_failure, settings.max_attempts, settings.retry) {
+    let planned = match reconcile {
+        reconcile::Due::Run(n) => Attempt::Run(n),
+        _ => plan_attempt(remote, last_failure, settings.max_attempts, settings.retry),
+    };
+    let attempt = match planned {
         Attempt::Run(n) => n,
         Attempt::GiveUp(n) => {
             log::error!(
@@ -186,13 +229,21 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         return Ok(Outcome::Applied);
     }
 
-    let begun = Begun { commit: remote, previous: deployed, attempt, at: now(), clock: Instant::now() };
-    let (ran, log) = deploy(settings, layout, &repo, &fetched, deployed, &changed, attempt, &unsealed)?;
+    let begun = Begun { commit: remote, previous: deployed, attempt, why, at: now(), clock: Instant::now() };
+    if why == Why::Reconcile {
+        log::info!(
+            "reconciling {} (--reapply-every {:?})",
+            short_id(remote),
+            settings.reapply_every.unwrap_or_default()
+        );
+    }
+    let (ran, log) = deploy(settings, layout, &repo, &route, deployed, &changed, begun.reason(), &unsealed)?;
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
-    record(&mut state, layout, begun, outcome, &ran, log.clone())?;
+    record(&mut state, layout, begun, outcome, &ran, log.clone(), &route)?;
     if ran.success {
         (summary.live_commit, summary.commits_behind) = (Some(remote.to_string()), Some(0));
         summary.live_since = state.applied_at.clone();
+        summary.deployed_from = route.testing.clone();
     }
     summary.error = ran.error.clone();
     (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
@@ -206,7 +257,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         None => log::info!(
             "applied, was {} ({} {} in {:.2?})",
             short_opt(deployed),
-            fetched.branch,
+            from_label(&route),
             short_id(remote),
             started.elapsed()
         ),
@@ -218,6 +269,14 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         ),
     }
     Ok(outcome)
+}
+
+/// Where the target comes from, for log lines: the branch, or "testing/web-1 (testing branch)".
+fn from_label(route: &Route) -> String {
+    match &route.testing {
+        Some(name) => format!("{name} (testing branch)"),
+        None => route.fetched.branch.clone(),
+    }
 }
 
 /// The rollout policy's word on `remote`; this host's record of the commit is saved when it changed.
@@ -247,8 +306,13 @@ fn rollout_hold(
 }
 
 /// The outcome of a refused commit, with the line that tells the operator why and what to do.
-fn refuse(refusal: Refusal, fetched: &Fetched, deployed: Option<ObjectId>) -> Outcome {
-    let (branch, remote, deployed) = (&fetched.branch, short_id(fetched.commit), short_opt(deployed));
+fn refuse(refusal: Refusal, route: &Route, deployed: Option<ObjectId>) -> Outcome {
+    // The branch's own refusal names the branch and its tip, even when a testing commit is the target.
+    let (branch, remote) = match (route.branch_refused, route.base) {
+        (Some(_), Some(base)) => (route.fetched.branch.clone(), short_id(base)),
+        _ => (from_label(route), short_id(route.fetched.commit)),
+    };
+    let (branch, deployed) = (&branch, short_opt(deployed));
     match refusal {
         Refusal::NeedPush => {
             log::warn!(
@@ -273,12 +337,13 @@ fn deploy(
     settings: &Settings,
     layout: &Layout,
     repo: &gix::Repository,
-    fetched: &Fetched,
+    route: &Route,
     deployed: Option<ObjectId>,
     changed: &[BString],
-    attempt: u32,
+    reason: Reason,
     unsealed: &Unsealed,
 ) -> Result<(Ran, PathBuf), Failure> {
+    let (fetched, attempt) = (&route.fetched, reason.attempt);
     let remote = fetched.commit;
     let checkout_dir = checkout::materialise(repo, layout, remote, settings.keep_revisions)?;
     crate::failpoint::hit("checkout-complete");
@@ -306,6 +371,8 @@ fn deploy(
             ("GITOPS_HOSTNAME", settings.hostname.clone()),
             ("GITOPS_TAGS", inventory.tags_env()),
             ("GITOPS_REBOOT_REQUEST", layout.reboot_request().display().to_string()),
+            ("GITOPS_REASON", reason.label.to_string()),
+            ("GITOPS_DEPLOYED_FROM", route.testing.clone().unwrap_or_else(|| fetched.branch.clone())),
         ]
         .into_iter()
         .chain(mounted.as_ref().map(|m| ("GITOPS_SECRETS_DIR", m.path().display().to_string())))
@@ -372,13 +439,31 @@ struct Begun {
     previous: Option<ObjectId>,
     /// Which attempt at `commit` this is.
     attempt: u32,
+    /// Why it runs.
+    why: Why,
     /// When it started (RFC 3339).
     at: String,
     /// When it started, for its duration.
     clock: Instant,
 }
 
-/// Record the attempt (and, when it succeeded, the applied commit) in state.json.
+impl Begun {
+    /// What the entrypoint is told about this run.
+    fn reason(&self) -> Reason {
+        Reason { attempt: self.attempt, label: self.why.reason(self.attempt) }
+    }
+}
+
+/// Which attempt this is and why it runs (`GITOPS_REASON`).
+#[derive(Debug, Clone, Copy)]
+struct Reason {
+    /// Which attempt at the commit this is.
+    attempt: u32,
+    /// `new-commit`, `retry` or `reconcile`.
+    label: &'static str,
+}
+
+/// Record the attempt (and, when it succeeded, the applied commit and the ref it came from) in state.json.
 fn record(
     state: &mut State,
     layout: &Layout,
@@ -386,6 +471,7 @@ fn record(
     outcome: Outcome,
     ran: &Ran,
     log: PathBuf,
+    route: &Route,
 ) -> Result<(), Failure> {
     let finished_at = now();
     state.last_attempt = Some(AttemptRecord {
@@ -400,8 +486,12 @@ fn record(
         duration_ms: begun.clock.elapsed().as_millis() as u64,
         log,
     });
-    if ran.success {
+    if ran.success && begun.why == Why::Reconcile {
+        // The commit went live earlier: applied_at (and the metrics' live-since) stays.
+        state.reconciled_at = Some(finished_at);
+    } else if ran.success {
         state.record_applied(&begun.commit.to_string(), finished_at);
+        testing::record(state, route, &route.fetched.branch);
     }
     state::save(&layout.state_file(), state)?;
     crate::failpoint::hit("state-saved");
@@ -413,8 +503,9 @@ fn fetch_or_rebuild(
     settings: &Settings,
     layout: &Layout,
     deployed: Option<ObjectId>,
+    testing_base: Option<ObjectId>,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
-    match fetch_once(settings, layout, deployed) {
+    match fetch_once(settings, layout, deployed, testing_base) {
         Err(error) if cache_damaged(&error) => {
             log::warn!(
                 "cache repository {} is damaged ({}); rebuilding it from the remote",
@@ -423,7 +514,7 @@ fn fetch_or_rebuild(
             );
             std::fs::remove_dir_all(layout.cache())
                 .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
-            fetch_once(settings, layout, deployed)
+            fetch_once(settings, layout, deployed, testing_base)
         }
         other => other,
     }
@@ -434,6 +525,7 @@ fn fetch_once(
     settings: &Settings,
     layout: &Layout,
     deployed: Option<ObjectId>,
+    testing_base: Option<ObjectId>,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
     let repo = fetch::open_cache(
         &layout.cache(),
@@ -449,6 +541,8 @@ fn fetch_once(
         reference: settings.source_ref.as_deref(),
         http_credentials: settings.http_credentials.as_ref(),
         deployed,
+        testing: settings.testing.as_ref().map(|t| t.reference.as_str()),
+        testing_base,
     };
     let what = format!("fetching from {}", settings.repo_url_display);
     let (fetched, expired) = deadline::run(settings.fetch_timeout, &what, || fetch::fetch(&repo, source));

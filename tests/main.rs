@@ -15,6 +15,7 @@ mod recipes;
 mod reliability;
 mod reporting;
 mod rollout;
+mod rollout_host;
 mod secrets;
 mod sync;
 mod transports;

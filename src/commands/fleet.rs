@@ -90,6 +90,8 @@ fn repository_tip(url: &str, branch: Option<&str>) -> Result<(String, String), F
             reference: settings.source_ref.as_deref(),
             http_credentials: settings.http_credentials.as_ref(),
             deployed: None,
+            testing: None,
+            testing_base: None,
         };
         let what = format!("listing the refs of {}", settings.repo_url_display);
         let (listed, expired) =

@@ -6,4 +6,5 @@ pub mod generate;
 pub mod install_units;
 pub mod secrets;
 pub mod status;
+pub mod suspend;
 pub mod verify;

@@ -16,6 +16,7 @@ use crate::outcome::{Failure, Outcome};
 use crate::parse::parse_duration;
 use crate::printable::printable;
 use crate::state;
+use crate::suspend;
 
 /// Print where this host stands; exit 0 when healthy, 1 when the last run failed or success is too old.
 pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
@@ -32,6 +33,16 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
     let applied_commit = state.applied_commit.clone();
     let (subject, author) = applied_commit.as_deref().map(|c| describe(&layout, c)).unwrap_or((None, None));
     let mut problems = Vec::new();
+    let now_unix = crate::clock::now_unix();
+    // An unreadable hold is shown as a problem: sync stops on it too.
+    let suspension = match suspend::load(&layout) {
+        Ok(hold) => hold.filter(|hold| !hold.expired(now_unix)),
+        Err(e) => {
+            problems.push(format!("{e:#}"));
+            None
+        }
+    };
+
     match &record.last_run {
         None if applied_commit.is_none() => problems.push("no run recorded yet".to_string()),
         Some(run) if run.result.is_failure() => problems.push(format!(
@@ -68,6 +79,16 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
             "author": author,
             "applied_at": state.applied_at,
             "age_seconds": age(&state.applied_at),
+            "deployed_from": state.deployed_from,
+            "testing_branch": state.testing_base.as_ref().and(state.deployed_from.as_ref()),
+            "reconciled_at": state.reconciled_at,
+        })),
+        "suspended": suspension.as_ref().map(|hold| json!({
+            "since": hold.since,
+            "by": hold.by,
+            "reason": hold.reason,
+            "until": hold.until,
+            "summary": hold.describe(now_unix),
         })),
         "last_run": last_run,
         "last_success_at": record.last_success_at,
@@ -101,6 +122,15 @@ fn print_human(doc: &serde_json::Value) {
             applied["age_seconds"].as_i64().map(human).unwrap_or_else(|| "?".into())
         ),
         None => println!("applied:      nothing yet"),
+    }
+    if let Some(testing) = doc["applied"]["testing_branch"].as_str() {
+        println!("deployed from: {} (testing branch)", printable(testing));
+    }
+    if let Some(at) = doc["applied"]["reconciled_at"].as_str() {
+        println!("reconciled:   {at}");
+    }
+    if let Some(hold) = doc["suspended"].as_object() {
+        println!("suspended:    {}", text(&hold["summary"]).trim_start_matches("suspended "));
     }
     if let Some(run) = doc["last_run"].as_object() {
         println!(
