@@ -129,7 +129,9 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
     // what is left of this group (cron and manual runs have no systemd control group to do it).
     if let Some(leader) = procfs::process(pgid) {
         let record = format!("{pgid} {} {}\n", leader.start, procfs::boot_id());
-        if let Err(e) = crate::state::write_atomic(job.group_file, record.as_bytes()) {
+        // Not fsynced: the record only matters while this boot lasts (it names the boot), and every
+        // microsecond before it exists is one in which a killed run could leave the group unrecorded.
+        if let Err(e) = crate::state::write_replace(job.group_file, record.as_bytes()) {
             log::warn!("recording the {} process group: {e:#}", job.role);
         }
     }
