@@ -181,8 +181,10 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     }
 
-    // Re-running the live commit is not a rollout of it: no wave or gate holds a reconcile.
+    // Re-running the live commit is not a rollout of it, and a host's own testing branch is that host's
+    // alone: no wave or gate holds either.
     if !matches!(why, Why::Reapply | Why::Reconcile)
+        && route.testing.is_none()
         && let Some(hold) = rollout_hold(settings, layout, &repo, &mut state, remote, why)?
     {
         log::info!("{} ({} {}): {}", Outcome::Deferred, fetched.branch, short_id(remote), hold.message);

@@ -163,7 +163,10 @@ fn state_of(host: &Host, tip: Option<&str>, now: f64, limits: Thresholds) -> Sta
         State::Failing
     } else if silent {
         State::Stale
-    } else if behind && host.last_result.as_deref() == Some(Outcome::Deferred.label()) {
+    } else if host.last_result.as_deref() == Some(Outcome::Deferred.label())
+        && (behind || host.deferred.as_deref() == Some("suspend"))
+    {
+        // A suspended host shows even when nothing is new: it would not take the next commit.
         State::Waiting
     } else if behind {
         State::Behind
@@ -264,6 +267,17 @@ mod tests {
         );
         assert_eq!(fleet.counts[&State::Stale], 2);
         assert!(!fleet.converged());
+    }
+
+    #[test]
+    fn a_suspended_host_is_waiting_even_at_the_tip() {
+        let mut suspended = host("s", "new", "new", "deferred");
+        suspended.deferred = Some("suspend".into());
+        let mut waiting = host("w", "new", "new", "deferred");
+        waiting.deferred = Some("wave".into());
+        let fleet = assess(vec![suspended, waiting], BTreeMap::new(), NOW, LIMITS);
+        let states: Vec<(&str, State)> = fleet.hosts.iter().map(|h| (h.host.as_str(), h.state)).collect();
+        assert_eq!(states, [("s", State::Waiting), ("w", State::Converged)]);
     }
 
     #[test]
