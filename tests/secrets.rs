@@ -28,6 +28,16 @@ fn needs() -> bool {
 }
 
 /// A private directory on tmpfs to make the per-run secrets directories in (`--secrets-dir`).
+/// A temp dir with this host's ed25519 key in it, when the tools are there (the one gate).
+fn with_host_key() -> Option<(tempfile::TempDir, SigningKey)> {
+    if !needs() {
+        return None;
+    }
+    let dir = tempdir();
+    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    Some((dir, key))
+}
+
 fn shm_base() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("gitops-secrets-test-").tempdir_in("/dev/shm").expect("a directory in /dev/shm")
 }
@@ -247,11 +257,7 @@ fn applied_with_a_secret(dir: &Path, key: &SigningKey, base: &Path) -> (Remote, 
 
 #[test]
 fn a_tampered_or_truncated_secret_stops_the_run_before_anything_is_applied_and_is_retried() {
-    if !needs() {
-        return;
-    }
-    let dir = tempdir();
-    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    let Some((dir, key)) = with_host_key() else { return };
     let base = shm_base();
     let (remote, host, first) = applied_with_a_secret(dir.path(), &key, base.path());
     let flags = ["--age-identity", key.private.to_str().unwrap(), "--secrets-dir", base.path().to_str().unwrap()];
@@ -288,11 +294,7 @@ fn a_tampered_or_truncated_secret_stops_the_run_before_anything_is_applied_and_i
 
 #[test]
 fn a_secret_in_the_hosts_own_directory_that_it_cannot_decrypt_stops_the_run() {
-    if !needs() {
-        return;
-    }
-    let dir = tempdir();
-    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    let Some((dir, key)) = with_host_key() else { return };
     let other = SigningKey::generate(dir.path(), "other", "ed25519");
     let remote = Remote::new(dir.path());
     remote.script("run.sh", SHOW);
@@ -330,11 +332,7 @@ fn a_secret_in_the_hosts_own_directory_that_it_cannot_decrypt_stops_the_run() {
 
 #[test]
 fn a_secret_echoed_by_the_entrypoint_appears_in_no_log_state_file_or_notification() {
-    if !needs() {
-        return;
-    }
-    let dir = tempdir();
-    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    let Some((dir, key)) = with_host_key() else { return };
     let remote = Remote::new(dir.path());
     let (single, line1, line2) = ("pa55-w0rd-single", "multi-line-one", "multi-line-two");
     remote.script(
@@ -402,11 +400,7 @@ cat "$GITOPS_SECRETS_DIR/cert.pem"; exit 3"#,
 
 #[test]
 fn the_secrets_directory_is_gone_after_a_timeout_and_after_gitops_is_killed() {
-    if !needs() {
-        return;
-    }
-    let dir = tempdir();
-    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    let Some((dir, key)) = with_host_key() else { return };
     let remote = Remote::new(dir.path());
     // The first run hangs (until killed), the second one times out, the third one finishes.
     remote.script(
@@ -455,11 +449,7 @@ echo done >> "$TEST_OUT""#,
 
 #[test]
 fn secrets_are_refused_off_tmpfs_unless_the_directory_is_named_with_secrets_dir() {
-    if !needs() {
-        return;
-    }
-    let dir = tempdir();
-    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    let Some((dir, key)) = with_host_key() else { return };
     let remote = Remote::new(dir.path());
     remote.script("run.sh", SHOW);
     age_encrypt(&remote, "pass.age", "disk-password", &[&key.private.with_extension("pub")], &[], false);
@@ -486,11 +476,7 @@ fn secrets_are_refused_off_tmpfs_unless_the_directory_is_named_with_secrets_dir(
 
 #[test]
 fn dry_run_lists_the_secrets_it_would_decrypt_and_skip_by_name_only() {
-    if !needs() {
-        return;
-    }
-    let dir = tempdir();
-    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    let Some((dir, key)) = with_host_key() else { return };
     let other = SigningKey::generate(dir.path(), "other", "ed25519");
     let remote = Remote::new(dir.path());
     remote.script("run.sh", SHOW);
@@ -527,11 +513,7 @@ fn dry_run_lists_the_secrets_it_would_decrypt_and_skip_by_name_only() {
 
 #[test]
 fn the_outgoing_revisions_teardown_gets_its_own_secrets_and_the_new_entrypoint_the_new_ones() {
-    if !needs() {
-        return;
-    }
-    let dir = tempdir();
-    let key = SigningKey::generate(dir.path(), "hostkey", "ed25519");
+    let Some((dir, key)) = with_host_key() else { return };
     let pub_key = key.private.with_extension("pub");
     let remote = Remote::new(dir.path());
     remote.script("run.sh", r#"echo "run $(cat "$GITOPS_SECRETS_DIR/pass")" >> "$TEST_OUT""#);
