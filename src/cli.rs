@@ -250,6 +250,9 @@ pub struct SyncArgs {
 
     #[command(flatten, next_help_heading = "Fleet")]
     pub fleet: FleetArgs,
+
+    #[command(flatten, next_help_heading = "Large fleets")]
+    pub polling: crate::polling::PollingArgs,
 }
 
 /// Reporting flags of `gitops sync`.

@@ -15,6 +15,7 @@ use crate::hostkey::{HostKeys, ssh_command};
 use crate::layout::Layout;
 use crate::notify::Target;
 use crate::parse::{parse_duration, parse_size};
+use crate::polling::PollingSettings;
 use crate::redact;
 use crate::report::ReportSettings;
 use crate::secret_file::{check_not_writable_by_others, check_private_file, credential, read_secret_file};
@@ -75,6 +76,8 @@ pub struct Settings {
     pub allow_diverged: bool,
     /// Inventory, teardown, reboots, splay.
     pub fleet: FleetSettings,
+    /// Mirrors and the change probe.
+    pub polling: PollingSettings,
 }
 
 /// Signature verification from flags; None when no allowed_signers file is configured or provided as a credential.
@@ -291,6 +294,7 @@ impl Settings {
             None => kernel_hostname()?,
         };
         let fleet = FleetSettings::from_args(args.fleet, &hostname)?;
+        let polling = PollingSettings::from_args(args.polling)?;
         redact::register_url(&repo_url);
         Ok(Settings {
             repo_url_display: redact::url(&repo_url),
@@ -317,6 +321,7 @@ impl Settings {
             allow_rewind: args.allow_rewind,
             allow_diverged: args.allow_diverged,
             fleet,
+            polling,
         })
     }
 }

@@ -50,6 +50,12 @@ pub struct RunSummary {
     /// A reboot this run started or saw completed ("rebooting for …", "rebooted for …").
     #[serde(default)]
     pub reboot: Option<String>,
+    /// The Git remote that served the fetch (URL, redacted); None when no fetch happened (the probe said 304).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
+    /// What the change probe answered, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::polling::record::ProbeAnswer>,
 }
 
 impl RunSummary {
@@ -169,6 +175,8 @@ pub fn json_document(summary: &RunSummary) -> serde_json::Value {
         "log_tail": summary.log_tail.as_deref().map(|log| tail(log, JSON_LOG_MAX)),
         "log_truncated": summary.log_truncated || summary.log_tail.as_deref().is_some_and(|l| l.len() > JSON_LOG_MAX),
         "reboot": summary.reboot,
+        "served_by": summary.served_by,
+        "probe": summary.probe,
     })
 }
 

@@ -29,6 +29,10 @@ pub struct State {
     /// Reboot requests, the reboot in flight and a FleetLock slot held (left out while there are none).
     #[serde(default, skip_serializing_if = "crate::reboot::record::RebootState::is_empty")]
     pub reboot: crate::reboot::record::RebootState,
+    /// The last real fetch: which remote served it, when, and the change probe's validators (kept only
+    /// with `--mirror` or `--probe-url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<crate::polling::record::FetchRecord>,
 }
 
 /// How many applied commits `applied_history` remembers.
@@ -89,6 +93,9 @@ pub struct AttemptRecord {
     pub duration_ms: u64,
     /// Path of the entrypoint's log.
     pub log: PathBuf,
+    /// The remote the commit was fetched from (URL, redacted), when mirrors are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 impl State {

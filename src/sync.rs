@@ -21,6 +21,8 @@ use crate::layout::Layout;
 use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
 use crate::plan::{self, Plan};
+use crate::polling::record::ProbeAnswer;
+use crate::polling::{self, Remote, mirrors};
 use crate::reboot;
 use crate::report;
 use crate::splay;
@@ -85,8 +87,38 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let mut state = state::load_or_quarantine(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| commit_id::parse(hex, "applied_commit")).transpose()?;
 
-    let (repo, fetched) = fetch_or_rebuild(settings, layout, deployed)?;
+    let source = polling::source_of(&settings.repo_url_display, settings.source_ref.as_deref());
+    let context = polling::RunContext {
+        source: &source,
+        retry: settings.retry,
+        ca_file: settings.http_ca_file.as_deref(),
+        fetch_timeout: settings.fetch_timeout,
+    };
+    let validators = match polling::before_fetch(&settings.polling, context, layout, &state) {
+        polling::Before::Unchanged { commit, branch } => {
+            // Reboot settling, reporting and metrics still happen: only the fetch is skipped.
+            log::info!(
+                "up-to-date ({branch} {} per the change probe, in {:.2?})",
+                commit_id::short(&commit),
+                started.elapsed()
+            );
+            (summary.branch, summary.previous_commit) = (Some(branch), Some(commit.clone()));
+            (summary.commit, summary.probe) = (Some(commit), Some(ProbeAnswer::NotModified));
+            return Ok(Outcome::UpToDate);
+        }
+        polling::Before::Fetch { validators, answer } => {
+            summary.probe = answer;
+            validators
+        }
+    };
+    let (repo, fetched, served_by) = fetch_from_remotes(settings, layout, deployed)?;
     crate::failpoint::hit("fetched");
+    summary.served_by = Some(served_by.display_url.clone());
+    if polling::after_fetch(&settings.polling, &mut state, &source, &served_by, &fetched.branch, validators)
+        && !settings.dry_run
+    {
+        state::save(&layout.state_file(), &state)?;
+    }
     let remote = fetched.commit;
     describe(&repo, &fetched, deployed, summary);
     let history = History {
@@ -153,7 +185,8 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let begun = Begun { commit: remote, previous: deployed, attempt, at: now(), clock: Instant::now() };
     let (ran, log) = deploy(settings, layout, &repo, &fetched, deployed, &changed, attempt)?;
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
-    record(&mut state, layout, begun, outcome, &ran, log.clone())?;
+    let served_by = summary.served_by.clone().filter(|_| !settings.polling.mirrors.is_empty());
+    record(&mut state, layout, begun, outcome, &ran, log.clone(), served_by)?;
     summary.error = ran.error.clone();
     (summary.log_tail, summary.log_truncated) = read_tail(&log, LOG_TAIL_MAX);
     if let Err(e) = checkout::prune(layout, settings.keep_revisions) {
@@ -280,6 +313,7 @@ fn record(
     outcome: Outcome,
     ran: &Ran,
     log: PathBuf,
+    served_by: Option<String>,
 ) -> Result<(), Failure> {
     let finished_at = now();
     state.last_attempt = Some(AttemptRecord {
@@ -293,6 +327,7 @@ fn record(
         finished_at: finished_at.clone(),
         duration_ms: begun.clock.elapsed().as_millis() as u64,
         log,
+        served_by,
     });
     if ran.success {
         state.record_applied(&begun.commit.to_string(), finished_at);
@@ -302,13 +337,54 @@ fn record(
     Ok(())
 }
 
+/// Fetch from the primary, then from each mirror in order while the ones before could not be reached;
+/// returns which remote served the fetch. A remote that answered (even with an error) ends the search.
+fn fetch_from_remotes(
+    settings: &Settings,
+    layout: &Layout,
+    deployed: Option<ObjectId>,
+) -> anyhow::Result<(gix::Repository, Fetched, Remote)> {
+    let primary = Remote::primary(&settings.repo_url, &settings.repo_url_display);
+    let remotes: Vec<&Remote> = std::iter::once(&primary).chain(&settings.polling.mirrors).collect();
+    let mut unreachable: Vec<String> = Vec::new();
+    for (index, remote) in remotes.iter().enumerate() {
+        match fetch_or_rebuild(settings, layout, remote, &primary, deployed) {
+            Ok((repo, fetched)) => {
+                if !unreachable.is_empty() {
+                    log::warn!("fetched from {} {} ({})", remote.role(), remote.display_url, unreachable.join("; "));
+                }
+                return Ok((repo, fetched, (*remote).clone()));
+            }
+            Err(error) if index + 1 < remotes.len() && mirrors::unreachable(&error) => {
+                let next = remotes[index + 1];
+                log::warn!(
+                    "{} {} cannot be reached ({}); trying {} {}",
+                    remote.role(),
+                    remote.display_url,
+                    Failure::from(anyhow!("{error:#}")).message(),
+                    next.role(),
+                    next.display_url
+                );
+                unreachable.push(format!("{} {} unreachable", remote.role(), remote.display_url));
+            }
+            Err(error) if unreachable.is_empty() => return Err(error),
+            Err(error) => {
+                return Err(error.context(format!("no remote could be reached ({})", unreachable.join("; "))));
+            }
+        }
+    }
+    unreachable!("the primary is always tried")
+}
+
 /// Fetch; a damaged cache is only a copy of the remote: rebuild it rather than fail every run from now on.
 fn fetch_or_rebuild(
     settings: &Settings,
     layout: &Layout,
+    remote: &Remote,
+    primary: &Remote,
     deployed: Option<ObjectId>,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
-    match fetch_once(settings, layout, deployed) {
+    match fetch_once(settings, layout, remote, primary, deployed) {
         Err(error) if cache_damaged(&error) => {
             log::warn!(
                 "cache repository {} is damaged ({}); rebuilding it from the remote",
@@ -317,16 +393,18 @@ fn fetch_or_rebuild(
             );
             std::fs::remove_dir_all(layout.cache())
                 .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
-            fetch_once(settings, layout, deployed)
+            fetch_once(settings, layout, remote, primary, deployed)
         }
         other => other,
     }
 }
 
-/// Open the cache and fetch, within --fetch-timeout; ssh's messages explain a failure.
+/// Open the cache and fetch from `remote`, within --fetch-timeout; ssh's messages explain a failure.
 fn fetch_once(
     settings: &Settings,
     layout: &Layout,
+    remote: &Remote,
+    primary: &Remote,
     deployed: Option<ObjectId>,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
     let repo = fetch::open_cache(
@@ -338,13 +416,14 @@ fn fetch_once(
     let ssh_log = layout.ssh_log();
     let _ = std::fs::remove_file(&ssh_log);
     let source = Source {
-        url: &settings.repo_url,
-        display_url: &settings.repo_url_display,
+        url: &remote.url,
+        display_url: &remote.display_url,
         reference: settings.source_ref.as_deref(),
-        http_credentials: settings.http_credentials.as_ref(),
+        // The token is for the primary's server: a mirror elsewhere gets only what its own URL carries.
+        http_credentials: settings.http_credentials.as_ref().filter(|_| remote == primary || remote.same_host(primary)),
         deployed,
     };
-    let what = format!("fetching from {}", settings.repo_url_display);
+    let what = format!("fetching from {}", remote.display_url);
     let (fetched, expired) = deadline::run(settings.fetch_timeout, &what, || fetch::fetch(&repo, source));
     let fetched = match fetched {
         Err(_) if expired => Err(anyhow!(
