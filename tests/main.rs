@@ -10,6 +10,7 @@ mod e2e_systemd;
 mod fleet;
 mod harness_servers;
 mod packaging;
+mod polling;
 mod recipes;
 mod reliability;
 mod reporting;
