@@ -240,3 +240,23 @@ fn a_304_never_skips_the_retry_of_a_failed_apply() {
     host.sync(&flags).expect(UP_TO_DATE);
     assert_eq!(probed.proxy.connections(), 2);
 }
+
+#[test]
+fn a_mirror_elsewhere_gets_its_own_credentials_from_its_url_never_the_primarys_token() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let mirror = crate::support::servers::HttpGit::start_with_auth(dir.path(), "bot", "mirror-s3cret");
+    let primary = format!("https://127.0.0.1:{}/origin.git", crate::support::servers::free_port());
+    let mirror_url = mirror.url("origin.git").replacen("http://", "http://bot:mirror-s3cret@", 1);
+    let token = dir.path().join("token");
+    fs::write(&token, "primary-t0ken\n").unwrap();
+    fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
+    let host = Host::new(dir.path(), &primary);
+    let run = host.sync(&["--mirror", &mirror_url, "--http-token-file", token.to_str().unwrap()]).expect(APPLIED);
+    assert_eq!(host.applied(), Some(remote.head()));
+    let shown = mirror.url("origin.git").replacen("http://", "http://bot:***@", 1);
+    assert_eq!(host.state_json()["fetch"]["served_by"], shown.as_str());
+    assert!(!run.stderr.contains("mirror-s3cret"), "{}", run.stderr);
+    let state = fs::read_to_string(host.state.join("state.json")).unwrap();
+    assert!(!state.contains("mirror-s3cret") && !state.contains("primary-t0ken"), "{state}");
+}
