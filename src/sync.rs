@@ -368,9 +368,10 @@ fn fetch_from_remotes(
                 unreachable.push(format!("{} {} unreachable", remote.role(), remote.display_url));
             }
             Err(error) if unreachable.is_empty() => return Err(error),
-            Err(error) => {
+            Err(error) if mirrors::unreachable(&error) => {
                 return Err(error.context(format!("no remote could be reached ({})", unreachable.join("; "))));
             }
+            Err(error) => return Err(error.context(unreachable.join("; "))),
         }
     }
     unreachable!("the primary is always tried")

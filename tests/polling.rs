@@ -245,16 +245,21 @@ fn a_304_never_skips_the_retry_of_a_failed_apply() {
 fn a_mirror_elsewhere_gets_its_own_credentials_from_its_url_never_the_primarys_token() {
     let dir = tempdir();
     let remote = Remote::with_script(dir.path(), RECORD);
-    let mirror = crate::support::servers::HttpGit::start_with_auth(dir.path(), "bot", "mirror-s3cret");
+    let backend = crate::support::servers::HttpGit::start_with_auth(dir.path(), "bot", "mirror-s3cret");
+    let Some(mirror) = crate::support::servers::TlsProxy::start(dir.path(), backend.port()) else { return };
     let primary = format!("https://127.0.0.1:{}/origin.git", crate::support::servers::free_port());
-    let mirror_url = mirror.url("origin.git").replacen("http://", "http://bot:mirror-s3cret@", 1);
+    // gix sends a URL's password only over https.
+    let mirror_url = mirror.url("origin.git").replacen("https://", "https://bot:mirror-s3cret@", 1);
+    let ca = mirror.ca_file();
     let token = dir.path().join("token");
     fs::write(&token, "primary-t0ken\n").unwrap();
     fs::set_permissions(&token, fs::Permissions::from_mode(0o600)).unwrap();
     let host = Host::new(dir.path(), &primary);
-    let run = host.sync(&["--mirror", &mirror_url, "--http-token-file", token.to_str().unwrap()]).expect(APPLIED);
+    let flags =
+        ["--mirror", &mirror_url, "--http-token-file", token.to_str().unwrap(), "--http-ca-file", ca.to_str().unwrap()];
+    let run = host.sync(&flags).expect(APPLIED);
     assert_eq!(host.applied(), Some(remote.head()));
-    let shown = mirror.url("origin.git").replacen("http://", "http://bot:***@", 1);
+    let shown = mirror.url("origin.git").replacen("https://", "https://bot:***@", 1);
     assert_eq!(host.state_json()["fetch"]["served_by"], shown.as_str());
     assert!(!run.stderr.contains("mirror-s3cret"), "{}", run.stderr);
     let state = fs::read_to_string(host.state.join("state.json")).unwrap();
