@@ -13,6 +13,7 @@ bench/.venv for the ansible-pull rows (they are skipped, with a note, without it
 import argparse
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -369,9 +370,10 @@ class Nginx:
             subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
         self.ca = os.path.join(d, "ca.pem")
         self.socket = os.path.join(d, "fcgiwrap.sock")
+        # Its own process group: the workers it preforks outlive a parent that is only terminated.
         self.fcgiwrap = subprocess.Popen(["/usr/sbin/fcgiwrap", "-c", "2", "-s", f"unix:{self.socket}"],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=open(os.path.join(d, "fcgiwrap.log"), "w"))
+                                         stderr=open(os.path.join(d, "fcgiwrap.log"), "w"), start_new_session=True)
         self.port, self.plain_port = free_port(), free_port()
         backend = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout.strip()
         user = "user root;\n" if os.getuid() == 0 else ""
@@ -414,9 +416,10 @@ http {{
         return [self.proc.pid, self.fcgiwrap.pid]
 
     def stop(self):
-        for proc in (self.proc, self.fcgiwrap):
-            proc.terminate()  # not SIGKILL: nginx's master stops its workers first, which a killed one would orphan
-            proc.wait()
+        self.proc.terminate()  # not SIGKILL: nginx's master stops its workers first, which a killed one would orphan
+        self.proc.wait()
+        os.killpg(self.fcgiwrap.pid, signal.SIGTERM)
+        self.fcgiwrap.wait()
 
 
 class Transport:
