@@ -13,6 +13,7 @@ bench/.venv for the ansible-pull rows (they are skipped, with a note, without it
 import argparse
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -325,12 +326,100 @@ class CountingProxy:
         self.listener.close()
 
 
-def cpu_seconds(pid):
-    """CPU time of a server process and its reaped children (per-connection forks: upload-pack, sshd-session)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
-    return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
+def tree_cpu(pid):
+    """CPU time of a server process, its live descendants (nginx workers, fcgiwrap) and every child they reaped
+    (per-connection forks: upload-pack, sshd-session, git http-backend). Live processes count their threads'
+    on-CPU time from schedstat (nanoseconds: a static file costs less than a clock tick); reaped ones the
+    cutime+cstime their parent collected (ticks, averaged over many polls)."""
+    total, stack = 0.0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/schedstat") as fh:
+                    total += int(fh.read().split()[0]) / 1e9
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    stack.extend(int(c) for c in fh.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone meanwhile: its parent's cutime has it
+    return total
+
+
+class Nginx:
+    """Debian's nginx with TLS (a private CA's P-256 certificate for 127.0.0.1): smart HTTP through fcgiwrap and
+    `git http-backend` under /git/, and the work dir as static files (the change probe's `info/refs`)."""
+
+    @staticmethod
+    def available():
+        return all(os.access(tool, os.X_OK) for tool in ("/usr/sbin/nginx", "/usr/sbin/fcgiwrap"))
+
+    def __init__(self, work):
+        self.dir = os.path.join(work, "nginx")
+        os.makedirs(os.path.join(self.dir, "tmp"))
+        d = self.dir
+        with open(os.path.join(d, "ext.cnf"), "w") as fh:
+            fh.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for args in (["req", "-x509", *ec, "-days", "1", "-subj", "/CN=bench CA", "-keyout", "ca.key", "-out", "ca.pem"],
+                     ["req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", "key.pem", "-out", "req.csr"],
+                     ["x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                      "-days", "1", "-extfile", "ext.cnf", "-out", "cert.pem"]):
+            subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+        self.ca = os.path.join(d, "ca.pem")
+        self.socket = os.path.join(d, "fcgiwrap.sock")
+        # Its own process group: the workers it preforks outlive a parent that is only terminated.
+        self.fcgiwrap = subprocess.Popen(["/usr/sbin/fcgiwrap", "-c", "2", "-s", f"unix:{self.socket}"],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=open(os.path.join(d, "fcgiwrap.log"), "w"), start_new_session=True)
+        self.port, self.plain_port = free_port(), free_port()
+        backend = subprocess.run(["git", "--exec-path"], capture_output=True, text=True, check=True).stdout.strip()
+        user = "user root;\n" if os.getuid() == 0 else ""
+        with open(os.path.join(d, "nginx.conf"), "w") as fh:
+            fh.write(f"""{user}daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 512; }}
+http {{
+  access_log {d}/access.log;
+  client_body_temp_path {d}/tmp; proxy_temp_path {d}/tmp; fastcgi_temp_path {d}/tmp;
+  uwsgi_temp_path {d}/tmp; scgi_temp_path {d}/tmp;
+  server {{
+    listen 127.0.0.1:{self.plain_port};
+    root {work};
+    location / {{ }}
+  }}
+  server {{
+    listen 127.0.0.1:{self.port} ssl;
+    ssl_certificate {d}/cert.pem;
+    ssl_certificate_key {d}/key.pem;
+    root {work};
+    location ~ ^/git(/.*)$ {{
+      include /etc/nginx/fastcgi_params;
+      fastcgi_param SCRIPT_FILENAME {backend}/git-http-backend;
+      fastcgi_param GIT_PROJECT_ROOT {work};
+      fastcgi_param GIT_HTTP_EXPORT_ALL "";
+      fastcgi_param PATH_INFO $1;
+      fastcgi_pass unix:{self.socket};
+    }}
+  }}
+}}
+""")
+        self.proc = subprocess.Popen(["/usr/sbin/nginx", "-p", d, "-e", f"{d}/error.log", "-c", f"{d}/nginx.conf"],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port, self.proc, "nginx")
+
+    def pids(self):
+        return [self.proc.pid, self.fcgiwrap.pid]
+
+    def stop(self):
+        self.proc.terminate()  # not SIGKILL: nginx's master stops its workers first, which a killed one would orphan
+        self.proc.wait()
+        os.killpg(self.fcgiwrap.pid, signal.SIGTERM)
+        self.fcgiwrap.wait()
 
 
 class Transport:
@@ -465,42 +554,83 @@ def run_scenarios(args, work, gitops, transports, repos, results):
 # ---------------------------------------------------------------- fleet view
 
 def fleet_view(work, gitops, sshd, bare, polls):
-    """Bytes on the wire and server CPU per no-op poll, gitops against the seed's `git fetch`."""
+    """Bytes on the wire, connections and server CPU per no-op poll, per transport: gitops against the seed's
+    `git fetch`, and gitops with the change probe (nginx serving `info/refs` as a static file over https)."""
     rows = []
     daemon = GitDaemon(work)
+    git("update-server-info", cwd=bare)  # the probe's file, as the post-receive hook of the README keeps it
+    nginx = Nginx(work) if Nginx.available() else None
+    rel = os.path.relpath(bare, work)
     try:
-        for name, backend, server_pid in [("git://", daemon.port, daemon.proc.pid),
-                                          ("ssh://", sshd.port, sshd.proc.pid)]:
+        servers = [("git://", daemon.port, [daemon.proc.pid]), ("ssh://", sshd.port, [sshd.proc.pid])]
+        if nginx:
+            servers.append(("https://", nginx.port, nginx.pids()))
+        else:
+            say("fleet view: nginx or fcgiwrap missing (apt-get install nginx fcgiwrap): no https:// or probe rows")
+        for name, backend, server_pids in servers:
             proxy = CountingProxy(backend)
-            rel = os.path.relpath(bare, work)
             if name == "git://":
                 transport = Transport(name, lambda path: f"git://127.0.0.1:{proxy.port}/{rel}", ENV, [], work)
-            else:
+            elif name == "ssh://":
                 transport = ssh_transport(work, sshd, proxy.port, sshd.known_hosts_for(proxy.port))
+            else:
+                transport = Transport(name, lambda path: f"https://127.0.0.1:{proxy.port}/git/{rel}",
+                                      dict(ENV, GIT_SSL_CAINFO=nginx.ca), ["--http-ca-file", nginx.ca], work)
             url = transport.url_of(bare)
-            clone = os.path.join(work, f"fleet-{name[:3]}-clone")
-            state = os.path.join(work, f"fleet-{name[:3]}-state")
+            tag = name.rstrip(":/")
+            clone = os.path.join(work, f"fleet-{tag}-clone")
+            state = os.path.join(work, f"fleet-{tag}-state")
             git("clone", "-q", url, clone, env=transport.client_env)
             gitops.once(transport, url, state, ok=(10,))
             jobs = [("seed: git fetch", lambda: run(["git", "fetch", "-q"], cwd=clone, env=transport.client_env)),
                     ("gitops sync (no-op)", lambda: run(gitops.command(transport, url, state), env=ENV))]
             for label, job in jobs:
-                time.sleep(0.3)
-                up0, down0, conn0 = proxy.snapshot()
-                cpu0 = cpu_seconds(server_pid)
-                for _ in range(polls):
-                    code = job()[2]
-                    if code != 0:
-                        sys.exit(f"bench: fleet view: {label} exited {code}")
-                time.sleep(0.3)  # let the server reap its per-connection children
-                up1, down1, conn1 = proxy.snapshot()
-                cpu1 = cpu_seconds(server_pid)
-                rows.append(dict(transport=name, who=label, up=(up1 - up0) / polls, down=(down1 - down0) / polls,
-                                 connections=(conn1 - conn0) / polls, cpu=(cpu1 - cpu0) / polls))
+                rows.append(measure_polls(name, label, job, polls, proxy, server_pids))
+            if nginx and name == "ssh://":
+                # The probe in front of the most expensive transport: the Git server should see nothing. Over
+                # https (a full TLS handshake per run) and over plain http (a lying probe can only delay).
+                for scheme, port in (("https", nginx.port), ("http", nginx.plain_port)):
+                    probe_proxy = CountingProxy(port)
+                    probe = f"{scheme}://127.0.0.1:{probe_proxy.port}/{rel}/info/refs"
+                    probed = Transport(name, transport.url_of, transport.client_env,
+                                       transport.gitops_flags + ["--probe-url", probe, "--http-ca-file", nginx.ca],
+                                       work)
+                    probe_state = os.path.join(work, f"fleet-probe-{scheme}-state")
+                    gitops.once(probed, url, probe_state, ok=(10,))
+                    job = lambda: run(gitops.command(probed, url, probe_state), env=ENV)
+                    # Cheap polls: more of them, for a CPU figure above the clock's resolution.
+                    row = measure_polls(f"probe ({scheme}, nginx static) → {name}", "gitops sync --probe-url (304)",
+                                        job, polls * 3, probe_proxy, nginx.pids(), git_proxy=proxy,
+                                        git_pids=server_pids)
+                    rows.append(row)
+                    probe_proxy.stop()
             proxy.stop()
     finally:
         daemon.stop()
+        if nginx:
+            nginx.stop()
     return rows
+
+
+def measure_polls(transport, label, job, polls, proxy, server_pids, git_proxy=None, git_pids=None):
+    """Run `job` `polls` times; per poll: bytes and connections through `proxy`, CPU of `server_pids` (trees),
+    and the connections and CPU that reached the Git server (`git_proxy`, `git_pids`) when that is another one."""
+    time.sleep(0.3)
+    up0, down0, conn0 = proxy.snapshot()
+    git0 = git_proxy.snapshot()[2] if git_proxy else None
+    cpu0 = sum(tree_cpu(pid) for pid in server_pids + (git_pids or []))
+    for _ in range(polls):
+        code = job()[2]
+        if code != 0:
+            sys.exit(f"bench: fleet view: {label} exited {code}")
+    time.sleep(0.3)  # let the server reap its per-connection children
+    up1, down1, conn1 = proxy.snapshot()
+    git1 = git_proxy.snapshot()[2] if git_proxy else None
+    cpu1 = sum(tree_cpu(pid) for pid in server_pids + (git_pids or []))
+    connections = (conn1 - conn0) / polls
+    return dict(transport=transport, who=label, up=(up1 - up0) / polls, down=(down1 - down0) / polls,
+                connections=connections, git_connections=(git1 - git0) / polls if git_proxy else connections,
+                cpu=(cpu1 - cpu0) / polls)
 
 
 # ---------------------------------------------------------------- build
@@ -594,18 +724,27 @@ def report(args, results, fleet, binary, cold_build, ansible_ran, repos, load_be
 
     # Fleet view.
     per_second = FLEET_HOSTS / POLL_INTERVAL
+    per_second_fast = FLEET_HOSTS / 60
     lines += ["", f"## Fleet view: one no-op poll, and {FLEET_HOSTS:,} hosts polling every "
-              f"{POLL_INTERVAL // 60} minutes ({per_second:.1f} polls/s)", "",
-              f"Bytes counted by a TCP proxy in front of the server (both directions; ssh bytes are encrypted); "
-              f"server CPU is the server's and its reaped children's utime+stime (git daemon → upload-pack; "
-              f"sshd → session → upload-pack), averaged over {args.fleet_polls} polls of the large repository.", "",
-              "| transport | client | bytes to server | bytes from server | connections | server CPU ms/poll | "
-              "fleet traffic GB/day | fleet server CPU (cores) |", "|---|---|---|---|---|---|---|---|"]
+              f"{POLL_INTERVAL // 60} minutes ({per_second:.1f} polls/s) or every minute ({per_second_fast:.0f} polls/s)",
+              "",
+              f"Bytes counted by a TCP proxy in front of the server (both directions; ssh and https bytes are "
+              f"encrypted); server CPU is the server's, its live workers' and its reaped children's CPU time "
+              f"(git daemon → upload-pack; sshd → session → upload-pack; nginx + fcgiwrap → git http-backend → "
+              f"upload-pack), averaged over {args.fleet_polls} polls of the large repository ({args.fleet_polls * 3} "
+              "for the probe). https is Debian's nginx with TLS (P-256 certificate) and fcgiwrap running `git "
+              "http-backend`; the probe is the same nginx serving `info/refs` as a static file over https (the "
+              "README's recipe), in front of the ssh remote: \"Git server connections\" counts what still reached "
+              "sshd.", "",
+              "| transport | client | bytes to server | bytes from server | connections | Git server connections | "
+              "server CPU ms/poll | fleet traffic GB/day (5 min) | fleet server CPU, cores (5 min) | "
+              "fleet server CPU, cores (1 min) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in fleet:
         total = row["up"] + row["down"]
         lines.append(f"| {row['transport']} | {row['who']} | {row['up']:.0f} | {row['down']:.0f} | "
-                     f"{row['connections']:.0f} | {row['cpu'] * 1000:.1f} | "
-                     f"{total * per_second * 86400 / 1e9:.2f} | {row['cpu'] * per_second:.2f} |")
+                     f"{row['connections']:.0f} | {row['git_connections']:.0f} | {row['cpu'] * 1000:.2f} | "
+                     f"{total * per_second * 86400 / 1e9:.2f} | {row['cpu'] * per_second:.3f} | "
+                     f"{row['cpu'] * per_second_fast:.3f} |")
 
     size = os.path.getsize(binary)
     lines += ["", "## Binary and build", "",
@@ -659,6 +798,16 @@ def report(args, results, fleet, binary, cold_build, ansible_ran, repos, load_be
               target("first deploy ≤ 1.0× `git clone` + run", ratios("first deploy", "gitops", "seed"), 1.0),
               f"- peak RSS of a no-op ≤ 8 MiB: {verdict(max(noop_rss) <= 8)} (max {max(noop_rss):.1f} MiB)",
               f"- binary ≤ 8 MiB: {verdict(size <= 8 * MIB)} ({size / MIB:.2f} MiB)"]
+    probe_rows = [row for row in fleet if row["who"].startswith("gitops sync --probe-url")]
+    if probe_rows:
+        for row in probe_rows:
+            cores = row["cpu"] * FLEET_HOSTS / 60
+            lines.append(f"- with the change probe ({row['transport'].split(',')[0][7:]}), {FLEET_HOSTS:,} hosts polling "
+                         f"every minute cost the servers < 0.1 core and the Git server no connection: "
+                         f"{verdict(cores < 0.1 and row['git_connections'] == 0)} ({cores:.3f} cores, "
+                         f"{row['git_connections']:.0f} Git server connections per poll)")
+    else:
+        lines.append("- change probe < 0.1 core for 10,000 hosts every minute: not measured (nginx/fcgiwrap missing)")
     return "\n".join(lines) + "\n"
 
 

@@ -349,6 +349,9 @@ pub struct SyncArgs {
 
     #[command(flatten, next_help_heading = "Fleet")]
     pub fleet: FleetArgs,
+
+    #[command(flatten, next_help_heading = "Large fleets")]
+    pub polling: crate::polling::PollingArgs,
 }
 
 /// Secrets flags of `gitops sync`: how `*.age` files in the repository are decrypted for the entrypoint.

@@ -15,6 +15,7 @@ use crate::hostkey::{HostKeys, ssh_command};
 use crate::layout::Layout;
 use crate::notify::Target;
 use crate::parse::{parse_duration, parse_size};
+use crate::polling::PollingSettings;
 use crate::redact;
 use crate::report::ReportSettings;
 use crate::secret_file::{check_not_writable_by_others, check_private_file, credential, read_secret_file};
@@ -84,6 +85,8 @@ pub struct Settings {
     pub testing: Option<TestingBranch>,
     /// Re-run the live commit's entrypoint when its last successful run is older than this.
     pub reapply_every: Option<Duration>,
+    /// Mirrors and the change probe.
+    pub polling: PollingSettings,
 }
 
 /// A per-host testing branch, deployed instead of the branch while it descends from the branch's tip.
@@ -361,6 +364,7 @@ impl Settings {
             }
             None => None,
         };
+        let polling = PollingSettings::from_args(args.polling)?;
         redact::register_url(&repo_url);
         Ok(Settings {
             repo_url_display: redact::url(&repo_url),
@@ -390,6 +394,7 @@ impl Settings {
             fleet,
             testing,
             reapply_every,
+            polling,
         })
     }
 }

@@ -24,6 +24,7 @@ mod notify;
 mod outcome;
 mod parse;
 mod plan;
+mod polling;
 mod printable;
 mod procfs;
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::outcome::Outcome;
 
 /// Every metric name this file writes (the fleet view queries them by name).
 #[cfg(test)]
-pub const NAMES: [&str; 18] = [
+pub const NAMES: [&str; 19] = [
     "gitops_info",
     "gitops_applied_commit_info",
     "gitops_applied_commit_timestamp_seconds",
@@ -30,6 +30,7 @@ pub const NAMES: [&str; 18] = [
     "gitops_reboot_pending_since_timestamp_seconds",
     "gitops_deferred",
     "gitops_deferred_until_timestamp_seconds",
+    "gitops_fetch_info",
     "gitops_metrics_version",
 ];
 
@@ -143,6 +144,16 @@ pub fn render(record: &RunRecord, run: &RunSummary) -> String {
             out.gauge("gitops_deferred_until_timestamp_seconds", "When the held-back commit goes, when known.", until);
         }
     }
+    if run.served_by.is_some() || run.probe.is_some() {
+        let probe = run.probe.and_then(|p| serde_json::to_value(p).ok());
+        let probe = probe.as_ref().and_then(|p| p.as_str()).unwrap_or("");
+        out.metric(
+            "gitops_fetch_info",
+            "Which remote served the last run's fetch (empty when the change probe's 304 ended it) and what the probe said.",
+            "gauge",
+            &[(labels(&[("remote", run.served_by.as_deref().unwrap_or("")), ("probe", probe)]), 1.0)],
+        );
+    }
     out.gauge("gitops_metrics_version", "Version of this set of metrics.", f64::from(FORMAT_VERSION));
     out.0
 }
@@ -200,6 +211,7 @@ mod tests {
     fn every_name_written_is_listed_and_every_listed_name_can_be_written() {
         let mut full = run(Outcome::ApplyFailed);
         full.reboot_pending_since = Some("2026-12-01T09:00:00Z".into());
+        full.served_by = Some("ssh://mirror/fleet.git".into());
         full.deferred = Some(crate::notify::Deferral {
             kind: "wave".into(),
             message: "waiting".into(),

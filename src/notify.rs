@@ -77,6 +77,12 @@ pub struct RunSummary {
     /// Why the host is suspended, as given to `gitops suspend --reason`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspended_reason: Option<String>,
+    /// The Git remote that served the fetch (URL, redacted); None when no fetch happened (the probe said 304).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
+    /// What the change probe answered, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<crate::polling::record::ProbeAnswer>,
     /// This host's tags (`--tags`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -224,6 +230,8 @@ pub fn json_document(summary: &RunSummary) -> serde_json::Value {
         "log_tail": summary.log_tail.as_deref().map(|log| tail(log, JSON_LOG_MAX)),
         "log_truncated": summary.log_truncated || summary.log_tail.as_deref().is_some_and(|l| l.len() > JSON_LOG_MAX),
         "reboot": summary.reboot,
+        "served_by": summary.served_by,
+        "probe": summary.probe,
     })
 }
 

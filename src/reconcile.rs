@@ -64,6 +64,7 @@ mod tests {
             finished_at: at(finished),
             duration_ms: 0,
             log: "x.log".into(),
+            served_by: None,
         }
     }
 

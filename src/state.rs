@@ -41,6 +41,10 @@ pub struct State {
     /// stays the time it went live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciled_at: Option<String>,
+    /// The last real fetch: which remote served it, when, and the change probe's validators (kept only
+    /// with `--mirror` or `--probe-url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<crate::polling::record::FetchRecord>,
     /// Where this host stands in the rollout of the newest commit with a rollout policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRecord>,
@@ -119,6 +123,9 @@ pub struct AttemptRecord {
     pub duration_ms: u64,
     /// Path of the entrypoint's log.
     pub log: PathBuf,
+    /// The remote the commit was fetched from (URL, redacted), when mirrors are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_by: Option<String>,
 }
 
 impl State {

@@ -21,6 +21,8 @@ use crate::layout::Layout;
 use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
 use crate::plan::{self, Plan};
+use crate::polling::record::ProbeAnswer;
+use crate::polling::{self, Remote, mirrors};
 use crate::reboot;
 use crate::report;
 use crate::rollout;
@@ -105,9 +107,56 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         return Ok(Outcome::Deferred);
     }
 
+    let source = polling::source_of(&settings.repo_url_display, settings.source_ref.as_deref());
+    let context = polling::RunContext {
+        source: &source,
+        retry: settings.retry,
+        ca_file: settings.http_ca_file.as_deref(),
+        fetch_timeout: settings.fetch_timeout,
+    };
+    // A reconcile that is due runs whatever the probe says: the probe cannot end that run.
+    let reconcile_due = match (settings.reapply_every, deployed) {
+        (Some(every), Some(live)) => !matches!(
+            reconcile::due(
+                &state,
+                live,
+                every.as_secs() as i64,
+                settings.max_attempts,
+                settings.retry,
+                crate::clock::now_unix()
+            ),
+            reconcile::Due::NotYet
+        ),
+        _ => false,
+    };
+    let validators = match polling::before_fetch(&settings.polling, context, layout, &state) {
+        polling::Before::Unchanged { commit, branch } if !reconcile_due => {
+            // Reboot settling, reporting and metrics still happen: only the fetch is skipped.
+            log::info!(
+                "up-to-date ({branch} {} per the change probe, in {:.2?})",
+                commit_id::short(&commit),
+                started.elapsed()
+            );
+            (summary.branch, summary.previous_commit) = (Some(branch), Some(commit.clone()));
+            (summary.commit, summary.probe) = (Some(commit), Some(ProbeAnswer::NotModified));
+            summary.commits_behind = Some(0);
+            return Ok(Outcome::UpToDate);
+        }
+        polling::Before::Unchanged { .. } => None,
+        polling::Before::Fetch { validators, answer } => {
+            summary.probe = answer;
+            validators
+        }
+    };
     let testing_base = state.testing_base.as_deref().map(|hex| commit_id::parse(hex, "testing_base")).transpose()?;
-    let (repo, fetched) = fetch_or_rebuild(settings, layout, deployed, testing_base)?;
+    let (repo, fetched, served_by) = fetch_from_remotes(settings, layout, deployed, testing_base)?;
     crate::failpoint::hit("fetched");
+    summary.served_by = Some(served_by.display_url.clone());
+    if polling::after_fetch(&settings.polling, &mut state, &source, &served_by, &fetched.branch, validators)
+        && !settings.dry_run
+    {
+        state::save(&layout.state_file(), &state)?;
+    }
     let allowed = Allowed { rewind: settings.allow_rewind, diverged: settings.allow_diverged };
     let route = testing::route(&repo, settings.testing.as_ref(), fetched, deployed, &state, allowed)?;
     let fetched = route.fetched.clone();
@@ -231,7 +280,8 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         return Ok(Outcome::Applied);
     }
 
-    let begun = Begun { commit: remote, previous: deployed, attempt, why, at: now(), clock: Instant::now() };
+    let served_by = summary.served_by.clone().filter(|_| !settings.polling.mirrors.is_empty());
+    let begun = Begun { commit: remote, previous: deployed, attempt, why, at: now(), clock: Instant::now(), served_by };
     if why == Why::Reconcile {
         log::info!(
             "reconciling {} (--reapply-every {:?})",
@@ -447,6 +497,8 @@ struct Begun {
     at: String,
     /// When it started, for its duration.
     clock: Instant,
+    /// The mirror (or primary) that served the fetch, recorded when mirrors are configured.
+    served_by: Option<String>,
 }
 
 impl Begun {
@@ -487,6 +539,7 @@ fn record(
         finished_at: finished_at.clone(),
         duration_ms: begun.clock.elapsed().as_millis() as u64,
         log,
+        served_by: begun.served_by.clone(),
     });
     if ran.success && begun.why == Why::Reconcile {
         // The commit went live earlier: applied_at (and the metrics' live-since) stays.
@@ -500,14 +553,57 @@ fn record(
     Ok(())
 }
 
-/// Fetch; a damaged cache is only a copy of the remote: rebuild it rather than fail every run from now on.
-fn fetch_or_rebuild(
+/// Fetch from the primary, then from each mirror in order while the ones before could not be reached;
+/// returns which remote served the fetch. A remote that answered (even with an error) ends the search.
+fn fetch_from_remotes(
     settings: &Settings,
     layout: &Layout,
     deployed: Option<ObjectId>,
     testing_base: Option<ObjectId>,
+) -> anyhow::Result<(gix::Repository, Fetched, Remote)> {
+    let primary = Remote::primary(&settings.repo_url, &settings.repo_url_display);
+    let remotes: Vec<&Remote> = std::iter::once(&primary).chain(&settings.polling.mirrors).collect();
+    let mut unreachable: Vec<String> = Vec::new();
+    for (index, remote) in remotes.iter().enumerate() {
+        match fetch_or_rebuild(settings, layout, remote, &primary, deployed, testing_base) {
+            Ok((repo, fetched)) => {
+                if !unreachable.is_empty() {
+                    log::warn!("fetched from {} {} ({})", remote.role(), remote.display_url, unreachable.join("; "));
+                }
+                return Ok((repo, fetched, (*remote).clone()));
+            }
+            Err(error) if index + 1 < remotes.len() && mirrors::unreachable(&error) => {
+                let next = remotes[index + 1];
+                log::warn!(
+                    "{} {} cannot be reached ({}); trying {} {}",
+                    remote.role(),
+                    remote.display_url,
+                    Failure::from(anyhow!("{error:#}")).message(),
+                    next.role(),
+                    next.display_url
+                );
+                unreachable.push(format!("{} {} unreachable", remote.role(), remote.display_url));
+            }
+            Err(error) if unreachable.is_empty() => return Err(error),
+            Err(error) if mirrors::unreachable(&error) => {
+                return Err(error.context(format!("no remote could be reached ({})", unreachable.join("; "))));
+            }
+            Err(error) => return Err(error.context(unreachable.join("; "))),
+        }
+    }
+    unreachable!("the primary is always tried")
+}
+
+/// Fetch; a damaged cache is only a copy of the remote: rebuild it rather than fail every run from now on.
+fn fetch_or_rebuild(
+    settings: &Settings,
+    layout: &Layout,
+    remote: &Remote,
+    primary: &Remote,
+    deployed: Option<ObjectId>,
+    testing_base: Option<ObjectId>,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
-    match fetch_once(settings, layout, deployed, testing_base) {
+    match fetch_once(settings, layout, remote, primary, deployed, testing_base) {
         Err(error) if cache_damaged(&error) => {
             log::warn!(
                 "cache repository {} is damaged ({}); rebuilding it from the remote",
@@ -516,16 +612,18 @@ fn fetch_or_rebuild(
             );
             std::fs::remove_dir_all(layout.cache())
                 .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
-            fetch_once(settings, layout, deployed, testing_base)
+            fetch_once(settings, layout, remote, primary, deployed, testing_base)
         }
         other => other,
     }
 }
 
-/// Open the cache and fetch, within --fetch-timeout; ssh's messages explain a failure.
+/// Open the cache and fetch from `remote`, within --fetch-timeout; ssh's messages explain a failure.
 fn fetch_once(
     settings: &Settings,
     layout: &Layout,
+    remote: &Remote,
+    primary: &Remote,
     deployed: Option<ObjectId>,
     testing_base: Option<ObjectId>,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
@@ -538,15 +636,16 @@ fn fetch_once(
     let ssh_log = layout.ssh_log();
     let _ = std::fs::remove_file(&ssh_log);
     let source = Source {
-        url: &settings.repo_url,
-        display_url: &settings.repo_url_display,
+        url: &remote.url,
+        display_url: &remote.display_url,
         reference: settings.source_ref.as_deref(),
-        http_credentials: settings.http_credentials.as_ref(),
+        // The token is for the primary's server: a mirror elsewhere gets only what its own URL carries.
+        http_credentials: settings.http_credentials.as_ref().filter(|_| remote == primary || remote.same_host(primary)),
         deployed,
         testing: settings.testing.as_ref().map(|t| t.reference.as_str()),
         testing_base,
     };
-    let what = format!("fetching from {}", settings.repo_url_display);
+    let what = format!("fetching from {}", remote.display_url);
     let (fetched, expired) = deadline::run(settings.fetch_timeout, &what, || fetch::fetch(&repo, source));
     let fetched = match fetched {
         Err(_) if expired => Err(anyhow!(

@@ -11,6 +11,7 @@ mod fleet;
 mod fleet_view;
 mod harness_servers;
 mod packaging;
+mod polling;
 mod recipes;
 mod reliability;
 mod reporting;

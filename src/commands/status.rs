@@ -96,6 +96,11 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
         "apply_failures_total": record.apply_failures_total,
         "pending_retry": retry,
         "verification": state.verification,
+        "last_fetch": state.fetch.as_ref().map(|fetch| json!({
+            "served_by": fetch.served_by,
+            "fetched_at": fetch.fetched_at,
+            "age_seconds": age(&fetch.fetched_at),
+        })),
         "log": state.last_attempt.as_ref().map(|a| a.log.clone()),
         "next_run": next_timer_run(),
         "healthy": problems.is_empty(),
@@ -150,6 +155,21 @@ fn print_human(doc: &serde_json::Value) {
         );
     }
     println!("last success: {}", text(&doc["last_success_at"]));
+    if let Some(run) = doc["last_run"].as_object() {
+        match (run.get("served_by").and_then(|v| v.as_str()), run.get("probe").and_then(|v| v.as_str())) {
+            (Some(remote), _) => println!("served by:    {}", printable(remote)),
+            (None, Some("not-modified")) => println!("served by:    the change probe (304: no Git server contacted)"),
+            _ => {}
+        }
+    }
+    if let Some(fetch) = doc["last_fetch"].as_object().filter(|f| !f["fetched_at"].is_null()) {
+        println!(
+            "last fetch:   {} from {}, {} ago",
+            text(&fetch["fetched_at"]),
+            text(&fetch["served_by"]),
+            fetch["age_seconds"].as_i64().map(human).unwrap_or_else(|| "?".into())
+        );
+    }
     if let Some(retry) = doc["pending_retry"].as_object() {
         println!("retrying:     {} failed {} time(s) in a row", text(&retry["commit"]), retry["consecutive_failures"]);
     }

@@ -1,5 +1,6 @@
 //! Fixtures for the integration tests: real repositories made with the git CLI and a host running the built binary.
 
+pub mod nginx;
 pub mod prom;
 pub mod servers;
 pub mod tooling;
