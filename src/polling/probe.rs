@@ -5,7 +5,6 @@
 //! (a commit is only ever applied after a real fetch).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::polling::record::{FetchRecord, Validators};
@@ -108,19 +107,8 @@ fn request(
         }
         None => ureq::tls::RootCerts::PlatformVerifier,
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(roots)
-                // The provider libcurl's rustls backend already links: one TLS stack.
-                .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .build(),
-        )
-        .build()
-        .into();
-    let mut request = agent.get(&probe.url).header("User-Agent", concat!("gitops/", env!("CARGO_PKG_VERSION")));
+    let agent = crate::http::agent_trusting(timeout, roots);
+    let mut request = agent.get(&probe.url).header("User-Agent", crate::http::USER_AGENT);
     if let Some(previous) = previous.filter(|v| v.url == probe.display_url) {
         if let Some(etag) = &previous.etag {
             request = request.header("If-None-Match", etag);
