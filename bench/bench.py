@@ -748,7 +748,7 @@ def report(args, results, fleet, binary, cold_build, ansible_ran, repos, load_be
 
     size = os.path.getsize(binary)
     lines += ["", "## Binary and build", "",
-              f"- Release binary: {size / MIB:.2f} MiB (stripped: `[profile.release]` opt-level = \"s\", lto, "
+              f"- Release binary: {size / MIB:.2f} MiB (stripped: `[profile.release]` opt-level = \"z\", lto, "
               "codegen-units = 1, strip, panic = \"abort\").",
               "- Cold release build: " + (f"{cold_build:.0f} s (empty target dir, crates already downloaded, "
                                           f"{os.cpu_count()} shared cores)" if cold_build else
