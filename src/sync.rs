@@ -149,7 +149,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     };
     let testing_base = state.testing_base.as_deref().map(|hex| commit_id::parse(hex, "testing_base")).transpose()?;
-    let (repo, fetched, served_by) = fetch_from_remotes(settings, layout, deployed, testing_base)?;
+    let (repo, fetched, served_by) = fetch_from_remotes(settings, layout, Have { deployed, testing_base })?;
     crate::failpoint::hit("fetched");
     summary.served_by = Some(served_by.display_url.clone());
     if polling::after_fetch(&settings.polling, &mut state, &source, &served_by, &fetched.branch, validators)
@@ -558,14 +558,13 @@ fn record(
 fn fetch_from_remotes(
     settings: &Settings,
     layout: &Layout,
-    deployed: Option<ObjectId>,
-    testing_base: Option<ObjectId>,
+    have: Have,
 ) -> anyhow::Result<(gix::Repository, Fetched, Remote)> {
     let primary = Remote::primary(&settings.repo_url, &settings.repo_url_display);
     let remotes: Vec<&Remote> = std::iter::once(&primary).chain(&settings.polling.mirrors).collect();
     let mut unreachable: Vec<String> = Vec::new();
     for (index, remote) in remotes.iter().enumerate() {
-        match fetch_or_rebuild(settings, layout, remote, &primary, deployed, testing_base) {
+        match fetch_or_rebuild(settings, layout, Asked { remote, primary: &primary }, have) {
             Ok((repo, fetched)) => {
                 if !unreachable.is_empty() {
                     log::warn!("fetched from {} {} ({})", remote.role(), remote.display_url, unreachable.join("; "));
@@ -594,16 +593,30 @@ fn fetch_from_remotes(
     unreachable!("the primary is always tried")
 }
 
+/// What this host already has, which a fetch need not bring again.
+#[derive(Debug, Clone, Copy)]
+struct Have {
+    /// The applied commit.
+    deployed: Option<ObjectId>,
+    /// The branch tip a live testing commit was deployed on.
+    testing_base: Option<ObjectId>,
+}
+
+/// The remote asked this time, and the primary (whose credentials a mirror on another host does not get).
+#[derive(Debug, Clone, Copy)]
+struct Asked<'a> {
+    remote: &'a Remote,
+    primary: &'a Remote,
+}
+
 /// Fetch; a damaged cache is only a copy of the remote: rebuild it rather than fail every run from now on.
 fn fetch_or_rebuild(
     settings: &Settings,
     layout: &Layout,
-    remote: &Remote,
-    primary: &Remote,
-    deployed: Option<ObjectId>,
-    testing_base: Option<ObjectId>,
+    asked: Asked<'_>,
+    have: Have,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
-    match fetch_once(settings, layout, remote, primary, deployed, testing_base) {
+    match fetch_once(settings, layout, asked, have) {
         Err(error) if cache_damaged(&error) => {
             log::warn!(
                 "cache repository {} is damaged ({}); rebuilding it from the remote",
@@ -612,7 +625,7 @@ fn fetch_or_rebuild(
             );
             std::fs::remove_dir_all(layout.cache())
                 .map_err(|e| anyhow!("removing the damaged cache {}: {e}", layout.cache().display()))?;
-            fetch_once(settings, layout, remote, primary, deployed, testing_base)
+            fetch_once(settings, layout, asked, have)
         }
         other => other,
     }
@@ -622,11 +635,10 @@ fn fetch_or_rebuild(
 fn fetch_once(
     settings: &Settings,
     layout: &Layout,
-    remote: &Remote,
-    primary: &Remote,
-    deployed: Option<ObjectId>,
-    testing_base: Option<ObjectId>,
+    asked: Asked<'_>,
+    have: Have,
 ) -> anyhow::Result<(gix::Repository, Fetched)> {
+    let (Asked { remote, primary }, Have { deployed, testing_base }) = (asked, have);
     let repo = fetch::open_cache(
         &layout.cache(),
         &settings.ssh_command,
