@@ -114,8 +114,9 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         ca_file: settings.http_ca_file.as_deref(),
         fetch_timeout: settings.fetch_timeout,
     };
-    // A reconcile that is due runs whatever the probe says: the probe cannot end that run.
-    let reconcile_due = match (settings.reapply_every, deployed) {
+    // A reconcile that is due runs whatever the probe says: the probe cannot end that run. (Only
+    // asked when the probe says 304.)
+    let reconcile_due = || match (settings.reapply_every, deployed) {
         (Some(every), Some(live)) => !matches!(
             reconcile::due(
                 &state,
@@ -130,7 +131,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         _ => false,
     };
     let validators = match polling::before_fetch(&settings.polling, context, layout, &state) {
-        polling::Before::Unchanged { commit, branch } if !reconcile_due => {
+        polling::Before::Unchanged { commit, branch } if !reconcile_due() => {
             // Reboot settling, reporting and metrics still happen: only the fetch is skipped.
             log::info!(
                 "up-to-date ({branch} {} per the change probe, in {:.2?})",

@@ -61,10 +61,7 @@ pub fn matchers(selector: &str) -> Result<String, String> {
 /// Every host seen within the lookback, as Prometheus knows it at `now`.
 pub fn hosts(query: &Query, now: f64) -> anyhow::Result<Vec<Host>> {
     let client = Client::new(&query.url)?;
-    let sel = |extra: &str| {
-        let parts: Vec<&str> = [query.matchers.as_str(), extra].into_iter().filter(|p| !p.is_empty()).collect();
-        parts.join(",")
-    };
+    let sel = |extra: &str| and(&query.matchers, extra);
     let lookback = format!("{}s", query.lookback.as_secs().max(1));
     let mut hosts: BTreeMap<(String, String), Host> = BTreeMap::new();
 
@@ -126,10 +123,7 @@ pub fn canaries(
     now: f64,
 ) -> anyhow::Result<Vec<Host>> {
     let client = Client::new(url)?;
-    let sel = |extra: &str| {
-        let parts: Vec<&str> = [matchers, extra].into_iter().filter(|p| !p.is_empty()).collect();
-        parts.join(",")
-    };
+    let sel = |extra: &str| and(matchers, extra);
     let any = |items: &[String]| items.iter().map(|i| regex_escape(i)).collect::<Vec<_>>().join("|");
     let recent = format!("{}s", recent.as_secs().max(1));
     let mut selectors = Vec::new();
@@ -167,6 +161,12 @@ pub fn canaries(
         }
     }
     Ok(hosts.into_values().collect())
+}
+
+/// Two lists of label matchers as one (either may be empty).
+fn and(matchers: &str, extra: &str) -> String {
+    let parts: Vec<&str> = [matchers, extra].into_iter().filter(|p| !p.is_empty()).collect();
+    parts.join(",")
 }
 
 /// One sample of an instant vector: the labels the fleet view reads, and the value.
