@@ -77,6 +77,42 @@ pub fn host_names(name: &str) -> Vec<String> {
     names
 }
 
+/// The optional list of the fleet's hosts, relative to the config root: one host name per line, `#` comments.
+/// Hosts that have no directory of their own under `hosts/` are named here, so that the fleet view can
+/// tell a host that never reported from one that does not exist.
+#[allow(dead_code)] // used by gitops fleet and gitops check, being built on their branches
+pub const HOSTS_LIST: &str = ".gitops/hosts";
+
+/// The hosts a repository names: the directories under `hosts/` and the names in `.gitops/hosts`, sorted,
+/// each once. An error names the line of `.gitops/hosts` that is not a host name.
+#[allow(dead_code)]
+pub fn repository_hosts(
+    host_dirs: impl IntoIterator<Item = String>,
+    hosts_list: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let mut hosts: Vec<String> = host_dirs.into_iter().filter(|name| is_plain_name(name)).collect();
+    for (n, line) in hosts_list.unwrap_or("").lines().enumerate() {
+        let name = line.split('#').next().unwrap_or("").trim();
+        if name.is_empty() {
+            continue;
+        }
+        if !is_plain_name(name) || name.contains(char::is_whitespace) {
+            return Err(format!("{HOSTS_LIST} line {}: {name:?} is not a host name; write one name per line", n + 1));
+        }
+        hosts.push(name.to_string());
+    }
+    hosts.sort();
+    hosts.dedup();
+    Ok(hosts)
+}
+
+/// Whether the host that reports itself as `reported` (a FQDN or short name) is the host `named` in the
+/// repository: `hosts/web1/` is web1.example.com's directory too, as for the entrypoint.
+#[allow(dead_code)]
+pub fn names_host(named: &str, reported: &str) -> bool {
+    host_names(reported).iter().any(|name| name == named)
+}
+
 /// A name usable as one directory below `hosts/`.
 pub fn is_plain_name(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
@@ -158,6 +194,18 @@ mod tests {
         assert_eq!(parse_tags("").unwrap(), Vec::<String>::new());
         assert!(parse_tags("a b").is_err());
         assert!(parse_tags("x;rm -rf").is_err());
+    }
+
+    #[test]
+    fn repository_hosts_join_directories_and_the_list() {
+        let dirs = ["web2".to_string(), "db1".to_string()];
+        let list = "# the fleet\nweb1\nweb2  # also a directory\n\nlb1.example.com\n";
+        assert_eq!(repository_hosts(dirs, Some(list)).unwrap(), ["db1", "lb1.example.com", "web1", "web2"]);
+        assert_eq!(repository_hosts(Vec::new(), None).unwrap(), Vec::<String>::new());
+        let err = repository_hosts(Vec::new(), Some("web1\nweb 2\n")).unwrap_err();
+        assert!(err.starts_with(".gitops/hosts line 2:"), "{err}");
+        assert!(names_host("web1", "web1.example.com") && names_host("web1", "web1"));
+        assert!(!names_host("web1.example.com", "web1") && !names_host("web", "web1"));
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     number.checked_mul(factor).filter(|n| *n > 0).ok_or_else(|| "must be more than zero and less than 16 EiB".into())
 }
 
-/// Parse `90s`, `30m`, `2h`, `1d`, `500ms` or plain seconds (at most a year).
+/// Parse `90s`, `30m`, `2h`, `1d` or `500ms` (at most a year). A number without a unit is refused
+/// (`window=90` once rolled a fleet out in 90 seconds): only `0` needs none.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = parse_duration_unbounded(text)?;
     if duration > MAX_DURATION {
@@ -50,6 +51,9 @@ fn parse_duration_unbounded(text: &str) -> Result<Duration, String> {
     let number: u64 = number.parse().map_err(|_| "not a duration".to_string())?;
     let seconds = match unit.trim() {
         "ms" => return Ok(Duration::from_millis(number)),
+        "" if number != 0 => {
+            return Err(format!("{number} has no unit: did you mean {number}s, {number}m or {number}h?"));
+        }
         "" | "s" | "sec" => 1,
         "m" | "min" => 60,
         "h" => 3600,
@@ -71,7 +75,8 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("45"), Err("45 has no unit: did you mean 45s, 45m or 45h?".into()));
+        assert_eq!(parse_duration("0"), Err("must be more than zero".into()));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert!(parse_duration("0").is_err());
         assert!(parse_duration("soon").is_err());
