@@ -181,7 +181,14 @@ fn report_settings(args: ReportArgs) -> anyhow::Result<ReportSettings> {
         Some((file, what)) => Some(read_secret_file(&file, what, "the shared HMAC key")?.into_bytes()),
         None => None,
     };
-    Ok(ReportSettings { targets, notify_on: args.notify_on, secret, metrics_file: args.metrics_file })
+    // Set by Settings::from_args once the polling flags are read.
+    Ok(ReportSettings {
+        targets,
+        notify_on: args.notify_on,
+        secret,
+        metrics_file: args.metrics_file,
+        fetch_info: false,
+    })
 }
 
 /// Find the env file named by `--config`/`GITOPS_CONFIG` in raw args, before clap parses them.
@@ -341,7 +348,7 @@ impl Settings {
         let trust = trust(args.trust)?;
         let secrets = secrets_settings(args.secrets)?;
         let keep_logs = args.report.keep_logs.max(1);
-        let report = report_settings(args.report)?;
+        let mut report = report_settings(args.report)?;
         let hostname = match args.host {
             Some(host) => host,
             None => kernel_hostname()?,
@@ -365,6 +372,7 @@ impl Settings {
             None => None,
         };
         let polling = PollingSettings::from_args(args.polling)?;
+        report.fetch_info = !polling.mirrors.is_empty() || polling.probe.is_some();
         redact::register_url(&repo_url);
         Ok(Settings {
             repo_url_display: redact::url(&repo_url),

@@ -12,7 +12,8 @@ use crate::state::write_replace;
 pub struct RunRecord {
     /// The last run that held the lock.
     pub last_run: Option<RunSummary>,
-    /// When a run last succeeded (up-to-date or applied).
+    /// When a run last ended as planned (up-to-date, applied, or held back by the rollout policy or a
+    /// suspension): the figure `gitops status --max-age` and `gitops_last_success_timestamp_seconds` read.
     pub last_success_at: Option<String>,
     /// Failed runs in a row.
     pub consecutive_failures: u32,
@@ -39,7 +40,7 @@ pub fn record(layout: &Layout, summary: &RunSummary) -> (RunRecord, RunSummary) 
     record.last_run = Some(summary.clone());
     if summary.result.is_failure() {
         record.consecutive_failures += 1;
-    } else {
+    } else if summary.as_planned() {
         record.consecutive_failures = 0;
         record.last_success_at = Some(summary.finished_at.clone());
     }

@@ -19,6 +19,7 @@ mod http;
 mod inventory;
 mod last_run;
 mod layout;
+mod live;
 mod metrics;
 mod notify;
 mod outcome;

@@ -12,8 +12,10 @@ use crate::outcome::Outcome;
 
 /// Every metric name this file writes (the fleet view queries them by name).
 #[cfg(test)]
-pub const NAMES: [&str; 19] = [
+pub const NAMES: [&str; 22] = [
     "gitops_info",
+    "gitops_live_commit_info",
+    "gitops_live_commit_timestamp_seconds",
     "gitops_applied_commit_info",
     "gitops_applied_commit_timestamp_seconds",
     "gitops_remote_commit_info",
@@ -22,6 +24,7 @@ pub const NAMES: [&str; 19] = [
     "gitops_last_result",
     "gitops_last_exit_code",
     "gitops_last_run_timestamp_seconds",
+    "gitops_last_error_info",
     "gitops_last_success_timestamp_seconds",
     "gitops_run_duration_seconds",
     "gitops_consecutive_failures",
@@ -34,11 +37,27 @@ pub const NAMES: [&str; 19] = [
     "gitops_metrics_version",
 ];
 
-/// Bumped when a name or a label above changes meaning, so dashboards can tell.
-const FORMAT_VERSION: u32 = 1;
+/// Bumped when a name or a label above changes meaning, so dashboards can tell. 2: the live commit has
+/// a series of its own; `gitops_applied_commit_info` is the last commit applied successfully.
+const FORMAT_VERSION: u32 = 2;
 
-/// Render the metrics for the run just finished.
-pub fn render(record: &RunRecord, run: &RunSummary) -> String {
+/// The longest error label: a line an operator reads in a table, not a log.
+const ERROR_LABEL_MAX: usize = 160;
+
+/// The first line of `text`, at most `max` characters (an ellipsis marks the cut).
+fn first_line(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.chars().count() <= max {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// Render the metrics for the run just finished; `fetch_info` when mirrors or a change probe are
+/// configured (otherwise the remote is always the one URL and the series would say nothing).
+pub fn render(record: &RunRecord, run: &RunSummary, fetch_info: bool) -> String {
     let mut out = Text::default();
     out.metric(
         "gitops_info",
@@ -49,20 +68,40 @@ pub fn render(record: &RunRecord, run: &RunSummary) -> String {
     // Each commit metric has a companion whose value tells the newest series apart: a host that stopped
     // reporting leaves one series per commit it ran behind, and the fleet view wants the last one.
     let branch = run.branch.as_deref().unwrap_or("");
+    // Live and applied differ after a failed apply: the failed commit is live, the previous one the last
+    // applied. One word per meaning, as in `gitops status` and the notifications.
     if let Some(live) = &run.live_commit {
         let commit = labels(&[("commit", live), ("branch", branch)]);
+        let result = run.live_result.map(|r| r.label()).unwrap_or("unfinished");
         out.metric(
-            "gitops_applied_commit_info",
-            "The commit applied and live on this host.",
+            "gitops_live_commit_info",
+            "The live commit (the revision current points at) and how its entrypoint ended: applied, failed or unfinished.",
             "gauge",
-            &[(commit.clone(), 1.0)],
+            &[(labels(&[("commit", live), ("branch", branch), ("result", result)]), 1.0)],
         );
         if let Some(since) = run.live_since.as_deref().and_then(unix_seconds) {
             out.metric(
-                "gitops_applied_commit_timestamp_seconds",
-                "When the live commit was applied.",
+                "gitops_live_commit_timestamp_seconds",
+                "Since when the live commit is live.",
                 "gauge",
                 &[(commit, since)],
+            );
+        }
+    }
+    if let Some(applied) = &run.applied_commit {
+        let commit = labels(&[("commit", applied), ("branch", branch)]);
+        out.metric(
+            "gitops_applied_commit_info",
+            "The last commit whose entrypoint succeeded (the live one unless that failed).",
+            "gauge",
+            &[(commit.clone(), 1.0)],
+        );
+        if let Some(at) = run.applied_at.as_deref().and_then(unix_seconds) {
+            out.metric(
+                "gitops_applied_commit_timestamp_seconds",
+                "When the last applied commit was applied.",
+                "gauge",
+                &[(commit, at)],
             );
         }
     }
@@ -103,9 +142,17 @@ pub fn render(record: &RunRecord, run: &RunSummary) -> String {
         "When the last run finished.",
         unix_seconds(&run.finished_at).unwrap_or(0.0),
     );
+    if let Some(error) = run.error.as_deref().filter(|_| run.result.is_failure()) {
+        out.metric(
+            "gitops_last_error_info",
+            "Why the last run failed: the first line of its error (absent after a run that did not fail).",
+            "gauge",
+            &[(labels(&[("error", &first_line(error, ERROR_LABEL_MAX))]), 1.0)],
+        );
+    }
     out.gauge(
         "gitops_last_success_timestamp_seconds",
-        "When a run last succeeded (up-to-date or applied); 0 if never.",
+        "When a run last ended as planned (up-to-date, applied, or held back by the rollout policy or a suspension); 0 if never.",
         record.last_success_at.as_deref().and_then(unix_seconds).unwrap_or(0.0),
     );
     out.gauge("gitops_run_duration_seconds", "Wall time of the last run.", run.duration_ms as f64 / 1000.0);
@@ -144,7 +191,7 @@ pub fn render(record: &RunRecord, run: &RunSummary) -> String {
             out.gauge("gitops_deferred_until_timestamp_seconds", "When the held-back commit goes, when known.", until);
         }
     }
-    if run.served_by.is_some() || run.probe.is_some() {
+    if fetch_info && (run.served_by.is_some() || run.probe.is_some()) {
         let probe = run.probe.and_then(|p| serde_json::to_value(p).ok());
         let probe = probe.as_ref().and_then(|p| p.as_str()).unwrap_or("");
         out.metric(
@@ -196,9 +243,13 @@ mod tests {
             host: "web-1".into(),
             branch: Some("main".into()),
             commit: Some("b".repeat(40)),
-            live_commit: Some("a".repeat(40)),
+            live_commit: Some("b".repeat(40)),
+            live_result: Some(crate::live::LiveResult::Failed),
+            live_since: Some("2026-12-01T10:01:00Z".into()),
+            applied_commit: Some("a".repeat(40)),
+            applied_at: Some("2026-12-01T09:00:00Z".into()),
             commit_time: Some("2026-12-01T10:00:00Z".into()),
-            live_since: Some("2026-12-01T09:00:00Z".into()),
+            error: Some("entrypoint run.sh exited with status 1\nsecond line".into()),
             commits_behind: Some(3),
             finished_at: "2026-12-01T10:05:00Z".into(),
             ..RunSummary::default()
@@ -217,7 +268,7 @@ mod tests {
             message: "waiting".into(),
             until: Some("2026-12-01T11:00:00Z".into()),
         });
-        let text = render(&RunRecord::default(), &full);
+        let text = render(&RunRecord::default(), &full, true);
         let written: Vec<&str> =
             text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).map(|l| l.split(' ').next().unwrap()).collect();
         assert_eq!(written, NAMES.to_vec());
@@ -225,7 +276,7 @@ mod tests {
 
     #[test]
     fn last_result_has_one_series_per_outcome_and_exactly_one_set() {
-        let text = render(&RunRecord::default(), &run(Outcome::ApplyFailed));
+        let text = render(&RunRecord::default(), &run(Outcome::ApplyFailed), false);
         let results: Vec<&str> = text.lines().filter(|l| l.starts_with("gitops_last_result{")).collect();
         assert_eq!(results.len(), Outcome::SYNC.len());
         assert_eq!(
@@ -236,11 +287,21 @@ mod tests {
 
     #[test]
     fn live_and_remote_commits_and_times() {
-        let text = render(&RunRecord::default(), &run(Outcome::ApplyFailed));
+        let text = render(&RunRecord::default(), &run(Outcome::ApplyFailed), false);
         let a = "a".repeat(40);
-        assert!(text.contains(&format!("gitops_applied_commit_info{{commit=\"{a}\",branch=\"main\"}} 1")), "{text}");
-        assert!(text.contains("gitops_commits_behind 3\n"));
         let b = "b".repeat(40);
+        assert!(text.contains(&format!("gitops_applied_commit_info{{commit=\"{a}\",branch=\"main\"}} 1")), "{text}");
+        assert!(
+            text.contains(&format!("gitops_live_commit_info{{commit=\"{b}\",branch=\"main\",result=\"failed\"}} 1"))
+        );
+        assert!(
+            text.contains(&format!(
+                "gitops_live_commit_timestamp_seconds{{commit=\"{b}\",branch=\"main\"}} 1796119260\n"
+            ))
+        );
+        assert!(text.contains("gitops_last_error_info{error=\"entrypoint run.sh exited with status 1\"} 1\n"));
+        assert!(!text.contains("gitops_fetch_info"), "only with --mirror or --probe-url");
+        assert!(text.contains("gitops_commits_behind 3\n"));
         assert!(
             text.contains(&format!(
                 "gitops_remote_commit_timestamp_seconds{{commit=\"{b}\",branch=\"main\"}} 1796119200\n"

@@ -50,12 +50,21 @@ pub struct RunSummary {
     /// A reboot this run started or saw completed ("rebooting for …", "rebooted for …").
     #[serde(default)]
     pub reboot: Option<String>,
-    /// The commit applied and live after this run, if any.
+    /// The commit live after this run: the revision `current` points at, whatever its entrypoint did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_commit: Option<String>,
-    /// When the live commit was applied (RFC 3339).
+    /// Since when the live commit is live (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_since: Option<String>,
+    /// How the live commit's entrypoint ended: applied, failed or unfinished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_result: Option<crate::live::LiveResult>,
+    /// The last commit whose entrypoint succeeded (the live one, unless that failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_commit: Option<String>,
+    /// When `applied_commit` was applied (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
     /// When `commit` was committed (RFC 3339), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_time: Option<String>,
@@ -91,10 +100,15 @@ pub struct RunSummary {
     pub deferred: Option<Deferral>,
 }
 
+/// Deferral kinds that are configuration mistakes, not the plan: `gate=prometheus` on a host without
+/// `--prometheus`, canaries that match no host reporting to Prometheus. Held all the same (the gate
+/// cannot open), but logged at WARN and never counted as a run that ended as planned.
+pub const MISCONFIGURED: [&str; 2] = ["gate-unconfigured", "canary-unknown"];
+
 /// Why a run left the commit for later (exit 11).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Deferral {
-    /// `wave`, `gate`, `halted`, `pause` or `suspend`.
+    /// `wave`, `gate`, `halted`, `pause`, `suspend`, or a mistake: `gate-unconfigured`, `canary-unknown`.
     pub kind: String,
     /// What the log said: why, and until when if known.
     pub message: String,
@@ -118,6 +132,16 @@ impl RunSummary {
         if let Some(reboot) = &self.reboot {
             line.push_str(&format!(" — {reboot}"));
         }
+        // What a failed run left live, and what last worked, when that is not the commit named above.
+        if self.result.is_failure()
+            && let Some(live) = &self.live_commit
+        {
+            let result = self.live_result.map(|r| r.label()).unwrap_or("?");
+            line.push_str(&format!(" — live: {} ({result})", short(live)));
+            if let Some(applied) = self.applied_commit.as_deref().filter(|a| a != live) {
+                line.push_str(&format!(", last applied {}", short(applied)));
+            }
+        }
         if let Some(from) = &self.deployed_from {
             line.push_str(&format!(" — from {}", printable(from)));
         }
@@ -126,6 +150,16 @@ impl RunSummary {
             line.push_str(&format!(" — suspended{reason}"));
         }
         line
+    }
+
+    /// Whether the run ended as planned: up-to-date, applied, or held back by the rollout policy or a
+    /// suspension (not by a configuration mistake). A lock held by another run is neither this nor a failure.
+    pub fn as_planned(&self) -> bool {
+        match self.result {
+            Outcome::UpToDate | Outcome::Applied => true,
+            Outcome::Deferred => self.deferred.as_ref().is_none_or(|d| !MISCONFIGURED.contains(&d.kind.as_str())),
+            _ => false,
+        }
     }
 
     /// Record how the run ended.
@@ -232,6 +266,15 @@ pub fn json_document(summary: &RunSummary) -> serde_json::Value {
         "reboot": summary.reboot,
         "served_by": summary.served_by,
         "probe": summary.probe,
+        "live": summary.live_commit.as_ref().map(|commit| json!({
+            "commit": commit,
+            "result": summary.live_result,
+            "since": summary.live_since,
+        })),
+        "applied": summary.applied_commit.as_ref().map(|commit| json!({
+            "commit": commit,
+            "applied_at": summary.applied_at,
+        })),
     })
 }
 

@@ -35,13 +35,16 @@ pub struct ReportSettings {
     pub secret: Option<Vec<u8>>,
     /// Prometheus textfile to rewrite after every run.
     pub metrics_file: Option<PathBuf>,
+    /// Whether mirrors or a change probe are configured: only then does the textfile say which remote served.
+    pub fetch_info: bool,
 }
 
 /// Record, export and announce a finished run; problems are logged, never fail the run.
 pub fn after_run(layout: &Layout, settings: &ReportSettings, summary: &RunSummary) {
     let (record, summary) = last_run::record(layout, summary);
     if let Some(path) = &settings.metrics_file
-        && let Err(e) = write_replace_public(path, crate::metrics::render(&record, &summary).as_bytes())
+        && let Err(e) =
+            write_replace_public(path, crate::metrics::render(&record, &summary, settings.fetch_info).as_bytes())
     {
         log::warn!("writing metrics file {}: {e:#}", path.display());
     }

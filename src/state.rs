@@ -13,7 +13,8 @@ use crate::outcome::Outcome;
 /// What state.json records between runs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct State {
-    /// The commit whose entrypoint last succeeded: what this host runs.
+    /// The commit whose entrypoint last succeeded ("applied"; what is live is `live`, which can be a commit
+    /// whose entrypoint failed).
     pub applied_commit: Option<String>,
     /// When `applied_commit` was applied (RFC 3339).
     pub applied_at: Option<String>,
@@ -48,6 +49,9 @@ pub struct State {
     /// Where this host stands in the rollout of the newest commit with a rollout policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRecord>,
+    /// The revision `current` points at and how its entrypoint ended (written when it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::live::LiveRecord>,
 }
 
 /// This host and one commit's rollout: kept so that a backdated commit cannot skip the wave.
@@ -150,6 +154,7 @@ impl State {
             .chain(self.applied_history.iter().map(|c| ("applied_history", Some(c.as_str()))))
             .chain([("last_attempt.commit", attempt.map(|a| a.commit.as_str()))])
             .chain([("testing_base", self.testing_base.as_deref())])
+            .chain([("live.commit", self.live.as_ref().map(|l| l.commit.as_str()))])
             .chain([("last_attempt.previous_commit", attempt.and_then(|a| a.previous_commit.as_deref()))]);
         for (field, value) in commits {
             if let Some(value) = value

@@ -18,6 +18,7 @@ use crate::decide::{Allowed, Attempt, Decision, History, Refusal, Why, decide, p
 use crate::fetch::{self, Fetched, Source};
 use crate::hostkey;
 use crate::layout::Layout;
+use crate::live::{LiveRecord, LiveResult};
 use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
 use crate::plan::{self, Plan};
@@ -71,6 +72,7 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
             Err(failure) => result = Err(failure),
         }
     }
+    describe_live(layout, &mut summary);
     let outcome = match &result {
         Ok(outcome) => *outcome,
         Err(failure) => {
@@ -95,8 +97,6 @@ pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
 fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started: Instant) -> Result<Outcome, Failure> {
     let mut state = state::load_or_quarantine(&layout.state_file())?;
     let deployed = state.applied_commit.as_deref().map(|hex| commit_id::parse(hex, "applied_commit")).transpose()?;
-    summary.live_commit = deployed.map(|d| d.to_string());
-    summary.live_since = state.applied_at.clone();
     summary.deployed_from = state.testing_base.as_ref().and(state.deployed_from.clone());
     if let Some(hold) = suspend::active(layout, crate::clock::now_unix(), !settings.dry_run)? {
         let message = hold.describe(crate::clock::now_unix());
@@ -294,8 +294,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     let outcome = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
     record(&mut state, layout, begun, outcome, &ran, log.clone(), &route)?;
     if ran.success {
-        (summary.live_commit, summary.commits_behind) = (Some(remote.to_string()), Some(0));
-        summary.live_since = state.applied_at.clone();
+        summary.commits_behind = Some(0);
         summary.deployed_from = route.testing.clone();
     }
     summary.error = ran.error.clone();
@@ -322,6 +321,16 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         ),
     }
     Ok(outcome)
+}
+
+/// What the run left live and what was last applied, as state.json and `current` say after it.
+fn describe_live(layout: &Layout, summary: &mut RunSummary) {
+    let state = state::load(&layout.state_file()).unwrap_or_default();
+    let live = crate::live::of(&state, checkout::live_commit(layout).as_deref());
+    summary.live_commit = live.as_ref().map(|l| l.commit.clone());
+    summary.live_since = live.as_ref().and_then(|l| l.since.clone());
+    summary.live_result = live.map(|l| l.result);
+    (summary.applied_commit, summary.applied_at) = (state.applied_commit, state.applied_at);
 }
 
 /// Where the target comes from, for log lines: the branch, or "testing/web-1 (testing branch)".
@@ -536,12 +545,23 @@ fn record(
         attempts: begun.attempt,
         exit_code: ran.exit_code,
         error: ran.error.clone(),
-        started_at: begun.at,
+        started_at: begun.at.clone(),
         finished_at: finished_at.clone(),
         duration_ms: begun.clock.elapsed().as_millis() as u64,
         log,
         served_by: begun.served_by.clone(),
     });
+    // The live record follows `current`: a teardown that failed kept the previous revision live.
+    let commit = begun.commit.to_string();
+    if checkout::live_commit(layout).as_deref() == Some(commit.as_str()) {
+        let since = state.live.as_ref().filter(|live| live.commit == commit).map(|live| live.since.clone());
+        state.live = Some(LiveRecord {
+            since: since.unwrap_or_else(|| begun.at.clone()),
+            commit,
+            result: if ran.success { LiveResult::Applied } else { LiveResult::Failed },
+            error: ran.error.clone(),
+        });
+    }
     if ran.success && begun.why == Why::Reconcile {
         // The commit went live earlier: applied_at (and the metrics' live-since) stays.
         state.reconciled_at = Some(finished_at);
