@@ -98,8 +98,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show the deployed commit and the last run from the state directory (no network); exit 1 when unhealthy.
     Status(StatusArgs),
-    /// Print the entrypoint log of the last run, or of a given commit.
+    /// Print the entrypoint log of the last run, or of a given commit, after a header saying which run it was.
     Logs(LogsArgs),
+    /// List the deploy history from the state directory, newest first (no network).
+    History(HistoryArgs),
     /// Encrypt, edit, re-key and list the repository's age secrets (*.age) for the hosts in .gitops/recipients.
     #[command(after_help = secrets_exit_codes_help())]
     Secrets(SecretsCommand),
@@ -490,6 +492,22 @@ pub struct LogsArgs {
     /// State directory [default: as for sync].
     #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// Flags of `gitops history`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// State directory [default: as for sync].
+    #[arg(long, env = "GITOPS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Print the machine-readable document instead.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Show the newest N attempts.
+    #[arg(short = 'n', long = "limit", default_value_t = 20, value_name = "N")]
+    pub limit: usize,
 }
 
 /// Flags of `gitops webhook`.

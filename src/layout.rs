@@ -99,6 +99,10 @@ impl Layout {
     pub fn entrypoint_log(&self, commit: ObjectId) -> PathBuf {
         self.logs().join(format!("{commit}.log"))
     }
+    /// One line per deploy attempt (`gitops history`).
+    pub fn history(&self) -> PathBuf {
+        self.root.join("history.jsonl")
+    }
     /// The teardown script's log, run before `next` went live.
     pub fn teardown_log(&self, next: ObjectId) -> PathBuf {
         self.logs().join(format!("{next}.teardown.log"))

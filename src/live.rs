@@ -106,6 +106,7 @@ mod tests {
             duration_ms: 1000,
             log: "log".into(),
             served_by: None,
+            reason: None,
         }
     }
 

@@ -14,6 +14,7 @@ mod failpoint;
 mod fetch;
 mod fleet;
 mod fleetview;
+mod history;
 mod hostkey;
 mod http;
 mod inventory;
@@ -103,8 +104,9 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         }
         Command::Verify(args) => commands::verify::run(args),
         Command::Status(args) => commands::status::status(args),
+        Command::History(args) => commands::history::run(args),
         Command::Secrets(args) => commands::secrets::run(args),
-        Command::Logs(args) => commands::status::logs(args),
+        Command::Logs(args) => commands::history::logs(args),
         Command::Suspend(args) => commands::suspend::suspend(args),
         Command::Resume(args) => commands::suspend::resume(args),
         Command::Fleet(args) => commands::fleet::run(&args),

@@ -391,6 +391,23 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_run_says_what_is_live_and_what_was_last_applied() {
+        let mut s = summary();
+        s.set_result(Outcome::ApplyFailed);
+        s.error = Some("entrypoint run.sh exited with code 1".into());
+        s.live_commit = s.commit.clone();
+        s.live_result = Some(crate::live::LiveResult::Failed);
+        s.applied_commit = Some("fedcba9876543210fedcba9876543210fedcba98".into());
+        assert!(
+            s.headline().ends_with("exited with code 1 — live: 0123456789ab (failed), last applied fedcba987654"),
+            "{}",
+            s.headline()
+        );
+        s.set_result(Outcome::Applied);
+        assert!(!s.headline().contains("live:"), "an applied run names its commit once");
+    }
+
+    #[test]
     fn payloads_respect_limits() {
         let mut s = summary();
         s.subject = Some("x".repeat(5000));

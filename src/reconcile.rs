@@ -65,6 +65,7 @@ mod tests {
             duration_ms: 0,
             log: "x.log".into(),
             served_by: None,
+            reason: None,
         }
     }
 

@@ -130,6 +130,9 @@ pub struct AttemptRecord {
     /// The remote the commit was fetched from (URL, redacted), when mirrors are configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served_by: Option<String>,
+    /// Why it ran (`GITOPS_REASON`: new-commit, retry, reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl State {

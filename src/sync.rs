@@ -282,7 +282,17 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     }
 
     let served_by = summary.served_by.clone().filter(|_| !settings.polling.mirrors.is_empty());
-    let begun = Begun { commit: remote, previous: deployed, attempt, why, at: now(), clock: Instant::now(), served_by };
+    let subject = summary.subject.clone();
+    let begun = Begun {
+        commit: remote,
+        previous: deployed,
+        attempt,
+        why,
+        at: now(),
+        clock: Instant::now(),
+        served_by,
+        subject,
+    };
     if why == Why::Reconcile {
         log::info!(
             "reconciling {} (--reapply-every {:?})",
@@ -509,6 +519,8 @@ struct Begun {
     clock: Instant,
     /// The mirror (or primary) that served the fetch, recorded when mirrors are configured.
     served_by: Option<String>,
+    /// The commit's subject line, for the history.
+    subject: Option<String>,
 }
 
 impl Begun {
@@ -538,6 +550,7 @@ fn record(
     route: &Route,
 ) -> Result<(), Failure> {
     let finished_at = now();
+    let duration_ms = begun.clock.elapsed().as_millis() as u64;
     state.last_attempt = Some(AttemptRecord {
         commit: begun.commit.to_string(),
         previous_commit: begun.previous.map(|d| d.to_string()),
@@ -547,9 +560,10 @@ fn record(
         error: ran.error.clone(),
         started_at: begun.at.clone(),
         finished_at: finished_at.clone(),
-        duration_ms: begun.clock.elapsed().as_millis() as u64,
+        duration_ms,
         log,
         served_by: begun.served_by.clone(),
+        reason: Some(begun.reason().label.to_string()),
     });
     // The live record follows `current`: a teardown that failed kept the previous revision live.
     let commit = begun.commit.to_string();
@@ -564,13 +578,29 @@ fn record(
     }
     if ran.success && begun.why == Why::Reconcile {
         // The commit went live earlier: applied_at (and the metrics' live-since) stays.
-        state.reconciled_at = Some(finished_at);
+        state.reconciled_at = Some(finished_at.clone());
     } else if ran.success {
-        state.record_applied(&begun.commit.to_string(), finished_at);
+        state.record_applied(&begun.commit.to_string(), finished_at.clone());
         testing::record(state, route, &route.fetched.branch);
     }
     state::save(&layout.state_file(), state)?;
     crate::failpoint::hit("state-saved");
+    crate::history::append(
+        layout,
+        &crate::history::Entry {
+            started_at: begun.at.clone(),
+            finished_at,
+            commit: begun.commit.to_string(),
+            subject: begun.subject.clone(),
+            reason: begun.reason().label.to_string(),
+            attempt: begun.attempt,
+            result: outcome,
+            exit_code: ran.exit_code,
+            error: ran.error.clone(),
+            duration_ms,
+            previous_commit: begun.previous.map(|p| p.to_string()),
+        },
+    );
     Ok(())
 }
 

@@ -21,5 +21,6 @@ mod secrets;
 mod sync;
 mod transports;
 mod trust;
+mod truthful;
 mod units;
 mod webhook;

@@ -134,6 +134,16 @@ fn generic_json_document_is_signed_with_hmac() {
     assert_eq!(requests[0].header("x-gitops-signature"), Some(format!("sha256={expected}").as_str()));
     let second_doc: serde_json::Value = serde_json::from_slice(&requests[1].body).unwrap();
     assert_eq!(second_doc["result"], "up-to-date");
+    assert_eq!((&doc["live"]["commit"], &doc["live"]["result"]), (&second.as_str().into(), &"applied".into()));
+    assert_eq!(doc["applied"]["commit"], second.as_str());
+
+    // A failed apply: the notification says the failed commit is live, and what was last applied.
+    remote.script("run.sh", "exit 4");
+    let broken = remote.commit("broken");
+    host.sync(&flags).expect(APPLY_FAILED);
+    let failed: serde_json::Value = serde_json::from_slice(&receiver.requests()[2].body).unwrap();
+    assert_eq!((&failed["live"]["commit"], &failed["live"]["result"]), (&broken.as_str().into(), &"failed".into()));
+    assert_eq!(failed["applied"]["commit"], second.as_str());
 }
 
 fn openssl_hmac(key: &str, body: &[u8]) -> String {
@@ -269,6 +279,26 @@ fn metrics_file_parses_as_prometheus_text() {
     assert_eq!(value("gitops_last_success_timestamp_seconds", None), 0.0);
     assert!(value("gitops_last_run_timestamp_seconds", None) > 1.7e9);
     assert_eq!(value("gitops_remote_commit_info", Some(("commit", remote.head().as_str()))), 1.0);
+    // The failed commit is live, and says so; nothing was ever applied; the error says why.
+    let failed = remote.head();
+    assert_eq!(value("gitops_live_commit_info", Some(("commit", failed.as_str()))), 1.0);
+    assert_eq!(value("gitops_live_commit_info", Some(("result", "failed"))), 1.0);
+    assert!(!text.contains("gitops_applied_commit_info"), "{text}");
+    assert_eq!(value("gitops_last_error_info", Some(("error", "entrypoint run.sh exited with code 1"))), 1.0);
+    assert!(!text.contains("gitops_fetch_info"), "only with --mirror or --probe-url: {text}");
+    assert_eq!(value("gitops_metrics_version", None), 2.0);
+
+    remote.script("run.sh", "true");
+    let fixed = remote.commit("fix");
+    host.sync(&flags).expect(APPLIED);
+    let text = fs::read_to_string(&metrics).unwrap();
+    for series in [
+        format!("gitops_live_commit_info{{commit=\"{fixed}\",branch=\"main\",result=\"applied\"}} 1"),
+        format!("gitops_applied_commit_info{{commit=\"{fixed}\",branch=\"main\"}} 1"),
+    ] {
+        assert!(text.contains(&series), "{series} missing:\n{text}");
+    }
+    assert!(!text.contains("gitops_last_error_info") && !text.contains(failed.as_str()), "{text}");
 }
 
 /// A commit subject with terminal controls (clear screen, carriage return, a window title) is shown
@@ -324,13 +354,35 @@ fn status_reports_health_and_logs_prints_the_run_log() {
     host.sync(&[]).expect(APPLY_FAILED);
     let run = status(&[]).expect(RUNTIME_ERROR);
     assert!(run.stdout.contains("UNHEALTHY: last run failed: apply-failed (exit 30)"), "{}", run.stdout);
-    assert!(run.stdout.contains(&format!("retrying:     {failing} failed 1 time(s)")), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("retrying:     {} failed 1 time(s)", &failing[..12])), "{}", run.stdout);
+    // The failed commit is live (its entrypoint partly ran); the last applied is the one before.
+    let first = host.state_json()["applied_commit"].as_str().unwrap().to_string();
+    assert!(
+        run.stdout.contains(&format!("live:         {} \"break it\" by Test <test@example.invalid> — entrypoint FAILED: entrypoint run.sh exited with code 9, live since ", &failing[..12])),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(&format!("applied:      {} \"initial\"", &first[..12])), "{}", run.stdout);
+    // Times as an operator reads them: whole seconds, UTC, and how long ago.
+    let last_run = run.stdout.lines().find(|l| l.starts_with("last run:")).unwrap();
+    assert!(last_run.contains(" UTC (just now), apply-failed (exit 30)"), "{last_run}");
+    assert!(!run.stdout.contains("T1") && !run.stdout.contains("T0") && !run.stdout.contains("T2"), "{}", run.stdout);
     let doc: serde_json::Value = serde_json::from_str(&status(&["--json"]).expect(RUNTIME_ERROR).stdout).unwrap();
     assert_eq!(doc["pending_retry"]["commit"], failing.as_str());
+    assert_eq!(doc["live"]["commit"], failing.as_str());
+    assert_eq!(doc["live"]["result"], "failed");
+    assert_eq!(doc["applied"]["commit"], first.as_str());
+    assert!(doc["last_run"]["finished_at"].as_str().unwrap().contains('T'), "JSON keeps RFC 3339");
 
     let logs: Run = host.command(&["logs", "--state-dir", &state]).output().unwrap().into();
-    assert!(logs.expect(UP_TO_DATE).stdout.contains("second-run-output"));
-    let first = host.state_json()["applied_commit"].as_str().unwrap().to_string();
+    let logs = logs.expect(UP_TO_DATE).stdout;
+    assert!(logs.contains("second-run-output"));
+    // A header says which run it was before the log itself.
+    assert!(
+        logs.starts_with(&format!("# commit:  {failing} \"break it\"\n# reason:  new-commit (attempt 1)\n# when:    ")),
+        "{logs}"
+    );
+    assert!(logs.contains("# result:  apply-failed, exit 9, in "), "{logs}");
     let logs: Run = host.command(&["logs", "--state-dir", &state, &first[..8]]).output().unwrap().into();
     assert!(logs.expect(UP_TO_DATE).stdout.contains("first-run-output"));
     let logs: Run = host.command(&["logs", "--state-dir", &state, "ffffffff"]).output().unwrap().into();

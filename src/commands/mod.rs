@@ -3,6 +3,7 @@
 
 pub mod fleet;
 pub mod generate;
+pub mod history;
 pub mod install_units;
 pub mod secrets;
 pub mod status;

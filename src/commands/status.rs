@@ -1,14 +1,11 @@
-//! `gitops status` and `gitops logs`: read the state directory, no network.
-
-use std::fs;
-use std::path::PathBuf;
+//! `gitops status`: where this host stands, from the state directory, no network.
 
 use anyhow::anyhow;
 use serde_json::json;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::cli::{LogsArgs, StatusArgs};
+use crate::cli::StatusArgs;
 use crate::commit_id::short;
 use crate::last_run;
 use crate::layout::Layout;
@@ -32,6 +29,12 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
 
     let applied_commit = state.applied_commit.clone();
     let (subject, author) = applied_commit.as_deref().map(|c| describe(&layout, c)).unwrap_or((None, None));
+    let live = crate::live::of(&state, crate::checkout::live_commit(&layout).as_deref());
+    let (live_subject, live_author) = match &live {
+        Some(live) if Some(&live.commit) == applied_commit.as_ref() => (subject.clone(), author.clone()),
+        Some(live) => describe(&layout, &live.commit),
+        None => (None, None),
+    };
     let mut problems = Vec::new();
     let now_unix = crate::clock::now_unix();
     // An unreadable hold is shown as a problem: sync stops on it too.
@@ -53,11 +56,21 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
         )),
         _ => {}
     }
+    if let Some(live) = live.as_ref().filter(|l| l.result == crate::live::LiveResult::Unfinished) {
+        problems.push(format!(
+            "{} went live but no run recorded how its entrypoint ended (a run was killed?); the next sync applies it again",
+            short(&live.commit)
+        ));
+    }
     let success_age = age(&record.last_success_at);
     if let Some(seconds) = success_age
         && seconds > max_age.as_secs() as i64
     {
-        problems.push(format!("last success {} ago, more than --max-age {}", human(seconds), args.max_age));
+        problems.push(format!(
+            "last success {}, more than --max-age {}",
+            crate::clock::relative(seconds),
+            args.max_age
+        ));
     }
     let retry =
         state.last_failure().map(|(commit, attempts)| json!({"commit": commit, "consecutive_failures": attempts}));
@@ -73,6 +86,15 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
         "state_dir": layout.root,
         "repository": record.last_run.as_ref().map(|r| r.repository.clone()),
         "branch": record.last_run.as_ref().and_then(|r| r.branch.clone()),
+        "live": live.as_ref().map(|live| json!({
+            "commit": live.commit,
+            "subject": live_subject,
+            "author": live_author,
+            "result": live.result,
+            "since": live.since,
+            "age_seconds": age(&live.since),
+            "error": live.error,
+        })),
         "applied": applied_commit.as_ref().map(|commit| json!({
             "commit": commit,
             "subject": subject,
@@ -117,30 +139,47 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
 fn print_human(doc: &serde_json::Value) {
     // Subjects, authors and errors come from the repository: never print them raw to a terminal.
     let text = |v: &serde_json::Value| v.as_str().map(|s| printable(s).into_owned()).unwrap_or_else(|| "-".into());
+    let now = crate::clock::now_unix();
+    let when = |v: &serde_json::Value| match v.as_str() {
+        Some(at) => crate::clock::for_humans(at, now),
+        None => "-".into(),
+    };
+    let commit = |v: &serde_json::Value| {
+        format!("{} \"{}\" by {}", short(&text(&v["commit"])), text(&v["subject"]), text(&v["author"]))
+    };
     println!("repository:   {} (branch {})", text(&doc["repository"]), text(&doc["branch"]));
-    match doc["applied"].as_object() {
-        Some(applied) => println!(
-            "applied:      {} \"{}\" by {}, {} ago",
-            short(&text(&applied["commit"])),
-            text(&applied["subject"]),
-            text(&applied["author"]),
-            applied["age_seconds"].as_i64().map(human).unwrap_or_else(|| "?".into())
+    let (live, applied) = (&doc["live"], &doc["applied"]);
+    match live["result"].as_str() {
+        None => println!("live:         nothing yet"),
+        Some("applied") => println!("live:         {}, live since {}", commit(live), when(&live["since"])),
+        Some(result) => println!(
+            "live:         {} — entrypoint {}{}, live since {}",
+            commit(live),
+            if result == "failed" { "FAILED" } else { "never finished" },
+            live["error"].as_str().map(|e| format!(": {}", printable(e))).unwrap_or_default(),
+            when(&live["since"])
         ),
+    }
+    match applied.as_object() {
+        Some(_) if applied["commit"] == live["commit"] => {
+            println!("applied:      the live commit, {}", when(&applied["applied_at"]))
+        }
+        Some(_) => println!("applied:      {}, {}", commit(applied), when(&applied["applied_at"])),
         None => println!("applied:      nothing yet"),
     }
-    if let Some(testing) = doc["applied"]["testing_branch"].as_str() {
+    if let Some(testing) = applied["testing_branch"].as_str() {
         println!("deployed from: {} (testing branch)", printable(testing));
     }
-    if let Some(at) = doc["applied"]["reconciled_at"].as_str() {
-        println!("reconciled:   {at}");
+    if applied["reconciled_at"].is_string() {
+        println!("reconciled:   {}", when(&applied["reconciled_at"]));
     }
     if let Some(hold) = doc["suspended"].as_object() {
         println!("suspended:    {}", text(&hold["summary"]).trim_start_matches("suspended "));
     }
     if let Some(run) = doc["last_run"].as_object() {
         println!(
-            "last run:     {} {} (exit {}) in {:.1}s",
-            text(&run["finished_at"]),
+            "last run:     {}, {} (exit {}) in {:.1}s",
+            when(&run["finished_at"]),
             text(&run["result"]),
             run["exit_code"],
             run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
@@ -154,7 +193,7 @@ fn print_human(doc: &serde_json::Value) {
             text(&held["kind"])
         );
     }
-    println!("last success: {}", text(&doc["last_success_at"]));
+    println!("last success: {}", when(&doc["last_success_at"]));
     if let Some(run) = doc["last_run"].as_object() {
         match (run.get("served_by").and_then(|v| v.as_str()), run.get("probe").and_then(|v| v.as_str())) {
             (Some(remote), _) => println!("served by:    {}", printable(remote)),
@@ -163,15 +202,14 @@ fn print_human(doc: &serde_json::Value) {
         }
     }
     if let Some(fetch) = doc["last_fetch"].as_object().filter(|f| !f["fetched_at"].is_null()) {
-        println!(
-            "last fetch:   {} from {}, {} ago",
-            text(&fetch["fetched_at"]),
-            text(&fetch["served_by"]),
-            fetch["age_seconds"].as_i64().map(human).unwrap_or_else(|| "?".into())
-        );
+        println!("last fetch:   {} from {}", when(&fetch["fetched_at"]), text(&fetch["served_by"]));
     }
     if let Some(retry) = doc["pending_retry"].as_object() {
-        println!("retrying:     {} failed {} time(s) in a row", text(&retry["commit"]), retry["consecutive_failures"]);
+        println!(
+            "retrying:     {} failed {} time(s) in a row",
+            short(&text(&retry["commit"])),
+            retry["consecutive_failures"]
+        );
     }
     if let Some(v) = doc["verification"].as_object() {
         match v["result"].as_str() {
@@ -217,46 +255,4 @@ fn next_timer_run() -> Option<String> {
         .ok()?;
     let value = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && !value.is_empty() && value != "n/a").then_some(value)
-}
-
-fn human(seconds: i64) -> String {
-    match seconds {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-/// Print the entrypoint log of the last attempt, or of the newest log whose commit starts with the given prefix.
-pub fn logs(args: LogsArgs) -> Result<Outcome, Failure> {
-    let layout = Layout::existing(args.state_dir)?;
-    let path: PathBuf = match args.commit {
-        None => state::load(&layout.state_file())?
-            .last_attempt
-            .map(|a| a.log)
-            .ok_or_else(|| anyhow!("no run has logged anything in {} yet", layout.root.display()))?,
-        Some(prefix) => {
-            let mut matches: Vec<(std::time::SystemTime, PathBuf)> = fs::read_dir(layout.logs())
-                .map_err(|e| anyhow!("reading {}: {e}", layout.logs().display()))?
-                .flatten()
-                .filter(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    name.starts_with(&prefix) && name.ends_with(".log")
-                })
-                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-                .collect();
-            matches.sort();
-            matches.pop().map(|(_, p)| p).ok_or_else(|| {
-                anyhow!(
-                    "no log for a commit starting with {prefix:?} in {}; logs are kept for the last runs only",
-                    layout.logs().display()
-                )
-            })?
-        }
-    };
-    let text = fs::read(&path).map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
-    use std::io::Write;
-    let _ = std::io::stdout().write_all(&text);
-    Ok(Outcome::Success)
 }
