@@ -237,7 +237,9 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         && route.testing.is_none()
         && let Some(hold) = rollout_hold(settings, layout, &repo, &mut state, remote, why)?
     {
-        log::info!("{} ({} {}): {}", Outcome::Deferred, fetched.branch, short_id(remote), hold.message);
+        // A hold that can never end by itself is a mistake for the operator to fix, not the plan.
+        let level = if crate::notify::MISCONFIGURED.contains(&hold.kind) { log::Level::Warn } else { log::Level::Info };
+        log::log!(level, "{} ({} {}): {}", Outcome::Deferred, fetched.branch, short_id(remote), hold.message);
         if settings.dry_run {
             println!("deferred: {}", hold.message);
         }

@@ -56,6 +56,10 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
         )),
         _ => {}
     }
+    let deferred = record.last_run.as_ref().and_then(|run| run.deferred.as_ref());
+    if let Some(held) = deferred.filter(|d| crate::notify::MISCONFIGURED.contains(&d.kind.as_str())) {
+        problems.push(format!("held back by a configuration mistake ({}): {}", held.kind, held.message));
+    }
     if let Some(live) = live.as_ref().filter(|l| l.result == crate::live::LiveResult::Unfinished) {
         problems.push(format!(
             "{} went live but no run recorded how its entrypoint ended (a run was killed?); the next sync applies it again",

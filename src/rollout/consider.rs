@@ -66,8 +66,11 @@ pub fn consider(
     let gate_state = match (&policy.gate, canary || policy.pause) {
         (Some(g), false) => Some(match host.gate {
             Some(source) => gate::check(source, &policy.canary_hosts, &policy.canary_tags, &hex, g.min_canaries),
-            None => GateState::Unknown(
-                "no Prometheus configured for gate=prometheus; set --prometheus (GITOPS_PROMETHEUS)".into(),
+            None => GateState::Misconfigured(
+                "gate-unconfigured",
+                format!(
+                    "{POLICY_FILE} says gate=prometheus but this host has no --prometheus to ask; set --prometheus (GITOPS_PROMETHEUS) on every host that is not a canary"
+                ),
             ),
         }),
         _ => None,

@@ -24,9 +24,21 @@ pub struct Source {
 pub fn check(source: &Source, names: &[String], tags: &[String], commit: &str, min: Option<u32>) -> GateState {
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
     match prometheus::canaries(&source.url, &source.matchers, names, tags, RECENT, now) {
+        Ok(canaries) if canaries.is_empty() => GateState::Misconfigured("canary-unknown", unknown(source, names, tags)),
         Ok(canaries) => judge(&canaries, commit, min),
         Err(e) => GateState::Unknown(format!("{e:#}")),
     }
+}
+
+/// Why no canary answered: a name or tag that matches no host, or canaries that stopped reporting.
+fn unknown(source: &Source, names: &[String], tags: &[String]) -> String {
+    let wanted: Vec<String> = names.iter().cloned().chain(tags.iter().map(|t| format!("tag:{t}"))).collect();
+    let selector = if source.matchers.is_empty() { String::new() } else { format!(" matching {}", source.matchers) };
+    format!(
+        "canary={} matches no host that reported to Prometheus{selector} in the last {} minutes; check the names against the canaries' --host (and --tags), and that they report",
+        wanted.join(","),
+        RECENT.as_secs() / 60
+    )
 }
 
 /// Open when at least `min` canaries (default: every canary seen) are live on `commit` with a successful

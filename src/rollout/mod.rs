@@ -135,12 +135,15 @@ pub enum GateState {
     Halted(String),
     /// Prometheus could not be asked: hold (fail closed).
     Unknown(String),
+    /// The gate can never open as configured: the deferral kind (one of `notify::MISCONFIGURED`) and why.
+    Misconfigured(&'static str, String),
 }
 
 /// Why a host does not move to the commit now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hold {
-    /// `pause`, `gate`, `halted` or `wave` (the metrics label; `suspend` comes from `gitops suspend`).
+    /// `pause`, `gate`, `halted`, `wave`, or a mistake (`gate-unconfigured`, `canary-unknown`): the metrics
+    /// label (`suspend` comes from `gitops suspend`).
     pub kind: &'static str,
     /// The log line: why, and when it will go if that is known.
     pub message: String,
@@ -181,6 +184,9 @@ pub fn decide(
                 message: format!("holding: the gate cannot be checked ({why})"),
                 until: None,
             });
+        }
+        Some(GateState::Misconfigured(kind, why)) => {
+            return Err(Hold { kind, message: format!("holding, and the gate cannot open: {why}"), until: None });
         }
     }
     // A host with nothing deployed yet has nothing to protect: it does not wait for its slot.
@@ -260,6 +266,10 @@ mod tests {
         assert_eq!(held.kind, "halted");
         let held = decide(&policy, false, false, 0.5, 0, Some(&GateState::Unknown("refused".into())), 0).unwrap_err();
         assert_eq!(held.kind, "gate");
+        let wrong = GateState::Misconfigured("canary-unknown", "no host named c reports".into());
+        let held = decide(&policy, false, false, 0.5, 0, Some(&wrong), 0).unwrap_err();
+        assert_eq!(held.kind, "canary-unknown");
+        assert!(crate::notify::MISCONFIGURED.contains(&held.kind));
         let held = decide(&policy, false, false, 0.37, 1_000, Some(&open), 1_000).unwrap_err();
         assert_eq!((held.kind, held.until), ("wave", Some(1_000 + 1332)));
         assert!(
