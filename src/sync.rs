@@ -276,7 +276,14 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
     // Decrypted in memory before anything is written: a secret that stops the run leaves the host as it was.
     let inventory = &settings.fleet.inventory;
     let sealed = secrets::sealed_in_commit(&repo, remote, &inventory.root)?;
-    let unsealed = secrets::unseal(&settings.secrets, sealed, &inventory.host_dirs)?;
+    let unsealed = match sealed.is_empty() {
+        true => secrets::Unsealed::default(),
+        false => {
+            let recipients = secrets::recipients_in_commit(&repo, remote, &inventory.root)?;
+            let mine = secrets::Mine::new(&inventory.host_dirs, recipients.as_deref())?;
+            secrets::unseal(&settings.secrets, sealed, &mine)?
+        }
+    };
     if settings.dry_run {
         let plan = Plan { why, deployed, fetched: &fetched, attempt, changed: &changed, secrets: &unsealed };
         plan::print(settings, &repo, &plan)?;
@@ -489,14 +496,19 @@ fn outgoing_secrets(
     outgoing: &teardown::Outgoing,
 ) -> Result<Option<secrets::tmpfs::Mounted>, Failure> {
     let inventory = &settings.fleet.inventory;
-    let in_cache = ObjectId::from_hex(outgoing.commit.as_bytes())
-        .map_err(anyhow::Error::new)
-        .and_then(|commit| secrets::sealed_in_commit(repo, commit, &inventory.root));
-    let sealed = match in_cache {
-        Ok(sealed) => sealed,
-        Err(_) => secrets::sealed_in_dir(&outgoing.workdir)?,
+    let in_cache = ObjectId::from_hex(outgoing.commit.as_bytes()).map_err(anyhow::Error::new).and_then(|commit| {
+        let sealed = secrets::sealed_in_commit(repo, commit, &inventory.root)?;
+        Ok((sealed, secrets::recipients_in_commit(repo, commit, &inventory.root)?))
+    });
+    let (sealed, recipients) = match in_cache {
+        Ok(found) => found,
+        Err(_) => (
+            secrets::sealed_in_dir(&outgoing.workdir)?,
+            std::fs::read_to_string(outgoing.workdir.join(secrets::recipients::FILE)).ok(),
+        ),
     };
-    let unsealed = secrets::unseal(&settings.secrets, sealed, &inventory.host_dirs).map_err(|mut failure| {
+    let mine = secrets::Mine::new(&inventory.host_dirs, recipients.as_deref())?;
+    let unsealed = secrets::unseal(&settings.secrets, sealed, &mine).map_err(|mut failure| {
         failure.error = failure
             .error
             .context(format!("the secrets of the outgoing revision {} (for its teardown)", outgoing.commit));

@@ -292,6 +292,39 @@ fn a_tampered_or_truncated_secret_stops_the_run_before_anything_is_applied_and_i
     assert_eq!(host.applied(), Some(fixed));
 }
 
+/// Issue 21: a secret that `.gitops/recipients` grants to this host, and that this host cannot open, was
+/// "skipped, for other hosts" and the commit applied without it. Now it stops the run (exit 32) and
+/// nothing is applied; a secret the file grants only to others is still skipped.
+#[test]
+fn a_secret_granted_to_this_host_that_it_cannot_decrypt_stops_the_run() {
+    let Some((dir, key)) = with_host_key() else { return };
+    let other = SigningKey::generate(dir.path(), "other", "ed25519");
+    let other_pub = other.private.with_extension("pub");
+    let remote = Remote::new(dir.path());
+    remote.script("run.sh", SHOW);
+    remote.write(".gitops/recipients", "shared/db.age testhost other\nshared/other.age other\n");
+    age_encrypt(&remote, "shared/other.age", "for-the-other-host-only", &[&other_pub], &[], false);
+    remote.commit("a secret for another host");
+    let host = Host::new(dir.path(), &remote.file_url());
+    let base = shm_base();
+    let flags = ["--age-identity", key.private.to_str().unwrap(), "--secrets-dir", base.path().to_str().unwrap()];
+    host.sync(&flags).expect(APPLIED);
+    let applied = host.applied();
+
+    age_encrypt(&remote, "shared/db.age", "encrypted-without-testhost", &[&other_pub], &[], false);
+    remote.commit("the database password, but testhost was left out when it was encrypted");
+    let run = host.sync(&flags).expect(SECRETS_FAILED);
+    assert!(
+        run.stderr.contains(
+            "secret shared/db.age: .gitops/recipients grants it to testhost, but it is not encrypted to this host's key"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(host.applied(), applied, "nothing applied");
+    assert_eq!(host.out_lines().len(), 1, "the entrypoint did not run again");
+}
+
 #[test]
 fn a_secret_in_the_hosts_own_directory_that_it_cannot_decrypt_stops_the_run() {
     let Some((dir, key)) = with_host_key() else { return };
@@ -315,7 +348,7 @@ fn a_secret_in_the_hosts_own_directory_that_it_cannot_decrypt_stops_the_run() {
     let run = run.expect(SECRETS_FAILED);
     assert!(
         run.stderr.contains(
-            "secret hosts/testhost/pass.age: it is in this host's own directory but not encrypted to this host's key"
+            "secret hosts/testhost/pass.age: it is in this host's own directory, but it is not encrypted to this host's key"
         ),
         "{}",
         run.stderr

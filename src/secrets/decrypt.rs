@@ -72,17 +72,17 @@ pub enum Verdict {
     Stop(String),
 }
 
-/// Decide about a secret at `path` (relative to the config root): one this host cannot decrypt is skipped,
-/// unless it sits in one of the host's own `own_dirs` (`hosts/<name>/`); a broken one always stops the run.
-pub fn judge(path: &Path, opened: &Opened, own_dirs: &[PathBuf]) -> Verdict {
-    match opened {
-        Opened::Plaintext(_) => Verdict::Use,
-        Opened::Broken(why) => Verdict::Stop(why.clone()),
-        Opened::NotAddressed if own_dirs.iter().any(|dir| path.starts_with(dir)) => Verdict::Stop(
-            "it is in this host's own directory but not encrypted to this host's key; re-encrypt it (gitops secrets rekey) with this host's public key among its recipients"
-                .into(),
-        ),
-        Opened::NotAddressed => Verdict::Skip,
+/// Decide about a secret: one this host cannot decrypt is skipped (hosts share one repository), unless it
+/// is this host's (`mine` says why: its own directory, or the recipients file grants it to the host); a
+/// broken one always stops the run.
+pub fn judge(opened: &Opened, mine: Option<String>) -> Verdict {
+    match (opened, mine) {
+        (Opened::Plaintext(_), _) => Verdict::Use,
+        (Opened::Broken(why), _) => Verdict::Stop(why.clone()),
+        (Opened::NotAddressed, Some(why)) => Verdict::Stop(format!(
+            "{why}, but it is not encrypted to this host's key; re-encrypt it (gitops secrets rekey) with this host's public key among its recipients"
+        )),
+        (Opened::NotAddressed, None) => Verdict::Skip,
     }
 }
 
@@ -101,16 +101,11 @@ mod tests {
 
     #[test]
     fn only_the_hosts_own_secrets_must_decrypt() {
-        let own = [PathBuf::from("hosts/web1.example.com"), PathBuf::from("hosts/web1")];
-        let theirs = Path::new("hosts/db1/pass.age");
-        let mine = Path::new("hosts/web1/pass.age");
-        let shared = Path::new("shared/token.age");
-        assert_eq!(judge(theirs, &Opened::NotAddressed, &own), Verdict::Skip);
-        assert_eq!(judge(shared, &Opened::NotAddressed, &own), Verdict::Skip);
-        assert!(matches!(judge(mine, &Opened::NotAddressed, &own), Verdict::Stop(_)));
-        // `hosts/web10` is another host, not a subdirectory of web1's.
-        assert_eq!(judge(Path::new("hosts/web10/p.age"), &Opened::NotAddressed, &own), Verdict::Skip);
-        assert!(matches!(judge(theirs, &Opened::Broken("tampered".into()), &own), Verdict::Stop(_)));
-        assert_eq!(judge(shared, &Opened::Plaintext(Zeroizing::new(b"x".to_vec())), &own), Verdict::Use);
+        let mine = || Some("it is in this host's own directory".to_string());
+        assert_eq!(judge(&Opened::NotAddressed, None), Verdict::Skip);
+        let Verdict::Stop(why) = judge(&Opened::NotAddressed, mine()) else { panic!("must stop") };
+        assert!(why.starts_with("it is in this host's own directory, but it is not encrypted to this host's key"));
+        assert!(matches!(judge(&Opened::Broken("tampered".into()), None), Verdict::Stop(_)));
+        assert_eq!(judge(&Opened::Plaintext(Zeroizing::new(b"x".to_vec())), None), Verdict::Use);
     }
 }

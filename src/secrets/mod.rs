@@ -80,6 +80,57 @@ pub fn sealed_in_commit(repo: &gix::Repository, commit: ObjectId, root: &Path) -
     Ok(found)
 }
 
+/// `.gitops/recipients` below the config root `root` of `commit`, when the commit has one.
+pub fn recipients_in_commit(repo: &gix::Repository, commit: ObjectId, root: &Path) -> anyhow::Result<Option<String>> {
+    let reading = || format!("reading {} of commit {commit}", recipients::FILE);
+    let tree = repo.find_commit(commit).and_then(|c| c.tree()).map_err(anyhow::Error::new).with_context(reading)?;
+    let Some(entry) =
+        tree.lookup_entry_by_path(root.join(recipients::FILE)).map_err(anyhow::Error::new).with_context(reading)?
+    else {
+        return Ok(None);
+    };
+    if !entry.mode().is_blob() {
+        return Ok(None);
+    }
+    let blob = repo.find_blob(entry.object_id()).map_err(anyhow::Error::new).with_context(reading)?;
+    Ok(Some(String::from_utf8_lossy(&blob.data).into_owned()))
+}
+
+/// Which secrets must open on this host: those in its own directories (`hosts/<name>/`), and those
+/// `.gitops/recipients` grants to one of its names. Any other secret it cannot open is another host's.
+pub struct Mine<'a> {
+    /// The host's own directories, relative to the config root.
+    dirs: &'a [PathBuf],
+    /// The repository's recipients file, parsed.
+    recipients: Option<recipients::Recipients>,
+}
+
+impl<'a> Mine<'a> {
+    /// The host with directories `dirs`, in a repository whose recipients file says `recipients_text`.
+    /// A recipients file that does not parse stops the run: which secrets are this host's is unknown.
+    pub fn new(dirs: &'a [PathBuf], recipients_text: Option<&str>) -> Result<Mine<'a>, Failure> {
+        let recipients = recipients_text.map(recipients::parse).transpose().map_err(|e| {
+            Failure::secrets(anyhow!("{}: {e}; fix it in a new commit; nothing was applied", recipients::FILE))
+        })?;
+        Ok(Mine { dirs, recipients })
+    }
+
+    /// Why the secret at `path` (relative to the config root) must open on this host; None when it need not.
+    pub fn why(&self, path: &Path) -> Option<String> {
+        if self.dirs.iter().any(|dir| path.starts_with(dir)) {
+            return Some("it is in this host's own directory".into());
+        }
+        let names: Vec<&str> = self.dirs.iter().filter_map(|dir| dir.file_name()?.to_str()).collect();
+        let granted = self.recipients.as_ref()?.for_path(path.to_str()?)?;
+        granted.into_iter().find_map(|who| match who {
+            recipients::Who::Host(host) if names.contains(&host.as_str()) => {
+                Some(format!("{} grants it to {host}", recipients::FILE))
+            }
+            _ => None,
+        })
+    }
+}
+
 /// Every `*.age` regular file below `dir` (a checkout on disk, or a working clone; `.git` is not searched).
 pub fn sealed_in_dir(dir: &Path) -> anyhow::Result<Vec<Sealed>> {
     let mut found = Vec::new();
@@ -105,9 +156,9 @@ pub fn sealed_in_dir(dir: &Path) -> anyhow::Result<Vec<Sealed>> {
 }
 
 /// Decrypt the secrets addressed to this host, in memory, and register their values with the redactor.
-/// A secret in one of `own_dirs` that this host cannot decrypt, or any that fails authentication, is an
-/// error (exit 32) naming the file and the reason; nothing has been written or run at that point.
-pub fn unseal(settings: &SecretsSettings, sealed: Vec<Sealed>, own_dirs: &[PathBuf]) -> Result<Unsealed, Failure> {
+/// A secret that is this host's (`mine`) and that it cannot decrypt, or any that fails authentication, is
+/// an error (exit 32) naming the file and the reason; nothing has been written or run at that point.
+pub fn unseal(settings: &SecretsSettings, sealed: Vec<Sealed>, mine: &Mine<'_>) -> Result<Unsealed, Failure> {
     let mut unsealed = Unsealed::default();
     if sealed.is_empty() {
         return Ok(unsealed);
@@ -127,7 +178,7 @@ pub fn unseal(settings: &SecretsSettings, sealed: Vec<Sealed>, own_dirs: &[PathB
             Some(identities) => decrypt::open(&secret.ciphertext, identities),
             None => Opened::NotAddressed,
         };
-        match decrypt::judge(&secret.path, &opened, own_dirs) {
+        match decrypt::judge(&opened, mine.why(&secret.path)) {
             Verdict::Use => {
                 if let (Opened::Plaintext(plaintext), Some(name)) = (opened, decrypt::plain_name(&secret.path)) {
                     register(&shown, &plaintext);
@@ -188,4 +239,24 @@ pub fn mount(unsealed: &Unsealed, base: &Base, record: &Path) -> Result<Option<M
         mounted.write(name, plaintext).map_err(Failure::secrets)?;
     }
     Ok(Some(mounted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_must_open_its_own_directory_and_what_recipients_grant_its_names() {
+        let dirs = [PathBuf::from("hosts/web1.example.com"), PathBuf::from("hosts/web1")];
+        let text = "shared/*.age web1 db1\ndb/** db1\n";
+        let mine = Mine::new(&dirs, Some(text)).unwrap();
+        assert_eq!(mine.why(Path::new("hosts/web1/pass.age")).as_deref(), Some("it is in this host's own directory"));
+        assert_eq!(mine.why(Path::new("shared/token.age")).as_deref(), Some(".gitops/recipients grants it to web1"));
+        assert_eq!(mine.why(Path::new("db/pass.age")), None);
+        // `hosts/web10` is another host, not a subdirectory of web1's.
+        assert_eq!(mine.why(Path::new("hosts/web10/p.age")), None);
+        assert_eq!(Mine::new(&dirs, None).unwrap().why(Path::new("shared/token.age")), None);
+        let broken = Mine::new(&dirs, Some("shared/*.age\n")).err().unwrap();
+        assert_eq!(broken.outcome, crate::outcome::Outcome::SecretsFailed);
+    }
 }
