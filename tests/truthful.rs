@@ -87,7 +87,7 @@ fn a_gate_that_can_never_open_is_a_warning_everywhere() {
     };
     sync(&[]).expect(APPLIED);
     let exporter = prom::NodeExporter::start(&textfiles);
-    let prometheus = prom::Prometheus::start(&dir.path().join("prometheus"), &[exporter.address.clone()], &[]);
+    let prometheus = prom::Prometheus::start(&dir.path().join("prometheus"), std::slice::from_ref(&exporter.address), &[]);
     prometheus.wait_for("gitops_info{host=\"testhost\"}", 1, Duration::from_secs(30));
 
     remote.write(".gitops/rollout", "canary=web-9\ngate=prometheus\n");
