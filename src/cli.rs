@@ -319,6 +319,10 @@ pub struct SyncArgs {
     #[arg(long, env = "GITOPS_DRY_RUN")]
     pub dry_run: bool,
 
+    /// With --dry-run: print the diff of what would change (secrets and redacted values never shown).
+    #[arg(long, requires = "dry_run")]
+    pub diff: bool,
+
     /// Try a commit again even though it already failed --max-attempts times.
     #[arg(long)]
     pub retry: bool,

@@ -73,6 +73,8 @@ pub struct Settings {
     pub hostname: String,
     /// Print the plan, change nothing.
     pub dry_run: bool,
+    /// With `dry_run`: print the diff too.
+    pub diff: bool,
     /// Ignore the max-attempts limit once.
     pub retry: bool,
     /// Deploy a rewound branch.
@@ -396,6 +398,7 @@ impl Settings {
             keep_logs,
             hostname,
             dry_run: args.dry_run,
+            diff: args.diff,
             retry: args.retry,
             allow_rewind: args.allow_rewind,
             allow_diverged: args.allow_diverged,

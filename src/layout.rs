@@ -257,6 +257,43 @@ impl Layout {
     }
 }
 
+/// A private state directory for one dry run on a host that has never run: a dry run must leave no
+/// state directory behind, so it fetches here (mode 0700, under `$TMPDIR`) and this is removed on drop.
+pub struct Scratch {
+    /// The layout inside it.
+    pub layout: Layout,
+}
+
+impl Scratch {
+    /// Make the directory.
+    pub fn new() -> Result<Scratch, Failure> {
+        use std::os::unix::ffi::OsStrExt;
+        let template = std::env::temp_dir().join("gitops-dry-run-XXXXXX");
+        let mut bytes = template.as_os_str().as_bytes().to_vec();
+        bytes.push(0);
+        // SAFETY: `bytes` is a NUL-terminated template ending in XXXXXX that mkdtemp rewrites in place.
+        let made = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+        if made.is_null() {
+            let error = std::io::Error::last_os_error();
+            return Err(Failure::from(anyhow!(
+                "making a temporary directory for the dry run in {}: {error}; set TMPDIR to a writable directory",
+                std::env::temp_dir().display()
+            )));
+        }
+        bytes.pop();
+        let root = PathBuf::from(std::ffi::OsStr::from_bytes(&bytes));
+        Ok(Scratch { layout: Layout { root } })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.layout.root) {
+            log::warn!("removing the dry run's temporary directory {}: {e}", self.layout.root.display());
+        }
+    }
+}
+
 /// Refuse (exit 2) a state directory that a user other than this one or root could redirect, as ssh's
 /// StrictModes does for `~/.ssh`: the directory must be owned by this user, and it and every parent up to
 /// `/` owned by this user or root and writable by no one else. A sticky parent (`/tmp`) is allowed: there

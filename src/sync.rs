@@ -40,12 +40,21 @@ const LOG_TAIL_MAX: u64 = 1024 * 1024;
 
 /// Run one cycle under the lock, then record and report it (still under the lock).
 pub fn sync(settings: &Settings) -> Result<Outcome, Failure> {
-    let layout = &settings.layout;
+    // A dry run changes nothing on the host: on one that never ran it fetches into a temporary directory
+    // (removed when it ends) instead of creating the state directory; elsewhere it may refresh the cache.
+    let scratch = match settings.dry_run && !settings.layout.root.exists() {
+        true => Some(crate::layout::Scratch::new()?),
+        false => None,
+    };
+    let layout = scratch.as_ref().map_or(&settings.layout, |scratch| &scratch.layout);
     layout.ensure_dirs()?;
     let _lock = layout.lock_run()?;
-    layout.remove_stale_temp();
-    apply::reap_survivors(&layout.running_group());
-    secrets::tmpfs::remove_recorded(&layout.secrets_record());
+    if !settings.dry_run {
+        // What a killed run left behind is cleaned up by the next real run, not by a look.
+        layout.remove_stale_temp();
+        apply::reap_survivors(&layout.running_group());
+        secrets::tmpfs::remove_recorded(&layout.secrets_record());
+    }
     if let Some(max) = settings.fleet.splay.filter(|_| !settings.dry_run) {
         // Under the lock: a run started meanwhile exits 75 instead of piling up behind this one.
         splay::sleep(max);
@@ -240,15 +249,15 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         // A hold that can never end by itself is a mistake for the operator to fix, not the plan.
         let level = if crate::notify::MISCONFIGURED.contains(&hold.kind) { log::Level::Warn } else { log::Level::Info };
         log::log!(level, "{} ({} {}): {}", Outcome::Deferred, fetched.branch, short_id(remote), hold.message);
-        if settings.dry_run {
-            println!("deferred: {}", hold.message);
-        }
         summary.deferred = Some(crate::notify::Deferral {
             kind: hold.kind.to_string(),
             message: hold.message,
             until: hold.until.and_then(crate::clock::rfc3339),
         });
-        return Ok(Outcome::Deferred);
+        // A dry run goes on to say what the host would do once released.
+        if !settings.dry_run {
+            return Ok(Outcome::Deferred);
+        }
     }
 
     let last_failure = match state.last_failure() {
@@ -285,9 +294,10 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     };
     if settings.dry_run {
-        let plan = Plan { why, deployed, fetched: &fetched, attempt, changed: &changed, secrets: &unsealed };
+        let held = summary.deferred.as_ref().map(|d| d.message.as_str());
+        let plan = Plan { why, deployed, fetched: &fetched, attempt, changed: &changed, secrets: &unsealed, held };
         plan::print(settings, &repo, &plan)?;
-        return Ok(Outcome::Applied);
+        return Ok(if held.is_some() { Outcome::Deferred } else { Outcome::Applied });
     }
 
     let served_by = summary.served_by.clone().filter(|_| !settings.polling.mirrors.is_empty());
@@ -478,8 +488,9 @@ fn deploy(
     }
     checkout::publish(layout, remote)?;
     crate::failpoint::hit("published");
+    let paths = if changed.len() == 1 { "path" } else { "paths" };
     log::info!(
-        "applying {} with {} (attempt {attempt}, {} changed paths)",
+        "applying {} with {} (attempt {attempt}, {} changed {paths})",
         short_id(remote),
         entrypoint.display(),
         changed.len()

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::support::prom;
@@ -87,7 +88,8 @@ fn a_gate_that_can_never_open_is_a_warning_everywhere() {
     };
     sync(&[]).expect(APPLIED);
     let exporter = prom::NodeExporter::start(&textfiles);
-    let prometheus = prom::Prometheus::start(&dir.path().join("prometheus"), std::slice::from_ref(&exporter.address), &[]);
+    let prometheus =
+        prom::Prometheus::start(&dir.path().join("prometheus"), std::slice::from_ref(&exporter.address), &[]);
     prometheus.wait_for("gitops_info{host=\"testhost\"}", 1, Duration::from_secs(30));
 
     remote.write(".gitops/rollout", "canary=web-9\ngate=prometheus\n");
@@ -116,4 +118,126 @@ fn a_gate_that_can_never_open_is_a_warning_everywhere() {
     std::thread::sleep(Duration::from_millis(1100));
     sync(&[]).expect(DEFERRED);
     assert_eq!(success(&fs::read_to_string(&metrics).unwrap()), success(&before));
+}
+
+/// A dry run lists what comes in: how many commits and each one (the newest 20), then a diffstat;
+/// `--diff` shows the diff, never a secret's contents nor a value the redactor hides.
+#[test]
+fn a_dry_run_lists_the_incoming_commits_and_a_diffstat() {
+    if !tooling::available(&[tooling::AGE]) {
+        return;
+    }
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "true");
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    for n in 1..=22 {
+        remote.write("app.conf", &format!("workers = {n}\nlisten = 80\n"));
+        remote.commit(&format!("tune workers to {n}"));
+    }
+    // A secret for some other host (an X25519 key this host does not have): skipped, and never shown.
+    let key = dir.path().join("other.key");
+    let made = Command::new("age-keygen").arg("-o").arg(&key).output().unwrap();
+    let recipient = String::from_utf8_lossy(&made.stderr).trim().trim_start_matches("Public key: ").to_string();
+    let sealed = dir.path().join("sealed");
+    fs::write(dir.path().join("plain"), "ciphertext-is-not-shown\n").unwrap();
+    let age =
+        Command::new("age").args(["-a", "-r", &recipient, "-o"]).arg(&sealed).arg(dir.path().join("plain")).status();
+    assert!(age.unwrap().success());
+    remote.write("secret.age", &fs::read_to_string(&sealed).unwrap());
+    remote.write("tabs.conf", "a\tb\n");
+    let tip = remote.commit("add a secret");
+    let before = host.snapshot();
+
+    let run = host.sync(&["--dry-run"]).expect(APPLIED);
+    let out = &run.stdout;
+    assert!(out.contains("incoming commits (23):\n"), "{out}");
+    assert!(out.contains(&format!("  {} add a secret — Test\n", &tip[..12])), "{out}");
+    assert!(out.contains("tune workers to 22 — Test") && out.contains("tune workers to 4 — Test"), "{out}");
+    assert!(!out.contains("tune workers to 3 — Test") && out.contains("  … 3 more\n"), "the newest 20: {out}");
+    assert!(out.contains("changed files (3, +3 -0 lines):\n"), "{out}");
+    assert!(out.contains("  app.conf | +2 -0\n") && out.contains("  secret.age | secret, not shown\n"), "{out}");
+    assert!(!out.contains("diff --git"), "{out}");
+    assert_eq!(host.snapshot(), before);
+
+    let run = host.sync(&["--dry-run", "--diff"]).expect(APPLIED);
+    let out = &run.stdout;
+    assert!(out.contains("diff --git a/app.conf b/app.conf\n--- /dev/null\n+++ b/app.conf\n@@ -1,0 +1,2 @@\n+workers = 22\n+listen = 80\n"), "{out}");
+    assert!(out.contains("+a\tb\n"), "tabs are kept: {out}");
+    assert!(out.contains("diff secret.age: secret, not shown\n") && !out.contains("AGE ENCRYPTED"), "{out}");
+    host.sync(&["--diff"]).expect(USAGE);
+}
+
+/// A dry run on a host that never ran creates no state directory (nor a lock, nor a cache): it fetches
+/// into a temporary directory that is gone when it ends.
+#[test]
+fn a_dry_run_on_a_new_host_leaves_no_state_directory() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "true");
+    let host = Host::new(dir.path(), &remote.file_url());
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+    let state = dir.path().join("nonexistent/deep/state");
+    let run: Run = host
+        .command(&["sync", "--repo-url", &remote.file_url(), "--state-dir", state.to_str().unwrap(), "--dry-run"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap()
+        .into();
+    let run = run.expect(APPLIED);
+    assert!(run.stdout.contains("would: apply"), "{}", run.stdout);
+    assert!(!dir.path().join("nonexistent").exists(), "a dry run created the state directory");
+    assert_eq!(fs::read_dir(&tmp).unwrap().count(), 0, "the temporary fetch is removed");
+}
+
+/// A held host's dry run says why it waits and what it would do once released (exit 11, as the real run).
+#[test]
+fn a_held_hosts_dry_run_says_what_it_would_do_once_released() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "true");
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    remote.write(".gitops/rollout", "pause=yes\n");
+    remote.write("app.conf", "x\n");
+    let paused = remote.commit("paused change");
+    let run = host.sync(&["--dry-run"]).expect(DEFERRED);
+    assert!(run.stdout.starts_with("deferred: paused by .gitops/rollout (pause=yes)"), "{}", run.stdout);
+    assert!(run.stdout.contains("\nonce released, would: apply\n"), "{}", run.stdout);
+    assert!(run.stdout.contains(&format!("  {} paused change — Test\n", &paused[..12])), "{}", run.stdout);
+    assert!(run.stdout.contains("  app.conf | +1 -0\n"), "{}", run.stdout);
+}
+
+/// Where trust is on, each incoming commit in a dry run says who signed it.
+#[test]
+fn a_dry_run_shows_each_incoming_commits_signer() {
+    if !tooling::available(&[tooling::SSH_KEYGEN]) {
+        return;
+    }
+    let dir = tempdir();
+    let alice = SigningKey::generate(dir.path(), "alice", "ed25519");
+    let remote = Remote::new(dir.path());
+    remote.script("run.sh", "true");
+    remote.commit_signed("initial", &alice);
+    let signers = allowed_signers(dir.path(), &[alice.allowed("alice@example.org", "")]);
+    let host = Host::new(dir.path(), &remote.file_url());
+    let trust = ["--allowed-signers", signers.to_str().unwrap()];
+    host.sync(&trust).expect(APPLIED);
+    remote.write("a", "1");
+    let signed = remote.commit_signed("signed change", &alice);
+    let run = host.sync(&[&trust[..], &["--dry-run"]].concat()).expect(APPLIED);
+    assert!(
+        run.stdout.contains(&format!("  {} signed change — Test [signed by alice@example.org]\n", &signed[..12])),
+        "{}",
+        run.stdout
+    );
+}
+
+/// "1 changed paths" no more.
+#[test]
+fn one_changed_path_is_one_path() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "true");
+    let host = Host::new(dir.path(), &remote.file_url());
+    let run = host.sync(&[]).expect(APPLIED);
+    assert!(run.stderr.contains("(attempt 1, 1 changed path)"), "{}", run.stderr);
 }

@@ -1,5 +1,8 @@
 //! The dry run's plan: what a real run would do, printed, nothing changed.
 
+mod diff;
+mod incoming;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -27,6 +30,8 @@ pub struct Plan<'a> {
     pub changed: &'a [gix::bstr::BString],
     /// Its secrets: those this host would decrypt and those it skips (only names are printed).
     pub secrets: &'a Unsealed,
+    /// Why the host is held back now, when it is: the plan is what it would do once released.
+    pub held: Option<&'a str>,
 }
 
 /// Print the plan (redacted), with the entrypoint resolved in the commit's tree and the teardown that would run.
@@ -40,17 +45,25 @@ pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> an
         Why::Reconcile => "re-apply the live commit (reconcile)",
         Why::FirstDeploy | Why::FastForward | Why::Reapply => "apply",
     };
-    let _ = writeln!(out, "would: {action}");
+    match plan.held {
+        Some(why) => {
+            let _ = writeln!(out, "deferred: {why}");
+            let _ = writeln!(out, "once released, would: {action}");
+        }
+        None => {
+            let _ = writeln!(out, "would: {action}");
+        }
+    }
     let _ = writeln!(out, "repository: {}", settings.repo_url_display);
     let _ = writeln!(out, "ref: {}", plan.fetched.reference);
     let _ = writeln!(out, "deployed: {}", plan.deployed.map(|d| d.to_string()).unwrap_or_else(|| "none".into()));
     let _ = writeln!(out, "remote: {}", plan.fetched.commit);
     out.push_str(&fleet);
     let _ = writeln!(out, "attempt: {} of {}", plan.attempt, settings.max_attempts);
-    let _ = writeln!(out, "changed files ({}):", plan.changed.len());
-    for path in plan.changed {
-        let _ = writeln!(out, "  {}", printable(&String::from_utf8_lossy(path)));
+    if plan.why != Why::Reconcile && plan.why != Why::Reapply {
+        out.push_str(&incoming::lines(repo, plan.deployed, plan.fetched.commit, settings.trust.as_ref())?);
     }
+    out.push_str(&diff::render(repo, plan.deployed, plan.fetched.commit, plan.changed, settings.diff)?);
     let _ = writeln!(out, "secrets to decrypt ({}):", plan.secrets.files.len());
     for (name, _) in &plan.secrets.files {
         let _ = writeln!(out, "  {}", printable(&name.display().to_string()));
