@@ -165,7 +165,7 @@ fn with_ref_map<R>(
     let credentials = from.http_credentials.cloned();
     let prepare = remote
         .connect(Direction::Fetch)
-        .map_err(anyhow::Error::new)
+        .map_err(|e| crate::remote_error::explain(anyhow::Error::new(e), from.url))
         .with_context(|| format!("connecting to {url}"))?
         // Only our configured token answers an authentication request: no helpers, no prompts.
         .with_credentials(move |action| match (action, &credentials) {
@@ -182,7 +182,7 @@ fn with_ref_map<R>(
             _ => Ok(None),
         })
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(anyhow::Error::new)
+        .map_err(|e| crate::remote_error::explain(anyhow::Error::new(e), from.url))
         .with_context(|| format!("listing refs of {url}"))?;
     let mapped = |wanted: &str| {
         prepare.ref_map().mappings.iter().find(|m| m.remote.as_name().is_some_and(|name| name == wanted)).cloned()

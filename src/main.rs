@@ -34,6 +34,7 @@ mod proptests;
 mod reboot;
 mod reconcile;
 mod redact;
+mod remote_error;
 mod report;
 mod reuse;
 mod rollout;

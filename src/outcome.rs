@@ -186,6 +186,10 @@ impl Failure {
             if !parts.iter().any(|p| p.contains(&text)) {
                 parts.push(text);
             }
+            // An explained error says it all; what is under it is for code, not for the operator.
+            if cause.is::<crate::remote_error::Explained>() {
+                break;
+            }
         }
         parts.join(": ")
     }

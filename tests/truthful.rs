@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::prom;
 use crate::support::*;
+use crate::support::{prom, servers};
 
 const DEFERRED: i32 = 11;
 
@@ -240,4 +240,38 @@ fn one_changed_path_is_one_path() {
     let host = Host::new(dir.path(), &remote.file_url());
     let run = host.sync(&[]).expect(APPLIED);
     assert!(run.stderr.contains("(attempt 1, 1 changed path)"), "{}", run.stderr);
+}
+
+/// gix's "Could not verify … Could not retrieve metadata of "/tmp/nope.git/.git"" (wrong for a bare
+/// path) becomes one line naming the URL, the reason and the fix.
+#[test]
+fn a_remote_that_cannot_be_reached_is_one_line_with_the_reason_and_the_fix() {
+    let dir = tempdir();
+    let not_a_repo = dir.path().join("plain-dir");
+    fs::create_dir(&not_a_repo).unwrap();
+    let refused = format!("git://127.0.0.1:{}/fleet.git", servers::free_port());
+    for (url, says) in [
+        (
+            format!("file://{}/nope.git", dir.path().display()),
+            format!("{}/nope.git does not exist; check --repo-url", dir.path().display()),
+        ),
+        (
+            not_a_repo.display().to_string(),
+            format!(
+                "{} is not a Git repository (no HEAD and objects/, no .git); point --repo-url at",
+                not_a_repo.display()
+            ),
+        ),
+        (
+            refused.clone(),
+            format!("connecting to {refused}: the connection was refused; check that the Git server runs"),
+        ),
+    ] {
+        let host = Host::new(dir.path(), &url);
+        let run = host.sync(&[]).expect(RUNTIME_ERROR);
+        let errors: Vec<&str> = run.stderr.lines().filter(|l| l.contains(" ERROR ")).collect();
+        assert_eq!(errors.len(), 1, "{}", run.stderr);
+        assert!(errors[0].contains(&url) && errors[0].contains(&says), "{}", errors[0]);
+        assert!(!errors[0].contains("metadata") && !errors[0].contains("os error"), "{}", errors[0]);
+    }
 }
