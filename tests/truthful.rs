@@ -275,3 +275,32 @@ fn a_remote_that_cannot_be_reached_is_one_line_with_the_reason_and_the_fix() {
         assert!(!errors[0].contains("metadata") && !errors[0].contains("os error"), "{}", errors[0]);
     }
 }
+
+/// A number without a unit was read as seconds (`window=90` rolled a fleet out in 90 s): refused
+/// everywhere with the hint, in the rollout policy (exit 31, nothing applied) and in flags (exit 2).
+#[test]
+fn a_duration_without_a_unit_is_refused_with_a_hint() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    let applied = host.applied();
+    remote.write(".gitops/rollout", "canary=web-1\nwindow=90\n");
+    remote.commit("a window without a unit");
+    let run = host.sync(&[]).expect(VERIFY_FAILED);
+    assert!(
+        run.stderr.contains(".gitops/rollout line 2: window \"90\": 90 has no unit: did you mean 90s, 90m or 90h?"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(host.applied(), applied, "nothing applied");
+    for (flag, value) in [("--apply-timeout", "90"), ("--fetch-timeout", "30"), ("--reapply-every", "3600")] {
+        let run = host.sync(&[flag, value]).expect(USAGE);
+        assert!(run.stderr.contains(&format!("{flag} \"{value}\": {value} has no unit: did you mean")), "{}", run.stderr);
+    }
+    let state = host.state.to_str().unwrap().to_string();
+    let run: Run = host.command(&["status", "--state-dir", &state, "--max-age", "60"]).output().unwrap().into();
+    let run = run.expect(USAGE);
+    assert!(run.stderr.contains("60 has no unit: did you mean 60s, 60m or 60h?"), "{}", run.stderr);
+    host.sync(&["--splay", "0"]).expect(VERIFY_FAILED); // 0 needs no unit
+}
