@@ -5,46 +5,8 @@
 //! commit whose entrypoint succeeded. After a failed apply they differ: the failed commit is live
 //! (its entrypoint partly ran) and the previous one is the last applied.
 
-use serde::{Deserialize, Serialize};
-
 use crate::state::State;
-
-/// How the live revision's entrypoint ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LiveResult {
-    /// Its entrypoint (and, for a reconcile, its last run) succeeded.
-    Applied,
-    /// Its entrypoint failed or timed out: the revision is live but not in the state it describes.
-    Failed,
-    /// It went live but no run recorded how its entrypoint ended (a run was killed after the swap).
-    Unfinished,
-}
-
-impl LiveResult {
-    /// The word used in status, metrics labels and notifications.
-    pub const fn label(self) -> &'static str {
-        match self {
-            LiveResult::Applied => "applied",
-            LiveResult::Failed => "failed",
-            LiveResult::Unfinished => "unfinished",
-        }
-    }
-}
-
-/// state.json's record of the live revision, written when its entrypoint ends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LiveRecord {
-    /// The commit `current` pointed at when the entrypoint ended.
-    pub commit: String,
-    /// How it ended.
-    pub result: LiveResult,
-    /// When the commit went live (RFC 3339): the start of the run that published it.
-    pub since: String,
-    /// Why it failed, in one line.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::state::{LiveRecord, LiveResult};
 
 /// The live revision as the operator is told about it.
 #[derive(Debug, Clone, PartialEq)]

@@ -51,7 +51,7 @@ pub struct State {
     pub rollout: Option<RolloutRecord>,
     /// The revision `current` points at and how its entrypoint ended (written when it ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub live: Option<crate::live::LiveRecord>,
+    pub live: Option<LiveRecord>,
 }
 
 /// This host and one commit's rollout: kept so that a backdated commit cannot skip the wave.
@@ -102,6 +102,43 @@ pub enum SignatureVerdict {
     Verified,
     /// One was not: nothing was deployed.
     Rejected,
+}
+
+/// How the live revision's entrypoint ended (see `live` for what live and applied mean).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LiveResult {
+    /// Its entrypoint (and, for a reconcile, its last run) succeeded.
+    Applied,
+    /// Its entrypoint failed or timed out: the revision is live but not in the state it describes.
+    Failed,
+    /// It went live but no run recorded how its entrypoint ended (a run was killed after the swap).
+    Unfinished,
+}
+
+impl LiveResult {
+    /// The word used in status, metrics labels and notifications.
+    pub const fn label(self) -> &'static str {
+        match self {
+            LiveResult::Applied => "applied",
+            LiveResult::Failed => "failed",
+            LiveResult::Unfinished => "unfinished",
+        }
+    }
+}
+
+/// state.json's record of the live revision, written when its entrypoint ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveRecord {
+    /// The commit `current` pointed at when the entrypoint ended.
+    pub commit: String,
+    /// How it ended.
+    pub result: LiveResult,
+    /// When the commit went live (RFC 3339): the start of the run that published it.
+    pub since: String,
+    /// Why it failed, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One apply attempt.

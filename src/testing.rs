@@ -6,7 +6,8 @@ use gix::ObjectId;
 
 use crate::commit_id::short_id;
 use crate::config::TestingBranch;
-use crate::decide::{Allowed, Decision, History, Refusal, Why, decide};
+use crate::decide::ancestry::compare;
+use crate::decide::{Allowed, Decision, History, Refusal, Why};
 use crate::fetch::{self, Fetched};
 use crate::state::State;
 
@@ -55,7 +56,7 @@ pub fn route(
                 applied_before: state.applied_history.contains(&branch_tip.to_string()),
                 live_is_remote: true,
             };
-            match decide(&history, allowed) {
+            match compare(&history, allowed) {
                 Decision::Refuse(refusal) => Some(refusal),
                 _ => None,
             }

@@ -296,7 +296,11 @@ fn a_duration_without_a_unit_is_refused_with_a_hint() {
     assert_eq!(host.applied(), applied, "nothing applied");
     for (flag, value) in [("--apply-timeout", "90"), ("--fetch-timeout", "30"), ("--reapply-every", "3600")] {
         let run = host.sync(&[flag, value]).expect(USAGE);
-        assert!(run.stderr.contains(&format!("{flag} \"{value}\": {value} has no unit: did you mean")), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{flag} \"{value}\": {value} has no unit: did you mean")),
+            "{}",
+            run.stderr
+        );
     }
     let state = host.state.to_str().unwrap().to_string();
     let run: Run = host.command(&["status", "--state-dir", &state, "--max-age", "60"]).output().unwrap().into();

@@ -38,36 +38,11 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
     let mut problems = Vec::new();
     let now_unix = crate::clock::now_unix();
     // An unreadable hold is shown as a problem: sync stops on it too.
-    let suspension = match suspend::load(&layout) {
-        Ok(hold) => hold.filter(|hold| !hold.expired(now_unix)),
-        Err(e) => {
-            problems.push(format!("{e:#}"));
-            None
-        }
-    };
+    let suspension = suspend::load(&layout).map_err(|e| problems.push(format!("{e:#}"))).ok().flatten();
+    let suspension = suspension.filter(|hold| !hold.expired(now_unix));
 
-    match &record.last_run {
-        None if applied_commit.is_none() => problems.push("no run recorded yet".to_string()),
-        Some(run) if run.result.is_failure() => problems.push(format!(
-            "last run failed: {} (exit {}){}",
-            run.result,
-            run.exit_code,
-            run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
-        )),
-        _ => {}
-    }
-    let deferred = record.last_run.as_ref().and_then(|run| run.deferred.as_ref());
-    if let Some(held) = deferred.filter(|d| crate::notify::MISCONFIGURED.contains(&d.kind.as_str())) {
-        problems.push(format!("held back by a configuration mistake ({}): {}", held.kind, held.message));
-    }
-    if let Some(live) = live.as_ref().filter(|l| l.result == crate::live::LiveResult::Unfinished) {
-        problems.push(format!(
-            "{} went live but no run recorded how its entrypoint ended (a run was killed?); the next sync applies it again",
-            short(&live.commit)
-        ));
-    }
-    let success_age = age(&record.last_success_at);
-    if let Some(seconds) = success_age
+    problems.extend(run_problems(&record, applied_commit.is_some(), live.as_ref()));
+    if let Some(seconds) = age(&record.last_success_at)
         && seconds > max_age.as_secs() as i64
     {
         problems.push(format!(
@@ -138,6 +113,32 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
         print_human(&doc);
     }
     Ok(if problems.is_empty() { Outcome::Success } else { Outcome::Runtime })
+}
+
+/// What the last run and the live revision say is wrong with this host.
+fn run_problems(record: &last_run::RunRecord, applied: bool, live: Option<&crate::live::Live>) -> Vec<String> {
+    let mut problems = Vec::new();
+    match &record.last_run {
+        None if !applied => problems.push("no run recorded yet".to_string()),
+        Some(run) if run.result.is_failure() => problems.push(format!(
+            "last run failed: {} (exit {}){}",
+            run.result,
+            run.exit_code,
+            run.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+        )),
+        _ => {}
+    }
+    let deferred = record.last_run.as_ref().and_then(|run| run.deferred.as_ref());
+    if let Some(held) = deferred.filter(|d| crate::notify::MISCONFIGURED.contains(&d.kind.as_str())) {
+        problems.push(format!("held back by a configuration mistake ({}): {}", held.kind, held.message));
+    }
+    if let Some(live) = live.filter(|l| l.result == crate::live::LiveResult::Unfinished) {
+        problems.push(format!(
+            "{} went live but no run recorded how its entrypoint ended (a run was killed?); the next sync applies it again",
+            short(&live.commit)
+        ));
+    }
+    problems
 }
 
 fn print_human(doc: &serde_json::Value) {
