@@ -36,6 +36,8 @@ pub struct Job<'a> {
     pub log_path: &'a Path,
     /// Where its process group is recorded while it runs, for [`reap_survivors`].
     pub group_file: &'a Path,
+    /// Add to the log instead of starting it afresh (the health check after the entrypoint).
+    pub append: bool,
 }
 
 /// How the entrypoint ended.
@@ -63,7 +65,8 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
     let mut log = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .append(job.append)
+        .truncate(!job.append)
         .custom_flags(libc::O_NOFOLLOW)
         .open(job.log_path)
         .with_context(|| format!("creating log {}", job.log_path.display()))?;

@@ -283,6 +283,23 @@ pub struct SyncArgs {
     #[arg(long, env = "GITOPS_MAX_ATTEMPTS", default_value_t = 3, value_name = "N")]
     pub max_attempts: u32,
 
+    /// Go back to the previous commit when a commit fails its entrypoint or health check (yes or no)
+    /// [default: what rollback= in the commit's .gitops/rollout says, else no].
+    #[arg(long, env = "GITOPS_ROLLBACK", value_name = "yes|no", num_args = 0..=1, default_missing_value = "yes")]
+    pub rollback: Option<String>,
+
+    /// Kill a health check (health.sh beside the entrypoint) that has not finished after this long.
+    #[arg(long, env = "GITOPS_HEALTH_TIMEOUT", default_value = "60s", value_name = "DURATION")]
+    pub health_timeout: String,
+
+    /// Run a failing health check again this many times before the apply counts as failed.
+    #[arg(long, env = "GITOPS_HEALTH_RETRIES", default_value_t = 3, value_name = "N")]
+    pub health_retries: u32,
+
+    /// The pause between two tries of the health check.
+    #[arg(long, env = "GITOPS_HEALTH_INTERVAL", default_value = "5s", value_name = "DURATION")]
+    pub health_interval: String,
+
     /// Private key for ssh:// and user@host:path remotes (must not be readable by group/others) [default: the systemd credential ssh-key, if passed].
     #[arg(long, env = "GITOPS_SSH_KEY", value_name = "FILE")]
     pub ssh_key: Option<PathBuf>,

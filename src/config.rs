@@ -43,6 +43,10 @@ pub struct Settings {
     pub entrypoint: PathBuf,
     /// How long the entrypoint may run before its process group is killed.
     pub apply_timeout: Duration,
+    /// The health check after a successful entrypoint.
+    pub health: crate::health::HealthSettings,
+    /// `--rollback`: yes or no on this host; None leaves it to the commit's `.gitops/rollout`.
+    pub rollback: Option<bool>,
     /// How long a fetch may take.
     pub fetch_timeout: Duration,
     /// Largest checkout accepted, in bytes.
@@ -373,6 +377,14 @@ impl Settings {
             }
             None => None,
         };
+        let health =
+            crate::health::HealthSettings::from_args(&args.health_timeout, args.health_retries, &args.health_interval)?;
+        let rollback = match args.rollback.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some("yes" | "true" | "on" | "1") => Some(true),
+            Some("no" | "false" | "off" | "0") => Some(false),
+            Some(other) => bail!("--rollback {other:?}: use yes or no (GITOPS_ROLLBACK=yes)"),
+        };
         let polling = PollingSettings::from_args(args.polling)?;
         report.fetch_info = !polling.mirrors.is_empty() || polling.probe.is_some();
         redact::register_url(&repo_url);
@@ -383,6 +395,8 @@ impl Settings {
             layout,
             entrypoint,
             apply_timeout,
+            health,
+            rollback,
             fetch_timeout,
             max_checkout_size,
             max_checkout_files: args.max_checkout_files,

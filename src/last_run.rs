@@ -19,6 +19,9 @@ pub struct RunRecord {
     pub consecutive_failures: u32,
     /// Failed applies since the state directory was created.
     pub apply_failures_total: u64,
+    /// Automatic rollbacks done since the state directory was created (those that failed included).
+    #[serde(default)]
+    pub rollbacks_total: u64,
 }
 
 /// Read `last_run.json`; missing or unreadable means no record yet.
@@ -44,8 +47,13 @@ pub fn record(layout: &Layout, summary: &RunSummary) -> (RunRecord, RunSummary) 
         record.consecutive_failures = 0;
         record.last_success_at = Some(summary.finished_at.clone());
     }
-    if summary.result == Outcome::ApplyFailed {
+    if matches!(summary.result, Outcome::ApplyFailed | Outcome::RolledBack | Outcome::RollbackFailed) {
         record.apply_failures_total += 1;
+    }
+    // Counted by the run that did it, not by the runs that stay rolled back afterwards.
+    let rolled_back_now = summary.rollback.as_ref().is_some_and(|r| r.started_at >= summary.started_at);
+    if rolled_back_now && matches!(summary.result, Outcome::RolledBack | Outcome::RollbackFailed) {
+        record.rollbacks_total += 1;
     }
     // Informational and rewritten every run: atomic (rename) but not fsynced, to keep no-op polls cheap.
     if let Err(e) = write_replace(&layout.last_run(), &serde_json::to_vec_pretty(&record).unwrap_or_default()) {

@@ -14,6 +14,7 @@ mod failpoint;
 mod fetch;
 mod fleet;
 mod fleetview;
+mod health;
 mod history;
 mod hostkey;
 mod http;

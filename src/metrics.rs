@@ -12,7 +12,7 @@ use crate::outcome::Outcome;
 
 /// Every metric name this file writes (the fleet view queries them by name).
 #[cfg(test)]
-pub const NAMES: [&str; 22] = [
+pub const NAMES: [&str; 23] = [
     "gitops_info",
     "gitops_live_commit_info",
     "gitops_live_commit_timestamp_seconds",
@@ -29,6 +29,7 @@ pub const NAMES: [&str; 22] = [
     "gitops_run_duration_seconds",
     "gitops_consecutive_failures",
     "gitops_apply_failures_total",
+    "gitops_rollbacks_total",
     "gitops_reboot_pending",
     "gitops_reboot_pending_since_timestamp_seconds",
     "gitops_deferred",
@@ -166,6 +167,12 @@ pub fn render(record: &RunRecord, run: &RunSummary, fetch_info: bool) -> String 
         "Failed applies since the state directory was created.",
         "counter",
         &[(String::new(), record.apply_failures_total as f64)],
+    );
+    out.metric(
+        "gitops_rollbacks_total",
+        "Automatic rollbacks (a failed commit undone, going back to the one before) since the state directory was created.",
+        "counter",
+        &[(String::new(), record.rollbacks_total as f64)],
     );
     let pending = run.reboot_pending_since.as_deref();
     out.gauge(

@@ -98,6 +98,9 @@ pub struct RunSummary {
     /// Why the commit is held back, when the run was deferred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<Deferral>,
+    /// The automatic rollback this run did (or, on a run that stays rolled back, the last one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::state::RollbackRecord>,
 }
 
 /// Deferral kinds that are configuration mistakes, not the plan: `gate=prometheus` on a host without
@@ -131,6 +134,9 @@ impl RunSummary {
         }
         if let Some(reboot) = &self.reboot {
             line.push_str(&format!(" — {reboot}"));
+        }
+        if let Some(rollback) = self.rollback.as_ref().filter(|_| self.result == Outcome::RolledBack) {
+            line.push_str(&format!(" — rolled back to {}", short(&rollback.to)));
         }
         // What a failed run left live, and what last worked, when that is not the commit named above.
         if self.result.is_failure()
@@ -275,6 +281,13 @@ pub fn json_document(summary: &RunSummary) -> serde_json::Value {
             "commit": commit,
             "applied_at": summary.applied_at,
         })),
+        "rollback": summary.rollback.as_ref().map(|rollback| json!({
+            "from": rollback.from,
+            "to": rollback.to,
+            "why": rollback.why,
+            "at": rollback.started_at,
+            "succeeded": rollback.succeeded,
+        })),
     })
 }
 
@@ -299,7 +312,7 @@ pub fn discord_payload(summary: &RunSummary, attachment: Option<&str>) -> serde_
     let colour = match summary.result {
         Outcome::Applied => 0x2e_cc_71,
         Outcome::UpToDate | Outcome::Deferred => 0x95_a5_a6,
-        Outcome::NeedPush | Outcome::Diverged => 0xf3_9c_12,
+        Outcome::NeedPush | Outcome::Diverged | Outcome::RolledBack => 0xf3_9c_12,
         _ => 0xe7_4c_3c,
     };
     let field = |name: &str, value: Option<&str>| json!({"name": name, "value": value.unwrap_or("-"), "inline": true});

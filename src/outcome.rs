@@ -22,6 +22,10 @@ pub enum Outcome {
     VerifyFailed,
     /// A secret for this host could not be decrypted, or a secret failed authentication (tampered, truncated).
     SecretsFailed,
+    /// The commit failed its entrypoint or health check and the host went back to the commit before.
+    RolledBack,
+    /// The commit failed, and going back to the commit before failed too.
+    RollbackFailed,
     /// Fetch, disk or other runtime failure.
     Runtime,
     /// Bad flags, environment or configuration file.
@@ -36,7 +40,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every way `gitops sync` can end, in the order the exit-code table lists them.
-    pub const SYNC: [Outcome; 11] = [
+    pub const SYNC: [Outcome; 13] = [
         Outcome::UpToDate,
         Outcome::Applied,
         Outcome::Deferred,
@@ -45,6 +49,8 @@ impl Outcome {
         Outcome::ApplyFailed,
         Outcome::VerifyFailed,
         Outcome::SecretsFailed,
+        Outcome::RolledBack,
+        Outcome::RollbackFailed,
         Outcome::Runtime,
         Outcome::Usage,
         Outcome::Locked,
@@ -63,6 +69,8 @@ impl Outcome {
             Outcome::ApplyFailed => 30,
             Outcome::VerifyFailed => 31,
             Outcome::SecretsFailed => 32,
+            Outcome::RolledBack => 33,
+            Outcome::RollbackFailed => 34,
             Outcome::FleetUnsettled => 3,
             Outcome::Locked => 75,
         }
@@ -79,6 +87,8 @@ impl Outcome {
             Outcome::ApplyFailed => "apply-failed",
             Outcome::VerifyFailed => "verify-failed",
             Outcome::SecretsFailed => "secrets-failed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::RollbackFailed => "rollback-failed",
             Outcome::Runtime => "error",
             Outcome::Usage => "usage-error",
             Outcome::Locked => "locked",
@@ -98,6 +108,12 @@ impl Outcome {
             Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
             Outcome::VerifyFailed => "a commit (or tag) is not signed by an allowed key; nothing changed",
             Outcome::SecretsFailed => "this host cannot decrypt a secret, or one was tampered with; nothing changed",
+            Outcome::RolledBack => {
+                "the commit failed its entrypoint or health check; the commit before runs again (the failed one is not retried until a newer commit or --retry)"
+            }
+            Outcome::RollbackFailed => {
+                "the commit failed, and going back to the commit before failed too; the host needs attention"
+            }
             Outcome::Runtime => "runtime error (fetch failed, repo unreachable, disk); the message says what and why",
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",

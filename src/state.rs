@@ -52,6 +52,30 @@ pub struct State {
     /// The revision `current` points at and how its entrypoint ended (written when it ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<LiveRecord>,
+    /// The last automatic rollback: from which commit, to which, why, and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<RollbackRecord>,
+}
+
+/// An automatic rollback: recorded before it starts, so that a run killed during it resumes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRecord {
+    /// The commit that failed (not retried until a newer commit or `--retry`).
+    pub from: String,
+    /// The commit gone back to: the one this host applied before.
+    pub to: String,
+    /// Why, in one line ("health check health.sh exited with code 1 (4 tries)").
+    pub why: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// When it ended, None while it has not (a run killed during it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// Whether going back worked.
+    #[serde(default)]
+    pub succeeded: bool,
+    /// Tries at going back (a failed rollback is tried again, up to `--max-attempts`).
+    pub attempts: u32,
 }
 
 /// This host and one commit's rollout: kept so that a backdated commit cannot skip the wave.
@@ -195,6 +219,8 @@ impl State {
             .chain([("last_attempt.commit", attempt.map(|a| a.commit.as_str()))])
             .chain([("testing_base", self.testing_base.as_deref())])
             .chain([("live.commit", self.live.as_ref().map(|l| l.commit.as_str()))])
+            .chain([("rollback.from", self.rollback.as_ref().map(|r| r.from.as_str()))])
+            .chain([("rollback.to", self.rollback.as_ref().map(|r| r.to.as_str()))])
             .chain([("last_attempt.previous_commit", attempt.and_then(|a| a.previous_commit.as_deref()))]);
         for (field, value) in commits {
             if let Some(value) = value

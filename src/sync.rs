@@ -6,7 +6,9 @@
 mod act;
 mod deploy;
 mod facts;
+mod record;
 mod remotes;
+mod rollback;
 
 use std::time::Instant;
 

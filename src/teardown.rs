@@ -83,6 +83,7 @@ pub fn run(
         timeout: next_job.timeout,
         log_path,
         group_file: next_job.group_file,
+        append: false,
     })
 }
 

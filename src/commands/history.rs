@@ -30,14 +30,14 @@ pub fn run(args: HistoryArgs) -> Result<Outcome, Failure> {
         return Ok(Outcome::Success);
     }
     let now = now_unix();
-    println!("{:<40} {:<8} {:<11} {:<13} {:>8}  SUBJECT", "WHEN", "COMMIT", "REASON", "RESULT", "TOOK");
+    println!("{:<40} {:<12} {:<11} {:<18} {:>8}  SUBJECT", "WHEN", "COMMIT", "REASON", "RESULT", "TOOK");
     for entry in &entries {
         let result = match entry.exit_code {
             Some(code) if entry.result.is_failure() => format!("{} ({code})", entry.result),
             _ => entry.result.to_string(),
         };
         let mut line = format!(
-            "{:<40} {:<8} {:<11} {:<13} {:>7.1}s  {}",
+            "{:<40} {:<12} {:<11} {:<18} {:>7.1}s  {}",
             for_humans(&entry.started_at, now),
             short(&entry.commit),
             entry.reason,

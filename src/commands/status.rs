@@ -84,6 +84,16 @@ pub fn status(args: StatusArgs) -> Result<Outcome, Failure> {
             "testing_branch": state.testing_base.as_ref().and(state.deployed_from.as_ref()),
             "reconciled_at": state.reconciled_at,
         })),
+        "rollback": state.rollback.as_ref().map(|rollback| json!({
+            "from": rollback.from,
+            "subject": describe(&layout, &rollback.from).0,
+            "to": rollback.to,
+            "why": rollback.why,
+            "started_at": rollback.started_at,
+            "finished_at": rollback.finished_at,
+            "succeeded": rollback.succeeded,
+            "attempts": rollback.attempts,
+        })),
         "suspended": suspension.as_ref().map(|hold| json!({
             "since": hold.since,
             "by": hold.by,
@@ -171,6 +181,20 @@ fn print_human(doc: &serde_json::Value) {
         }
         Some(_) => println!("applied:      {}, {}", commit(applied), when(&applied["applied_at"])),
         None => println!("applied:      nothing yet"),
+    }
+    if let Some(rollback) = doc["rollback"].as_object() {
+        let (from, to) = (text(&rollback["from"]), text(&rollback["to"]));
+        let (from, to) = (short(&from), short(&to));
+        let subject = text(&rollback["subject"]);
+        match (rollback["succeeded"].as_bool(), rollback["finished_at"].is_string()) {
+            (Some(true), _) => println!(
+                "rolled back: {from} \"{subject}\": {}; live: {to} ({}); {from} is not retried until a newer commit or --retry",
+                text(&rollback["why"]),
+                when(&rollback["finished_at"])
+            ),
+            (_, true) => println!("ROLLBACK FAILED: from {from} \"{subject}\" to {to}: {}", text(&rollback["why"])),
+            _ => println!("rolling back: from {from} \"{subject}\" to {to}, unfinished (the next run resumes it)"),
+        }
     }
     if let Some(testing) = applied["testing_branch"].as_str() {
         println!("deployed from: {} (testing branch)", printable(testing));

@@ -65,14 +65,18 @@ pub enum Why {
     LeaveTesting,
     /// The live commit again, on the `--reapply-every` schedule, to repair drift.
     Reconcile,
+    /// Back to the commit this host applied before, after a newer one failed (automatic rollback).
+    Rollback,
 }
 
 impl Why {
     /// `GITOPS_REASON` for the entrypoint: `reconcile` on the `--reapply-every` schedule (retries of it
-    /// included), `retry` for another attempt at a commit that failed, `new-commit` otherwise.
+    /// included), `rollback` when going back after a failure, `retry` for another attempt at a commit
+    /// that failed, `new-commit` otherwise.
     pub fn reason(self, attempt: u32) -> &'static str {
         match self {
             Why::Reconcile => "reconcile",
+            Why::Rollback => "rollback",
             _ if attempt > 1 => "retry",
             _ => "new-commit",
         }

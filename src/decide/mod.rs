@@ -8,6 +8,9 @@
 //!    a reconcile is due (or given up on for this period): the probe cannot see drift on the host.
 //! 3. **Fetch**, then compare the remote commit with what this host runs ([`ancestry`]): up to date, a
 //!    reason to apply it, or a rewind or divergence to refuse (need-push, diverged).
+//!    **Rolled back** first: a commit this host rolled back from is not tried again until a newer commit
+//!    or `--retry` (the host stays on the commit before, exit 33); a rollback that a killed run left
+//!    unfinished, or that failed, is resumed (up to `--max-attempts`, then exit 34 until a newer commit).
 //! 4. Up to date: **reconcile** when `--reapply-every` says the live commit is due, give up on it for
 //!    this period after `--max-attempts` failures, else nothing to do.
 //! 5. **Trust**: a commit not signed as required is rejected before anything else reads it.
@@ -22,6 +25,7 @@
 
 pub mod ancestry;
 pub mod attempt;
+pub mod rollback;
 
 use gix::ObjectId;
 
@@ -48,6 +52,21 @@ pub trait Facts {
     fn hold(&mut self, why: Why) -> Result<Option<Hold>, Failure>;
     /// The commit whose last attempt failed, and how many times in a row.
     fn last_failure(&mut self) -> Result<Option<(ObjectId, u32)>, Failure>;
+    /// The last automatic rollback, from state.json.
+    fn rollback(&mut self) -> Result<Option<Rollback>, Failure>;
+}
+
+/// An automatic rollback as state.json records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollback {
+    /// The commit that failed.
+    pub from: ObjectId,
+    /// The commit gone back to.
+    pub to: ObjectId,
+    /// It finished and worked.
+    pub done: bool,
+    /// Tries at going back so far.
+    pub attempts: u32,
 }
 
 /// What the fetched remote commit is to this host.
@@ -98,6 +117,27 @@ pub enum Step {
         /// The step once released.
         released: Box<Step>,
     },
+    /// The target is the commit this host rolled back from: it stays on the commit before.
+    RolledBack {
+        /// The failed commit.
+        from: ObjectId,
+        /// The live commit it went back to.
+        to: ObjectId,
+    },
+    /// Go back (again) from `from` to `to`: a rollback a killed run left unfinished, or that failed.
+    RollBack {
+        /// The failed commit.
+        from: ObjectId,
+        /// The commit to go back to.
+        to: ObjectId,
+        /// Which try at going back this is.
+        attempt: u32,
+    },
+    /// Going back failed `failures` times: left for an operator (or a newer commit).
+    RollbackGivenUp {
+        /// Consecutive failed tries at going back.
+        failures: u32,
+    },
     /// Run the entrypoint for the target.
     Apply {
         /// Why it is applied.
@@ -118,7 +158,9 @@ impl Step {
             Step::Refuse(Refusal::Diverged) => Some(Outcome::Diverged),
             Step::Reject => Some(Outcome::VerifyFailed),
             Step::GiveUp { .. } => Some(Outcome::ApplyFailed),
-            Step::Apply { .. } => None,
+            Step::RolledBack { .. } => Some(Outcome::RolledBack),
+            Step::RollbackGivenUp { .. } => Some(Outcome::RollbackFailed),
+            Step::Apply { .. } | Step::RollBack { .. } => None,
         }
     }
 }
@@ -132,6 +174,14 @@ pub fn decide(facts: &mut impl Facts, limits: Limits) -> Result<Step, Failure> {
         return Ok(Step::Unchanged);
     }
     let target = facts.target()?;
+    let rolled_back = facts.rollback()?.filter(|r| r.from == target.commit && !limits.retry);
+    if let Some(Rollback { from, to, done, attempts }) = rolled_back {
+        return Ok(match done {
+            true => Step::RolledBack { from, to },
+            false if attempts >= limits.max_attempts => Step::RollbackGivenUp { failures: attempts },
+            false => Step::RollBack { from, to, attempt: attempts + 1 },
+        });
+    }
     let (why, reconcile_attempt) = match target.decision {
         Decision::Refuse(refusal) => return Ok(Step::Refuse(refusal)),
         Decision::Apply(why) => (why, None),
@@ -179,6 +229,7 @@ mod tests {
         verified: bool,
         hold: Option<Hold>,
         last_failure: Option<(ObjectId, u32)>,
+        rollback: Option<Rollback>,
         asked: Vec<&'static str>,
     }
 
@@ -193,6 +244,7 @@ mod tests {
                 verified: true,
                 hold: None,
                 last_failure: None,
+                rollback: None,
                 asked: Vec::new(),
             }
         }
@@ -226,6 +278,10 @@ mod tests {
         fn last_failure(&mut self) -> Result<Option<(ObjectId, u32)>, Failure> {
             self.asked.push("attempts");
             Ok(self.last_failure)
+        }
+        fn rollback(&mut self) -> Result<Option<Rollback>, Failure> {
+            self.asked.push("rolled back?");
+            Ok(self.rollback)
         }
     }
 
@@ -271,127 +327,127 @@ mod tests {
                 "a due reconcile beats a 304",
                 Answers { probe_unchanged: true, reconcile: Due::Run(1), ..base.clone() },
                 apply(Why::Reconcile, 1),
-                &["suspended", "probe", "reconcile", "fetch", "reconcile", "trust"],
+                &["suspended", "probe", "reconcile", "fetch", "rolled back?", "reconcile", "trust"],
             ),
             (
                 "a given-up reconcile beats a 304 too",
                 Answers { probe_unchanged: true, reconcile: Due::GaveUp(3), ..base.clone() },
                 Step::GiveUp { failures: 3, reconcile: true },
-                &["suspended", "probe", "reconcile", "fetch", "reconcile"],
+                &["suspended", "probe", "reconcile", "fetch", "rolled back?", "reconcile"],
             ),
             (
                 "a no-op verifies nothing and reads no policy",
                 base.clone(),
                 Step::UpToDate,
-                &["suspended", "probe", "fetch", "reconcile"],
+                &["suspended", "probe", "fetch", "rolled back?", "reconcile"],
             ),
             (
                 "rewound",
                 Answers { decision: Decision::Refuse(Refusal::NeedPush), ..base.clone() },
                 Step::Refuse(Refusal::NeedPush),
-                &["suspended", "probe", "fetch"],
+                &["suspended", "probe", "fetch", "rolled back?"],
             ),
             (
                 "force-pushed",
                 Answers { decision: Decision::Refuse(Refusal::Diverged), ..base.clone() },
                 Step::Refuse(Refusal::Diverged),
-                &["suspended", "probe", "fetch"],
+                &["suspended", "probe", "fetch", "rolled back?"],
             ),
             (
                 "a new commit",
                 Answers { decision: new, ..base.clone() },
                 apply(Why::FastForward, 1),
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "the first deploy",
                 Answers { decision: Decision::Apply(Why::FirstDeploy), ..base.clone() },
                 apply(Why::FirstDeploy, 1),
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "allowed rewind",
                 Answers { decision: Decision::Apply(Why::Rewind), ..base.clone() },
                 apply(Why::Rewind, 1),
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "allowed divergence",
                 Answers { decision: Decision::Apply(Why::Diverged), ..base.clone() },
                 apply(Why::Diverged, 1),
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "back from a testing branch",
                 Answers { decision: Decision::Apply(Why::LeaveTesting), ..base.clone() },
                 apply(Why::LeaveTesting, 1),
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "unsigned: rejected before the policy",
                 Answers { decision: new, verified: false, hold: Some(wave()), ..base.clone() },
                 Step::Reject,
-                &["suspended", "probe", "fetch", "trust"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust"],
             ),
             (
                 "a retry",
                 Answers { decision: new, last_failure: Some((id(2), 1)), ..base.clone() },
                 apply(Why::FastForward, 2),
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "another commit's failures do not count",
                 Answers { decision: new, last_failure: Some((id(9), 3)), ..base.clone() },
                 apply(Why::FastForward, 1),
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "given up after max attempts",
                 Answers { decision: new, last_failure: Some((id(2), 3)), ..base.clone() },
                 Step::GiveUp { failures: 3, reconcile: false },
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "the wave holds a new commit",
                 Answers { decision: new, hold: Some(wave()), ..base.clone() },
                 Step::Hold { hold: wave(), released: Box::new(apply(Why::FastForward, 1)) },
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "a hold wins over giving up",
                 Answers { decision: new, hold: Some(wave()), last_failure: Some((id(2), 3)), ..base.clone() },
                 Step::Hold { hold: wave(), released: Box::new(Step::GiveUp { failures: 3, reconcile: false }) },
-                &["suspended", "probe", "fetch", "trust", "policy", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
             ),
             (
                 "a testing branch is never held by the wave",
                 Answers { decision: new, testing: true, hold: Some(wave()), ..base.clone() },
                 apply(Why::FastForward, 1),
-                &["suspended", "probe", "fetch", "trust", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "attempts"],
             ),
             (
                 "a reapply is not a rollout",
                 Answers { decision: Decision::Apply(Why::Reapply), hold: Some(wave()), ..base.clone() },
                 apply(Why::Reapply, 1),
-                &["suspended", "probe", "fetch", "trust", "attempts"],
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "attempts"],
             ),
             (
                 "a reconcile is not a rollout and counts its own attempts",
                 Answers { reconcile: Due::Run(2), hold: Some(wave()), last_failure: Some((id(2), 5)), ..base.clone() },
                 apply(Why::Reconcile, 2),
-                &["suspended", "probe", "fetch", "reconcile", "trust"],
+                &["suspended", "probe", "fetch", "rolled back?", "reconcile", "trust"],
             ),
             (
                 "a reconcile given up for this period",
                 Answers { reconcile: Due::GaveUp(3), ..base.clone() },
                 Step::GiveUp { failures: 3, reconcile: true },
-                &["suspended", "probe", "fetch", "reconcile"],
+                &["suspended", "probe", "fetch", "rolled back?", "reconcile"],
             ),
             (
                 "an unsigned reconcile is rejected",
                 Answers { reconcile: Due::Run(1), verified: false, ..base.clone() },
                 Step::Reject,
-                &["suspended", "probe", "fetch", "reconcile", "trust"],
+                &["suspended", "probe", "fetch", "rolled back?", "reconcile", "trust"],
             ),
         ];
         for (name, answers, want, asked) in cases {
@@ -399,6 +455,85 @@ mod tests {
             assert_eq!(step, want, "{name}");
             assert_eq!(questions, asked, "{name}: the questions asked");
         }
+    }
+
+    /// The rows about automatic rollback: a commit rolled back from is not tried again; an unfinished or
+    /// failed rollback is resumed, up to the attempt limit; a newer commit, or --retry, moves on.
+    #[test]
+    fn rollback_rows() {
+        let new = Decision::Apply(Why::FastForward);
+        let from_target = |done, attempts| Some(Rollback { from: id(2), to: id(1), done, attempts });
+        let asked: &[&str] = &["suspended", "probe", "fetch", "rolled back?"];
+        let cases: Vec<(&str, Answers, LimitsOr, Step, &[&str])> = vec![
+            (
+                "stays on the commit before",
+                Answers { decision: new, rollback: from_target(true, 1), ..Answers::default() },
+                LimitsOr::Default,
+                Step::RolledBack { from: id(2), to: id(1) },
+                asked,
+            ),
+            (
+                "a killed rollback is resumed",
+                Answers { decision: new, rollback: from_target(false, 1), ..Answers::default() },
+                LimitsOr::Default,
+                Step::RollBack { from: id(2), to: id(1), attempt: 2 },
+                asked,
+            ),
+            (
+                "a failing rollback is given up after max attempts",
+                Answers { decision: new, rollback: from_target(false, 3), ..Answers::default() },
+                LimitsOr::Default,
+                Step::RollbackGivenUp { failures: 3 },
+                asked,
+            ),
+            (
+                "suspended beats a resume",
+                Answers { suspended: true, decision: new, rollback: from_target(false, 1), ..Answers::default() },
+                LimitsOr::Default,
+                Step::Suspended,
+                &["suspended"],
+            ),
+            (
+                "a newer commit moves on",
+                Answers {
+                    decision: new,
+                    rollback: Some(Rollback { from: id(7), to: id(1), done: true, attempts: 1 }),
+                    ..Answers::default()
+                },
+                LimitsOr::Default,
+                apply(Why::FastForward, 1),
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
+            ),
+            (
+                "--retry tries the failed commit again",
+                Answers {
+                    decision: new,
+                    rollback: from_target(true, 1),
+                    last_failure: Some((id(2), 1)),
+                    ..Answers::default()
+                },
+                LimitsOr::Retry,
+                apply(Why::FastForward, 2),
+                &["suspended", "probe", "fetch", "rolled back?", "trust", "policy", "attempts"],
+            ),
+        ];
+        for (name, answers, limits, want, asked) in cases {
+            let limits = match limits {
+                LimitsOr::Default => LIMITS,
+                LimitsOr::Retry => Limits { retry: true, ..LIMITS },
+            };
+            let (step, questions) = run_with(&answers, limits);
+            assert_eq!(step, want, "{name}");
+            assert_eq!(questions, asked, "{name}: the questions asked");
+        }
+        assert_eq!(Step::RolledBack { from: id(2), to: id(1) }.outcome(), Some(Outcome::RolledBack));
+        assert_eq!(Step::RollbackGivenUp { failures: 3 }.outcome(), Some(Outcome::RollbackFailed));
+    }
+
+    /// Which limits a row runs with.
+    enum LimitsOr {
+        Default,
+        Retry,
     }
 
     #[test]

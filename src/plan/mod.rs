@@ -32,6 +32,8 @@ pub struct Plan<'a> {
     pub secrets: &'a Unsealed,
     /// Why the host is held back now, when it is: the plan is what it would do once released.
     pub held: Option<&'a str>,
+    /// What a failure of the commit would lead to.
+    pub on_failure: crate::decide::rollback::OnFailure,
 }
 
 /// Print the plan (redacted), with the entrypoint resolved in the commit's tree and the teardown that would run.
@@ -43,6 +45,7 @@ pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> an
         Why::Diverged => "apply (divergence allowed)",
         Why::LeaveTesting => "apply (back from the testing branch)",
         Why::Reconcile => "re-apply the live commit (reconcile)",
+        Why::Rollback => "go back to the commit before (rollback)",
         Why::FirstDeploy | Why::FastForward | Why::Reapply => "apply",
     };
     match plan.held {
@@ -60,6 +63,12 @@ pub fn print(settings: &Settings, repo: &gix::Repository, plan: &Plan<'_>) -> an
     let _ = writeln!(out, "remote: {}", plan.fetched.commit);
     out.push_str(&fleet);
     let _ = writeln!(out, "attempt: {} of {}", plan.attempt, settings.max_attempts);
+    let on_failure = plan.on_failure;
+    let _ = match (on_failure.enabled, on_failure.to) {
+        (true, Some(to)) => writeln!(out, "on failure: roll back to {to} (rollback on, by {})", on_failure.source),
+        (true, None) => writeln!(out, "on failure: nothing to roll back to (first deploy); retried next run"),
+        (false, _) => writeln!(out, "on failure: stays live and is retried next run (rollback off)"),
+    };
     if plan.why != Why::Reconcile && plan.why != Why::Reapply {
         out.push_str(&incoming::lines(repo, plan.deployed, plan.fetched.commit, settings.trust.as_ref())?);
     }

@@ -91,6 +91,13 @@ pub fn consider(
     Ok(verdict.err())
 }
 
+/// What `rollback=` in the policy of `commit` says (None: no policy, or no such line). A policy that does
+/// not parse says nothing here: the rollout step has refused it already, or it was never asked.
+pub fn rollback_wanted(repo: &gix::Repository, commit: ObjectId, root: &Path) -> Option<bool> {
+    let text = read_policy(repo, commit, root).ok().flatten()?;
+    super::parse(&text).ok()?.rollback
+}
+
 /// The policy text in `commit`, if it has one.
 fn read_policy(repo: &gix::Repository, commit: ObjectId, root: &Path) -> anyhow::Result<Option<String>> {
     let path = root.join(POLICY_FILE);

@@ -48,7 +48,10 @@ pub fn judge(canaries: &[Host], commit: &str, min: Option<u32>) -> GateState {
     if let Some(bad) = canaries.iter().find(|h| {
         h.remote_commit.as_deref() == Some(commit)
             && h.live_commit.as_deref() != Some(commit)
-            && matches!(result(h), Some(Outcome::ApplyFailed | Outcome::VerifyFailed))
+            && matches!(
+                result(h),
+                Some(Outcome::ApplyFailed | Outcome::VerifyFailed | Outcome::RolledBack | Outcome::RollbackFailed)
+            )
     }) {
         return GateState::Halted(format!(
             "canary {} failed on {} ({})",
@@ -101,6 +104,11 @@ mod tests {
             GateState::Halted("canary c failed on new (apply-failed)".into())
         );
         assert!(matches!(judge(&[], "new", None), GateState::Waiting(_)));
+        let rolled_back = canary("e", "old", "new", "rolled-back");
+        assert_eq!(
+            judge(&[ok.clone(), rolled_back], "new", Some(1)),
+            GateState::Halted("canary e failed on new (rolled-back)".into())
+        );
         // A failure on another commit does not halt this one.
         assert_eq!(judge(&[ok, canary("d", "old", "older", "apply-failed")], "new", Some(1)), GateState::Open);
     }

@@ -29,6 +29,8 @@ pub struct Policy {
     pub gate: Option<Gate>,
     /// Nobody moves to this commit.
     pub pause: bool,
+    /// `rollback=`: go back to the commit before when this one fails (a host's `--rollback` wins).
+    pub rollback: Option<bool>,
 }
 
 /// The Prometheus gate.
@@ -88,8 +90,17 @@ pub fn parse(text: &str) -> Result<Policy, String> {
                     _ => return Err(at(format!("pause {value:?}: use yes or no"))),
                 }
             }
+            "rollback" => {
+                policy.rollback = match value {
+                    "yes" | "true" | "1" => Some(true),
+                    "no" | "false" | "0" => Some(false),
+                    _ => return Err(at(format!("rollback {value:?}: use yes or no"))),
+                }
+            }
             _ => {
-                return Err(at(format!("unknown key {key:?}; the keys are canary, window, gate, min_canaries, pause")));
+                return Err(at(format!(
+                    "unknown key {key:?}; the keys are canary, window, gate, min_canaries, pause, rollback"
+                )));
             }
         }
     }
@@ -211,9 +222,12 @@ mod tests {
 
     #[test]
     fn a_full_policy_parses() {
-        let policy =
-            parse("# staged\ncanary=web-1, tag:canary\nwindow=2h\ngate=prometheus\nmin_canaries=2\npause=no\n")
-                .unwrap();
+        let policy = parse(
+            "# staged\ncanary=web-1, tag:canary\nwindow=2h\ngate=prometheus\nmin_canaries=2\npause=no\nrollback=yes\n",
+        )
+        .unwrap();
+        assert_eq!(policy.rollback, Some(true));
+        assert_eq!(parse("rollback=no\n").unwrap().rollback, Some(false));
         assert_eq!(policy.canary_hosts, ["web-1"]);
         assert_eq!(policy.canary_tags, ["canary"]);
         assert_eq!(policy.window, Some(Duration::from_secs(7200)));
@@ -235,6 +249,7 @@ mod tests {
             ("canary=a\nmin_canaries=2\n", "only means something with gate=prometheus"),
             ("canary=a\ngate=prometheus\nmin_canaries=0\n", "line 3: min_canaries \"0\""),
             ("pause=maybe\n", "line 1: pause \"maybe\""),
+            ("rollback=sometimes\n", "line 1: rollback \"sometimes\": use yes or no"),
             ("canary=tag:\n", "line 1: tag: without a name"),
             ("canary=../x\n", "neither a host name nor tag:NAME"),
             ("just words\n", "line 1: \"just words\" is not KEY=VALUE"),

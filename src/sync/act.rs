@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use super::deploy;
 use super::facts::Gather;
+use super::{deploy, rollback};
 use crate::commit_id::{short_id, short_opt};
 use crate::decide::{Decision, Refusal, Step};
 use crate::fetch;
@@ -85,6 +85,39 @@ pub fn act(step: Step, g: &mut Gather<'_>, summary: &mut RunSummary, started: In
             }
         }
         Step::Apply { why, attempt } => deploy::apply(g, why, attempt, None, summary, started),
+        Step::RollBack { from, to, attempt } if !g.settings.dry_run => {
+            let outcome = rollback::roll_back(g, from, to, attempt, summary)?;
+            deploy::prune(g.settings, g.layout);
+            Ok(outcome)
+        }
+        Step::RollBack { from, to, .. } => {
+            println!("would: go back from {from} to {to} (a rollback that did not finish)");
+            Ok(Outcome::RolledBack)
+        }
+        Step::RolledBack { from, to } => {
+            let why = g.state.rollback.as_ref().map(|r| r.why.clone()).unwrap_or_default();
+            log::error!(
+                "{} was rolled back ({why}); staying on {}, the commit before, until a newer commit arrives or you run gitops sync --retry",
+                short_id(from),
+                short_id(to)
+            );
+            summary.error = Some(format!("rolled back: {why}"));
+            if g.settings.dry_run {
+                println!("would: stay on {to}: {from} was rolled back ({why}); gitops sync --retry tries it again");
+            }
+            Ok(decided)
+        }
+        Step::RollbackGivenUp { failures } => {
+            let record = g.state.rollback.clone();
+            let (from, to) = record.as_ref().map(|r| (r.from.as_str(), r.to.as_str())).unwrap_or(("?", "?"));
+            log::error!(
+                "going back from {} to {} failed {failures} times; the host needs attention: fix it and run gitops sync --retry, or push a fix",
+                crate::commit_id::short(from),
+                crate::commit_id::short(to)
+            );
+            summary.error = Some(format!("rollback failed {failures} times"));
+            Ok(decided)
+        }
     }
 }
 
@@ -130,6 +163,9 @@ pub fn describe(g: &Gather<'_>, decided: Result<&Step, &Failure>, summary: &mut 
         summary.commit_time = commit.time().ok().and_then(|t| crate::clock::rfc3339(t.seconds));
         summary.subject = commit.message().ok().map(|m| m.summary().to_string());
         summary.author = commit.author().ok().map(|a| format!("{} <{}>", a.name, a.email));
+    }
+    if matches!(decided, Ok(Step::RolledBack { .. } | Step::RollbackGivenUp { .. } | Step::RollBack { .. })) {
+        summary.rollback = g.state.rollback.clone();
     }
     if let Ok(Step::Hold { hold, .. }) = decided {
         summary.deferred = Some(Deferral {

@@ -187,6 +187,16 @@ impl Facts for Gather<'_> {
         Ok(hold)
     }
 
+    fn rollback(&mut self) -> Result<Option<decide::Rollback>, Failure> {
+        let Some(record) = &self.state.rollback else { return Ok(None) };
+        Ok(Some(decide::Rollback {
+            from: commit_id::parse(&record.from, "rollback.from")?,
+            to: commit_id::parse(&record.to, "rollback.to")?,
+            done: record.succeeded && record.finished_at.is_some(),
+            attempts: record.attempts,
+        }))
+    }
+
     fn last_failure(&mut self) -> Result<Option<(ObjectId, u32)>, Failure> {
         match self.state.last_failure() {
             Some((hex, n)) => Ok(Some((commit_id::parse(hex, "last_attempt.commit")?, n))),
