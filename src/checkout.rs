@@ -86,8 +86,7 @@ pub fn refusals(
             let name: &[u8] = entry.filename.as_ref();
             // For messages only: the name itself is never converted.
             let path = format!("{prefix}{}", String::from_utf8_lossy(name));
-            let why = if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0)
-            {
+            let why = if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
                 Some("an invalid path component")
             } else if name.eq_ignore_ascii_case(b".git") {
                 Some("a .git component")

@@ -32,6 +32,8 @@ pub enum Outcome {
     Success,
     /// `gitops fleet`: some host is behind the tip, failing or stale.
     FleetUnsettled,
+    /// `gitops check`: the fleet would refuse or fail on what was checked.
+    CheckFindings,
 }
 
 impl Outcome {
@@ -54,7 +56,7 @@ impl Outcome {
     pub const fn code(self) -> u8 {
         match self {
             Outcome::UpToDate | Outcome::Success => 0,
-            Outcome::Runtime => 1,
+            Outcome::Runtime | Outcome::CheckFindings => 1,
             Outcome::Usage => 2,
             Outcome::Applied => 10,
             Outcome::Deferred => 11,
@@ -84,6 +86,7 @@ impl Outcome {
             Outcome::Locked => "locked",
             Outcome::Success => "ok",
             Outcome::FleetUnsettled => "unsettled",
+            Outcome::CheckFindings => "findings",
         }
     }
 
@@ -103,6 +106,7 @@ impl Outcome {
             Outcome::Locked => "another run holds the lock",
             Outcome::Success => "done",
             Outcome::FleetUnsettled => "some host is behind the tip, failing or stale",
+            Outcome::CheckFindings => "findings: hosts would refuse or fail on what was checked (one line each)",
         }
     }
 

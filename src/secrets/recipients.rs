@@ -217,13 +217,13 @@ pub const HOST_KEY_FILES: [&str; 2] = ["ssh_host_ed25519_key.pub", "ssh_host_rsa
 /// The public key of host `name`: `hosts/<name>/ssh_host_ed25519_key.pub`, else `ssh_host_rsa_key.pub`.
 pub fn host_key(root: &Path, name: &str) -> anyhow::Result<Key> {
     let dir = root.join(crate::inventory::HOSTS_DIR).join(name);
-    host_key_in(name, |file| std::fs::read_to_string(root.join(file)).ok())
-        .ok_or_else(|| anyhow!("host {name}: no public key in {}/{}; {HOST_KEY_HINT}", dir.display(), HOST_KEY_FILES[0]))
+    host_key_in(name, |file| std::fs::read_to_string(root.join(file)).ok()).ok_or_else(|| {
+        anyhow!("host {name}: no public key in {}/{}; {HOST_KEY_HINT}", dir.display(), HOST_KEY_FILES[0])
+    })
 }
 
 /// What to do about a host without a public key in the repository.
-pub const HOST_KEY_HINT: &str =
-    "copy it from the host (/etc/ssh/ssh_host_ed25519_key.pub) and commit it";
+pub const HOST_KEY_HINT: &str = "copy it from the host (/etc/ssh/ssh_host_ed25519_key.pub) and commit it";
 
 /// The public key of host `name`, with `read` giving the text of a file relative to the config root (a
 /// working clone, or a commit's tree); None when there is none.
