@@ -238,7 +238,10 @@ fn syntax(parse: &Parse) -> anyhow::Result<Option<(Option<usize>, String)>> {
     if output.status.success() {
         return Ok(None);
     }
-    Ok(Some(shell_error(&String::from_utf8_lossy(&output.stderr))))
+    let (line, message) = shell_error(&String::from_utf8_lossy(&output.stderr));
+    // "End of file unexpected" is reported on the line after the last one; point at the last one instead.
+    let lines = content.split(|b| *b == b'\n').count() - usize::from(content.ends_with(b"\n"));
+    Ok(Some((line.map(|n| n.min(lines.max(1))), message)))
 }
 
 /// The line and message of a shell's syntax error: `/dev/stdin: 3: Syntax error: …` (dash),
