@@ -66,14 +66,8 @@ fn fleet_exit_codes_help() -> String {
 fn check_exit_codes_help() -> String {
     exit_codes_help([
         (Outcome::Success, "clean: hosts would take what was checked".into()),
-        (
-            Outcome::CheckFindings,
-            "findings: hosts would refuse or fail on what was checked (one line each); or it could not be read".into(),
-        ),
-        (
-            Outcome::Usage,
-            "usage error (bad flag, PATH not in a Git repository, unknown revision, bad --allowed-signers)".into(),
-        ),
+        (Outcome::CheckFindings, Outcome::CheckFindings.meaning().into()),
+        (Outcome::Usage, "usage error (bad flag or revision, PATH not in a Git repository)".into()),
     ])
 }
 
@@ -508,7 +502,7 @@ pub struct CheckArgs {
     #[arg(default_value = ".", value_name = "PATH")]
     pub path: PathBuf,
 
-    /// Check this commit (or tag, branch…) instead of the index.
+    /// Check this commit (or a tag or branch) instead of the index.
     #[arg(long, value_name = "REV", conflicts_with = "range")]
     pub rev: Option<String>,
 

@@ -106,7 +106,9 @@ impl Outcome {
             Outcome::Locked => "another run holds the lock",
             Outcome::Success => "done",
             Outcome::FleetUnsettled => "some host is behind the tip, failing or stale",
-            Outcome::CheckFindings => "findings: hosts would refuse or fail on what was checked (one line each)",
+            Outcome::CheckFindings => {
+                "findings (one line each): hosts would refuse or fail on it, or it could not be read"
+            }
         }
     }
 

@@ -18,6 +18,7 @@ const FINDINGS: i32 = 1;
 
 const README: &str = include_str!("../README.md");
 const PRE_COMMIT_HOOKS: &str = include_str!("../contrib/pre-commit/.pre-commit-hooks.yaml");
+/// The pre-push hook example, relative to the repository root.
 const PRE_PUSH: &str = "contrib/git-hooks/pre-push";
 
 /// The shared entrypoint of the fixture.
@@ -592,4 +593,240 @@ fn git_stdin(dir: &Path, args: &[&str], input: &str) -> String {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "git {args:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The fenced block of the README whose first line is `first_line` (a file name as a comment).
+fn readme_block(first_line: &str) -> String {
+    let mut lines = README.lines().skip_while(|l| *l != first_line);
+    let block: Vec<&str> = lines.by_ref().take_while(|l| !l.starts_with("```")).collect();
+    assert!(!block.is_empty(), "the README has a block starting with {first_line:?}");
+    block.join("\n") + "\n"
+}
+
+/// `text` (YAML) as JSON, read by PyYAML from the pre-commit venv: the parser real tools use.
+fn yaml(text: &str) -> Value {
+    let pre_commit = tooling::find("pre-commit").expect("pre-commit, gated by the caller");
+    let python = pre_commit.parent().unwrap().join("python3");
+    let mut child = Command::new(python)
+        .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "YAML does not parse:\n{text}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A command in the fleet's working clone with gitops and the venv's tools on PATH, git isolated.
+fn in_fleet(fleet: &Fleet, program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    let venv = tooling::find("pre-commit").map(|p| p.parent().unwrap().display().to_string()).unwrap_or_default();
+    cmd.current_dir(&fleet.work).env("PATH", format!("{venv}:{}", path_with_gitops()));
+    isolate(&mut cmd);
+    cmd.env("PRE_COMMIT_HOME", fleet.keys.join("pre-commit-cache"));
+    for (key, value) in [("NAME", "T"), ("EMAIL", "t@example.invalid")] {
+        cmd.env(format!("GIT_AUTHOR_{key}"), value).env(format!("GIT_COMMITTER_{key}"), value);
+    }
+    cmd
+}
+
+/// Both outputs of a finished command, for messages and assertions.
+fn said(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn the_readme_help_and_man_page_carry_the_same_exit_codes_for_check() {
+    let help = Command::new(env!("CARGO_BIN_EXE_gitops")).args(["check", "--help"]).output().unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    let from_help: Vec<(String, String)> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Exit codes:"))
+        .skip(1)
+        .filter_map(|l| l.trim().split_once("  "))
+        .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
+        .collect();
+    let codes: Vec<&str> = from_help.iter().map(|(code, _)| code.as_str()).collect();
+    assert_eq!(codes, ["0", "1", "2"], "{help}");
+    let from_readme: Vec<(String, String)> = README
+        .lines()
+        .skip_while(|l| *l != "## Check before you push")
+        .skip_while(|l| *l != "| code | meaning |")
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            (cells[0].to_string(), cells[1].to_string())
+        })
+        .collect();
+    assert_eq!(from_readme, from_help, "the README's table for gitops check differs from its --help");
+    if !tooling::available(&[tooling::MAN]) {
+        return;
+    }
+    let dir = tempdir();
+    let generated = Command::new(env!("CARGO_BIN_EXE_gitops"))
+        .args(["generate", "man", "--out"])
+        .arg(dir.path())
+        .env("GITOPS_CONFIG", "/dev/null")
+        .status()
+        .unwrap();
+    assert!(generated.success());
+    let page = tooling::command("man")
+        .args(["--nh", "--nj", "-l"])
+        .arg(dir.path().join("gitops-check.1"))
+        .env("LC_ALL", "C")
+        .env("MANWIDTH", "250")
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&page.stdout);
+    let rows: Vec<(String, String)> = page
+        .lines()
+        .skip_while(|l| l.trim() != "EXIT STATUS")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter_map(|l| l.trim().split_once(char::is_whitespace))
+        .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
+        .collect();
+    assert_eq!(rows, from_help, "gitops-check.1's EXIT STATUS differs from --help:\n{page}");
+}
+
+#[test]
+fn the_pre_commit_framework_runs_the_hook_from_the_readme_and_from_contrib() {
+    if !tooling::available(&[tooling::PRE_COMMIT]) {
+        return;
+    }
+    let Some(fleet) = Fleet::new(false) else { return };
+    // The README's `repo: local` hook, installed as people do: pre-commit install, then git commit.
+    let config = readme_block("# .pre-commit-config.yaml");
+    assert_eq!(yaml(&config)["repos"][0]["hooks"][0]["entry"], "gitops check");
+    fleet.write(".pre-commit-config.yaml", &config);
+    fleet.commit("pre-commit");
+    let install = in_fleet(&fleet, "pre-commit").arg("install").output().unwrap();
+    assert!(install.status.success(), "{}", said(&install));
+    let commit = |message: &str| in_fleet(&fleet, "git").args(["commit", "-q", "-m", message]).output().unwrap();
+
+    fleet.script("run.sh", "case \"$GITOPS_TAGS\" in\n").stage();
+    let refused = commit("broken run.sh");
+    assert!(!refused.status.success(), "the hook stops the commit: {}", said(&refused));
+    assert!(said(&refused).contains("run.sh:3: the entrypoint does not parse (sh -n:"), "{}", said(&refused));
+    let before = git(&fleet.work, &["rev-parse", "HEAD"]);
+    fleet.script("run.sh", "case \"$GITOPS_TAGS\" in\n*) ;;\nesac").stage();
+    let passed = commit("fixed run.sh");
+    assert!(passed.status.success(), "{}", said(&passed));
+    assert_ne!(git(&fleet.work, &["rev-parse", "HEAD"]), before, "the good commit was made");
+
+    // contrib/'s .pre-commit-hooks.yaml, as the root of a hook repository named by repo: and rev:.
+    let hooks = yaml(PRE_COMMIT_HOOKS);
+    assert_eq!(hooks[0]["id"], "gitops-check");
+    // The README's copy says what the shipped hook says (which adds a description and its stages).
+    let local = yaml(&config)["repos"][0]["hooks"][0].clone();
+    let mut shipped = hooks[0].clone();
+    shipped.as_object_mut().unwrap().retain(|key, _| local.get(key).is_some());
+    assert_eq!(shipped, local, "the README's hook is contrib's");
+    let hook_repo = fleet.keys.join("hook-repo");
+    fs::create_dir_all(&hook_repo).unwrap();
+    git(&hook_repo, &["init", "-q", "-b", "main"]);
+    fs::write(hook_repo.join(".pre-commit-hooks.yaml"), PRE_COMMIT_HOOKS).unwrap();
+    git(&hook_repo, &["add", "-A"]);
+    git(&hook_repo, &["commit", "-q", "-m", "hooks"]);
+    let rev = git(&hook_repo, &["rev-parse", "HEAD"]);
+    let config =
+        format!("repos:\n  - repo: {}\n    rev: {rev}\n    hooks:\n      - id: gitops-check\n", hook_repo.display());
+    fleet.write(".pre-commit-config.yaml", &config).stage();
+    fleet.write(".gitops/rollout", "canary=web1\nwindow=45\n").stage();
+    let run = in_fleet(&fleet, "pre-commit").args(["run", "gitops-check"]).output().unwrap();
+    assert_eq!(run.status.code(), Some(1), "{}", said(&run));
+    assert!(said(&run).contains(".gitops/rollout:2: window \"45\": 45 has no unit"), "{}", said(&run));
+    fleet.write(".gitops/rollout", "canary=web1\nwindow=45m\n").stage();
+    let run = in_fleet(&fleet, "pre-commit").args(["run", "gitops-check"]).output().unwrap();
+    assert!(run.status.success(), "{}", said(&run));
+}
+
+#[test]
+fn the_pre_push_hook_refuses_a_push_the_fleet_would_refuse() {
+    let Some(fleet) = Fleet::new(false) else { return };
+    let bare = fleet.keys.join("origin.git");
+    git(&fleet.work, &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()]);
+    git(&fleet.work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+    let hook = fleet.work.join(".git/hooks/pre-push");
+    fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join(PRE_PUSH), &hook).unwrap();
+    let push = |args: &[&str]| in_fleet(&fleet, "git").args(["push", "-q", "origin"]).args(args).output().unwrap();
+    let remote_main = || git(&bare, &["rev-parse", "--verify", "-q", "refs/heads/main"]);
+
+    // A new branch: the pushed commit alone.
+    let first = push(&["main"]);
+    assert!(first.status.success(), "{}", said(&first));
+    fleet.write(".gitops/rollout", "canary=web1\npace=fast\n");
+    let bad = fleet.commit("a typo in the policy");
+    let refused = push(&["main"]);
+    assert!(!refused.status.success(), "{}", said(&refused));
+    assert!(said(&refused).contains(".gitops/rollout:2: unknown key \"pace\""), "{}", said(&refused));
+    assert_ne!(remote_main(), bad, "nothing reached the remote");
+    let refused = push(&["main:refs/heads/other"]);
+    assert!(!refused.status.success(), "a new branch is checked too: {}", said(&refused));
+
+    fleet.write(".gitops/rollout", "canary=web1\npause=yes\n");
+    let good = fleet.commit("pause the rollout");
+    let pushed = push(&["main"]);
+    assert!(pushed.status.success(), "{}", said(&pushed));
+    assert_eq!(remote_main(), good);
+    // Deleting a branch sends nothing to the hosts.
+    let created = in_fleet(&fleet, "git").args(["push", "-q", "--no-verify", "origin", "main:gone"]).output().unwrap();
+    assert!(created.status.success());
+    let deleted = push(&[":gone"]);
+    assert!(deleted.status.success(), "{}", said(&deleted));
+}
+
+#[test]
+fn the_ci_steps_in_the_readme_run_and_fail_on_findings() {
+    if !tooling::available(&[tooling::PRE_COMMIT]) {
+        return;
+    }
+    let Some(fleet) = Fleet::new(false) else { return };
+    let github = yaml(&readme_block("# .github/workflows/gitops-check.yml"));
+    let steps = github["jobs"]["check"]["steps"].as_array().unwrap();
+    let step = steps.iter().find(|s| s["name"] == "gitops check").expect("a step named gitops check");
+    let github_run = step["run"].as_str().unwrap().to_string();
+    let gitlab = yaml(&readme_block("# .gitlab-ci.yml"));
+    let gitlab_script: Vec<String> =
+        gitlab["gitops-check"]["script"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().into()).collect();
+    assert!(!gitlab_script.is_empty());
+
+    // Each runs as its runner would: bash -e with the runner's variables, in a checkout of the pushed commit.
+    let run_steps = |expect: i32| {
+        let head = git(&fleet.work, &["rev-parse", "HEAD"]);
+        let out = in_fleet(&fleet, "bash").args(["-e", "-c", &github_run]).env("GITHUB_SHA", &head).output().unwrap();
+        assert_eq!(out.status.code(), Some(expect), "GitHub step: {}", said(&out));
+        let annotations = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut gitlab_out = String::new();
+        let mut code = 0;
+        for line in &gitlab_script {
+            let out = in_fleet(&fleet, "bash")
+                .args(["-e", "-c", line])
+                .env("CI_COMMIT_BEFORE_SHA", "0".repeat(40))
+                .env("CI_COMMIT_SHA", &head)
+                .output()
+                .unwrap();
+            gitlab_out.push_str(&said(&out));
+            code = out.status.code().unwrap_or(-1);
+            if code != 0 {
+                break;
+            }
+        }
+        assert_eq!(code, expect, "GitLab script: {gitlab_out}");
+        (annotations, gitlab_out)
+    };
+    run_steps(0);
+    fleet.script("hosts/web1/run.sh", "exec ./run.sh\nfi");
+    fleet.commit("a stray fi");
+    let (annotations, gitlab_out) = run_steps(FINDINGS);
+    assert!(
+        annotations.contains(
+            "::error file=hosts/web1/run.sh,line=3,title=gitops check (script)::the entrypoint does not parse"
+        ),
+        "{annotations}"
+    );
+    assert!(gitlab_out.contains("hosts/web1/run.sh:3: the entrypoint does not parse"), "{gitlab_out}");
 }
