@@ -14,7 +14,7 @@ pub enum Format {
     Text,
     /// One JSON document.
     Json,
-    /// GitHub Actions annotations (`::error file=…,line=…::…`), then the summary line.
+    /// GitHub Actions annotations (`::error file=PATH,line=N::MESSAGE`), then the summary line.
     Github,
 }
 
