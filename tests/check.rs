@@ -830,3 +830,23 @@ fn the_ci_steps_in_the_readme_run_and_fail_on_findings() {
     );
     assert!(gitlab_out.contains("hosts/web1/run.sh:3: the entrypoint does not parse"), "{gitlab_out}");
 }
+
+#[test]
+fn what_cannot_be_checked_is_a_note_that_does_not_fail_the_check() {
+    let Some(fleet) = Fleet::new(false) else { return };
+    // No shell on PATH (a bare CI image): the scripts are checked for all but their syntax, and that is said.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitops"));
+    cmd.args(["check", "--format", "json"]).current_dir(&fleet.work);
+    isolate(&mut cmd);
+    let run: Run = cmd.env("PATH", fleet.keys.join("empty")).output().unwrap().into();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let doc: Value = serde_json::from_str(&run.stdout).unwrap();
+    let notes: Vec<Found> = doc["findings"].as_array().unwrap().iter().map(Found::from).collect();
+    assert_eq!((doc["clean"].as_bool(), doc["notes"].as_u64()), (Some(true), Some(4)), "{notes:#?}");
+    assert!(notes.iter().all(|n| n.level == "note" && n.message.contains("its shell sh is not installed")));
+    // The #! line's directory is not used to find the shell: only PATH.
+    fleet.script("run.sh", "if").write("run.sh", "#!/nonexistent/bin/sh\nif\n").stage();
+    let (code, found) = fleet.findings(&[]);
+    assert_eq!(code, FINDINGS);
+    exactly_one(&found, "script", Some("run.sh"), Some(2), "sh -n:");
+}

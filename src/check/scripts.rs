@@ -140,10 +140,9 @@ fn inspect(snapshot: &Snapshot, path: &Path, role: &'static str, report: &mut Re
                 "the {role} has no #! line: whether hosts can start it depends on their C library (glibc runs it with /bin/sh, others fail with exit 30); make #!/bin/sh (or your shell) its first line"
             ),
         ));
-        ("sh".to_string(), "sh".to_string())
+        "sh".to_string()
     };
-    let (program, name) = shell;
-    match locate(&program, &name) {
+    match locate(&shell) {
         Some(shell) => Ok(Some(Parse { path: path.to_path_buf(), role, shell, content })),
         None => {
             report.add(
@@ -151,7 +150,7 @@ fn inspect(snapshot: &Snapshot, path: &Path, role: &'static str, report: &mut Re
                     Class::Script,
                     path,
                     Some(1),
-                    format!("not syntax-checked: its shell {name} is not installed where gitops check runs; install it there"),
+                    format!("not syntax-checked: its shell {shell} is not installed where gitops check runs; install it there"),
                 )
                 .note(),
             );
@@ -160,31 +159,25 @@ fn inspect(snapshot: &Snapshot, path: &Path, role: &'static str, report: &mut Re
     }
 }
 
-/// The shell a `#!` line names (`/bin/bash -e`, `/usr/bin/env bash`), if it is one of `SHELLS`: the program as
-/// written and its name.
-fn shell_of(shebang: &str) -> Option<(String, String)> {
+/// The shell a `#!` line names (`/bin/bash -e`, `/usr/bin/env bash`), if it is one of `SHELLS`.
+fn shell_of(shebang: &str) -> Option<String> {
     let mut words = shebang.split_whitespace();
     let program = words.next()?;
-    let name = Path::new(program).file_name()?.to_str()?;
+    let mut name = Path::new(program).file_name()?.to_str()?;
     if name == "env" {
-        let name = words.find(|w| !w.starts_with('-') && !w.contains('='))?;
-        return SHELLS.contains(&name).then(|| (name.to_string(), name.to_string()));
+        name = words.find(|w| !w.starts_with('-') && !w.contains('='))?;
     }
-    SHELLS.contains(&name).then(|| (program.to_string(), name.to_string()))
+    SHELLS.contains(&name).then(|| name.to_string())
 }
 
-/// The shell to run here: the program the `#!` line names when this machine has it, else `name` on PATH.
-fn locate(program: &str, name: &str) -> Option<PathBuf> {
-    let runnable = |path: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    let written = Path::new(program);
-    if written.is_absolute() && runnable(written) {
-        return Some(written.to_path_buf());
-    }
+/// The shell to run here: `name` on PATH. The directory the `#!` line gives is not used: it could point into
+/// the checkout being checked, and a repository must not choose what runs on the machine checking it.
+fn locate(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| runnable(candidate))
+    std::env::split_paths(&path).filter(|dir| dir.is_absolute()).map(|dir| dir.join(name)).find(|candidate| {
+        std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// Run every script's shell with `-n` (a few at a time: each is a process), and turn what they say into findings.
@@ -264,10 +257,11 @@ mod tests {
 
     #[test]
     fn shells_come_from_the_shebang() {
-        assert_eq!(shell_of("/bin/sh"), Some(("/bin/sh".into(), "sh".into())));
-        assert_eq!(shell_of("/bin/bash -eu"), Some(("/bin/bash".into(), "bash".into())));
-        assert_eq!(shell_of("/usr/bin/env bash"), Some(("bash".into(), "bash".into())));
-        assert_eq!(shell_of("/usr/bin/env -S LC_ALL=C zsh -f"), Some(("zsh".into(), "zsh".into())));
+        assert_eq!(shell_of("/bin/sh").as_deref(), Some("sh"));
+        assert_eq!(shell_of("/bin/bash -eu").as_deref(), Some("bash"));
+        assert_eq!(shell_of("/usr/bin/env bash").as_deref(), Some("bash"));
+        assert_eq!(shell_of("/usr/bin/env -S LC_ALL=C zsh -f").as_deref(), Some("zsh"));
+        assert_eq!(shell_of("/builds/repo/tools/sh").as_deref(), Some("sh"), "by name: found on PATH");
         assert_eq!(shell_of("/usr/bin/python3"), None);
         assert_eq!(shell_of("/usr/bin/env python3"), None);
         assert_eq!(shell_of(""), None);
