@@ -551,6 +551,8 @@ fn usage_errors_exit_2_and_name_the_flag() {
     assert!(run.stderr.contains("not in a Git repository"), "{}", run.stderr);
     let run = fleet.check(&["--rev", "no-such-branch"]).expect(USAGE);
     assert!(run.stderr.contains("\"no-such-branch\" does not name an object"), "{}", run.stderr);
+    let run = fleet.check(&["--rev", "HEAD:run.sh"]).expect(USAGE);
+    assert!(run.stderr.contains("is not a commit"), "{}", run.stderr);
     let run = fleet.check(&["--range", "HEAD"]).expect(USAGE);
     assert!(run.stderr.contains("is not A..B"), "{}", run.stderr);
     let run = fleet.check(&["--allowed-signers", "/dev/null"]).expect(USAGE);

@@ -4,7 +4,7 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use gix::ObjectId;
 
 use crate::check::output::{self, Checked};
@@ -50,13 +50,14 @@ pub fn run(args: CheckArgs) -> Result<Outcome, Failure> {
             ))
         })
     };
-    let peel = |id: ObjectId| -> anyhow::Result<ObjectId> {
-        Ok(repo.find_object(id).map_err(anyhow::Error::new)?.peel_to_commit().map_err(anyhow::Error::new)?.id)
+    let peel = |id: ObjectId| -> Result<ObjectId, Failure> {
+        let commit = repo.find_object(id).map_err(anyhow::Error::new)?.peel_to_commit();
+        Ok(commit.map_err(|e| Failure::usage(anyhow!("{id} is not a commit ({e}); name a commit, branch or tag")))?.id)
     };
     let (snapshot, commits) = match (&args.rev, &args.range) {
         (Some(rev), _) => {
             let target = resolve(rev)?;
-            let commit = peel(target).with_context(|| format!("{rev:?} is not a commit"))?;
+            let commit = peel(target)?;
             let tag = (target != commit).then_some(target);
             (Snapshot::of_commit(&repo, commit)?, Some(Commits::One { commit, tag }))
         }
