@@ -155,6 +155,7 @@ fn read_recipients(
         let n = Some(index + 1);
         let keys: Vec<Key> = match recipients::parse_line(line) {
             Err(why) => {
+                let why = format!("{why} (hosts stop at a commit with secrets while it does not parse: exit 32)");
                 report.add(Finding::at(Class::Recipients, &path, n, why));
                 continue;
             }
@@ -237,7 +238,7 @@ fn compare(stanzas: &[(String, String)], expected: &[Key], known: &[Key]) -> Vec
         .collect();
     if !missing.is_empty() {
         problems.push(format!(
-            "not encrypted to {}, which {} gives it to: they go without it (and a host stops with exit 32 when it is under its own hosts/<name>/); run gitops secrets rekey and commit",
+            "not encrypted to {}, which {} gives it to: a host given a secret it cannot open stops (exit 32, nothing applied); run gitops secrets rekey and commit",
             missing.join(", "),
             recipients::FILE
         ));
