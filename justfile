@@ -25,6 +25,12 @@ bench-secrets rounds="15":
     cargo build --release
     sh bench/secrets.sh target/release/gitops {{rounds}}
 
+# gitops check on a generated repository of 10,000 files and 200 age secrets (goal ≤ 1 s) and on a small one
+# (also through a real `pre-commit run` when tests/setup installed pre-commit); writes bench/results/check.md.
+bench-check rounds="10":
+    cargo build --release --quiet
+    python3 bench/check.py --rounds {{rounds}}
+
 # Push → applied latency through `gitops webhook` (goal ≤ 2 s); writes bench/results/webhook-latency.md.
 bench-webhook rounds="20":
     cargo build --release --quiet

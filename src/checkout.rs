@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -20,13 +21,62 @@ use crate::state::sync_dir;
 /// Names are bytes, as Linux and git have them: two names that differ in any byte are two files.
 /// Duplicate names matter twice: git never writes them, and gix's index building may panic on them.
 pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64, max_entries: u64) -> anyhow::Result<()> {
+    let mut first = None;
+    refusals(repo, commit, max_size, max_entries, |refusal| {
+        first = Some(refusal);
+        ControlFlow::Break(())
+    })?;
+    match first {
+        None => Ok(()),
+        Some(Refusal::Name { path, why }) => {
+            bail!("refusing commit {commit}: {why} at {path:?}; this is not something git itself writes")
+        }
+        Some(Refusal::TooManyEntries { path }) => bail!(
+            "refusing commit {commit}: its checkout would create more than --max-checkout-files ({max_entries}) files and directories, at {path:?}; raise the limit if this is intended"
+        ),
+        Some(Refusal::TooLarge { path }) => bail!(
+            "refusing commit {commit}: its checkout would exceed --max-checkout-size ({max_size} bytes) at {path:?}; raise the limit if this is intended"
+        ),
+    }
+}
+
+/// What `inspect` refuses in a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// An invalid path component, a `.git` component or a duplicate entry (`why` says which).
+    Name { path: String, why: &'static str },
+    /// The first entry past `--max-checkout-files`.
+    TooManyEntries { path: String },
+    /// The first entry past `--max-checkout-size`.
+    TooLarge { path: String },
+}
+
+/// The totals a checkout of the tree comes to, as `refusals` counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Files, symlinks, directories and submodules.
+    pub entries: u64,
+    /// Bytes of content, a blob counted each time it appears.
+    pub bytes: u64,
+}
+
+/// Walk `commit`'s tree as `inspect` does and tell `refused` what a host refuses, until it says stop: every
+/// bad name (its entry is then skipped) and the first entry past each limit. `inspect` stops at the first;
+/// `gitops check` goes on, to report them all and the totals.
+pub fn refusals(
+    repo: &gix::Repository,
+    commit: ObjectId,
+    max_size: u64,
+    max_entries: u64,
+    mut refused: impl FnMut(Refusal) -> ControlFlow<()>,
+) -> anyhow::Result<Totals> {
     let tree = repo
         .find_commit(commit)
         .and_then(|c| c.tree_id())
         .map_err(anyhow::Error::new)
         .with_context(|| format!("reading the tree of commit {commit}"))?
         .detach();
-    let (mut total, mut entries) = (0u64, 0u64);
+    let mut totals = Totals::default();
     let mut stack = vec![(tree, String::new())];
     while let Some((id, prefix)) = stack.pop() {
         let tree = repo.find_tree(id).map_err(anyhow::Error::new).with_context(|| format!("reading tree {id}"))?;
@@ -36,24 +86,27 @@ pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64, max_entr
             let name: &[u8] = entry.filename.as_ref();
             // For messages only: the name itself is never converted.
             let path = format!("{prefix}{}", String::from_utf8_lossy(name));
-            let refuse = |why: &str| {
-                anyhow::anyhow!("refusing commit {commit}: {why} at {path:?}; this is not something git itself writes")
+            let why = if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+                Some("an invalid path component")
+            } else if name.eq_ignore_ascii_case(b".git") {
+                Some("a .git component")
+            } else if !seen.insert(name) {
+                // Names equal but for case are distinct files on Linux; an exact duplicate is not.
+                Some("a duplicate entry")
+            } else {
+                None
             };
-            if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-                return Err(refuse("an invalid path component"));
+            if let Some(why) = why {
+                if refused(Refusal::Name { path, why }).is_break() {
+                    return Ok(totals);
+                }
+                continue;
             }
-            if name.eq_ignore_ascii_case(b".git") {
-                return Err(refuse("a .git component"));
-            }
-            // Names equal but for case are distinct files on Linux; an exact duplicate is not.
-            if !seen.insert(name) {
-                return Err(refuse("a duplicate entry"));
-            }
-            entries += 1;
-            if entries > max_entries {
-                bail!(
-                    "refusing commit {commit}: its checkout would create more than --max-checkout-files ({max_entries}) files and directories, at {path:?}; raise the limit if this is intended"
-                );
+            totals.entries += 1;
+            if totals.entries == max_entries.saturating_add(1)
+                && refused(Refusal::TooManyEntries { path: path.clone() }).is_break()
+            {
+                return Ok(totals);
             }
             if entry.mode.is_tree() {
                 stack.push((entry.oid.to_owned(), format!("{path}/")));
@@ -65,16 +118,15 @@ pub fn inspect(repo: &gix::Repository, commit: ObjectId, max_size: u64, max_entr
                     .map_err(anyhow::Error::new)
                     .with_context(|| format!("reading the size of {path}"))?
                     .size();
-                total = total.saturating_add(size);
-                if total > max_size {
-                    bail!(
-                        "refusing commit {commit}: its checkout would exceed --max-checkout-size ({max_size} bytes) at {path:?}; raise the limit if this is intended"
-                    );
+                let before = totals.bytes;
+                totals.bytes = totals.bytes.saturating_add(size);
+                if before <= max_size && totals.bytes > max_size && refused(Refusal::TooLarge { path }).is_break() {
+                    return Ok(totals);
                 }
             }
         }
     }
-    Ok(())
+    Ok(totals)
 }
 
 /// Which path components gix refuses to write. On Linux only what protects this host: `.git` and the
@@ -307,6 +359,12 @@ fn check_symlinks(root: &Path, index: &gix::index::State) -> anyhow::Result<()> 
 /// Resolve `relative` below `root` the way the kernel would, following symlinks found on disk;
 /// None when any step leaves `root` (absolute target, too many `..`) or loops.
 fn resolves_inside(root: &Path, relative: &Path) -> Option<PathBuf> {
+    resolve_inside(relative, |path| fs::read_link(root.join(path)).ok())
+}
+
+/// Resolve `relative` as `resolves_inside` does, with `read_link` giving the target of a path (relative to
+/// the root) that is a symlink: on disk for a checkout, from the tree for `gitops check`.
+pub fn resolve_inside(relative: &Path, read_link: impl Fn(&Path) -> Option<PathBuf>) -> Option<PathBuf> {
     let mut resolved = PathBuf::new();
     // Components still to walk, front first; a symlink's target is spliced in where the link was.
     let mut queue: VecDeque<Step> = relative.components().map(Step::from).collect();
@@ -322,7 +380,7 @@ fn resolves_inside(root: &Path, relative: &Path) -> Option<PathBuf> {
             }
             Step::Name(name) => {
                 resolved.push(name);
-                if let Ok(target) = fs::read_link(root.join(&resolved)) {
+                if let Some(target) = read_link(&resolved) {
                     hops += 1;
                     if hops > 40 {
                         return None;

@@ -62,6 +62,15 @@ fn fleet_exit_codes_help() -> String {
     ])
 }
 
+/// Exit codes of `gitops check`, shown in its `--help`.
+fn check_exit_codes_help() -> String {
+    exit_codes_help([
+        (Outcome::Success, "clean: hosts would take what was checked".into()),
+        (Outcome::CheckFindings, Outcome::CheckFindings.meaning().into()),
+        (Outcome::Usage, "usage error (bad flag or revision, PATH not in a Git repository)".into()),
+    ])
+}
+
 /// Pull-based GitOps agent: fetch a Git repository, verify it, apply it by running its entrypoint.
 ///
 /// Each `gitops sync` does one fetch → decide → checkout → apply → record cycle and exits with a
@@ -111,6 +120,10 @@ pub enum Command {
     /// Lift `gitops suspend`: the next sync runs as usual.
     #[command(after_help = suspend_exit_codes_help())]
     Resume(ResumeArgs),
+    /// Check a working tree (what git commit would record) or commits as hosts would read them, before the push;
+    /// every finding at once, exit 1 if any.
+    #[command(after_help = check_exit_codes_help())]
+    Check(CheckArgs),
     /// Ask Prometheus which host runs which commit and who is behind, failing or stale; exit 3 unless all converged.
     #[command(after_help = fleet_exit_codes_help())]
     Fleet(FleetViewArgs),
@@ -502,6 +515,57 @@ pub struct FleetViewArgs {
     /// Also write the summary and every host as one self-contained HTML page.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+}
+
+/// Flags of `gitops check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A directory of the repository's working tree: what `git commit` would record there (the index; a hook's
+    /// GIT_INDEX_FILE) is checked, not the files on disk.
+    #[arg(default_value = ".", value_name = "PATH")]
+    pub path: PathBuf,
+
+    /// Check this commit (or a tag or branch) instead of the index.
+    #[arg(long, value_name = "REV", conflicts_with = "range")]
+    pub rev: Option<String>,
+
+    /// Check the tree of B, and with --allowed-signers every commit in A..B as a host deployed at A verifies
+    /// them (A all zeros, as a pre-push hook or a new branch's push event gives it: B's whole history).
+    #[arg(long, value_name = "A..B")]
+    pub range: Option<String>,
+
+    /// Check the entrypoint and stages of this host (repeatable) [default: every host the repository names].
+    #[arg(long = "host", value_name = "NAME")]
+    pub hosts: Vec<String>,
+
+    /// OpenSSH allowed_signers file the hosts verify with: with --rev or --range, every commit must be signed
+    /// by a key in it.
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+
+    /// Output: text (path:line: finding), json (schema in the README) or github (workflow annotations).
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub format: crate::check::output::Format,
+
+    /// Subdirectory of the repository that is the hosts' config root (their --path).
+    #[arg(long = "path", env = "GITOPS_PATH", value_name = "DIR")]
+    pub config_root: Option<String>,
+
+    /// The entrypoint hosts run, relative to the config root (their --entrypoint).
+    #[arg(long, env = "GITOPS_ENTRYPOINT", default_value = "run.sh", value_name = "PATH")]
+    pub entrypoint: String,
+
+    /// The teardown script next to the entrypoint (their --teardown).
+    #[arg(long, env = "GITOPS_TEARDOWN", default_value = "teardown.sh", value_name = "NAME")]
+    pub teardown: String,
+
+    /// The hosts' --max-checkout-size: a larger checkout is refused.
+    #[arg(long, env = "GITOPS_MAX_CHECKOUT_SIZE", default_value = "1G", value_name = "SIZE")]
+    pub max_checkout_size: String,
+
+    /// The hosts' --max-checkout-files: a checkout with more files, symlinks and directories is refused.
+    #[arg(long, env = "GITOPS_MAX_CHECKOUT_FILES", default_value_t = 100_000, value_name = "N")]
+    pub max_checkout_files: u64,
 }
 
 /// Flags of `gitops logs`.

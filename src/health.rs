@@ -42,16 +42,17 @@ impl HealthSettings {
     }
 }
 
-/// The health check that belongs to `entrypoint` (relative to the config root `workdir`), if the revision has one.
-pub fn script(inventory: &Inventory, workdir: &Path, entrypoint: &Path) -> Option<PathBuf> {
+/// The health check that belongs to `entrypoint` (both relative to the config root), if the revision has
+/// one: `exists` says whether a path is a file there (a checkout on disk, or a commit's tree).
+pub fn script(inventory: &Inventory, entrypoint: &Path, exists: impl Fn(&Path) -> bool) -> Option<PathBuf> {
     let beside = entrypoint.parent().and_then(|dir| inventory.host_dirs.iter().find(|host| dir == *host));
     // A host's entrypoint override lives in hosts/<name>/: look for the check the same way, from the top.
     let shared = match beside {
         Some(_) => PathBuf::from(SCRIPT),
         None => entrypoint.parent().unwrap_or(Path::new("")).join(SCRIPT),
     };
-    let resolved = inventory.resolve(&shared, |candidate| workdir.join(candidate).is_file());
-    workdir.join(&resolved).is_file().then_some(resolved)
+    let resolved = inventory.resolve(&shared, &exists);
+    exists(&resolved).then_some(resolved)
 }
 
 /// Run the check `script` with the entrypoint job's environment, appending to its log, until it passes
@@ -112,19 +113,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inventory = Inventory::new(PathBuf::new(), "web1", vec![], PathBuf::from("teardown.sh"));
         let run = Path::new("run.sh");
-        assert_eq!(script(&inventory, dir.path(), run), None);
+        let on_disk = |p: &Path| dir.path().join(p).is_file();
+        assert_eq!(script(&inventory, run, on_disk), None);
         std::fs::write(dir.path().join("health.sh"), "").unwrap();
-        assert_eq!(script(&inventory, dir.path(), run), Some(PathBuf::from("health.sh")));
+        assert_eq!(script(&inventory, run, on_disk), Some(PathBuf::from("health.sh")));
         std::fs::create_dir_all(dir.path().join("hosts/web1")).unwrap();
         std::fs::write(dir.path().join("hosts/web1/health.sh"), "").unwrap();
-        assert_eq!(script(&inventory, dir.path(), run), Some(PathBuf::from("hosts/web1/health.sh")));
+        assert_eq!(script(&inventory, run, on_disk), Some(PathBuf::from("hosts/web1/health.sh")));
         assert_eq!(
-            script(&inventory, dir.path(), Path::new("hosts/web1/run.sh")),
+            script(&inventory, Path::new("hosts/web1/run.sh"), on_disk),
             Some(PathBuf::from("hosts/web1/health.sh"))
         );
         std::fs::create_dir_all(dir.path().join("bin")).unwrap();
         std::fs::write(dir.path().join("bin/health.sh"), "").unwrap();
         let other = Inventory::new(PathBuf::new(), "db1", vec![], PathBuf::from("teardown.sh"));
-        assert_eq!(script(&other, dir.path(), Path::new("bin/apply")), Some(PathBuf::from("bin/health.sh")));
+        assert_eq!(script(&other, Path::new("bin/apply"), on_disk), Some(PathBuf::from("bin/health.sh")));
     }
 }

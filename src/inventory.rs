@@ -80,35 +80,41 @@ pub fn host_names(name: &str) -> Vec<String> {
 /// The optional list of the fleet's hosts, relative to the config root: one host name per line, `#` comments.
 /// Hosts that have no directory of their own under `hosts/` are named here, so that the fleet view can
 /// tell a host that never reported from one that does not exist.
-#[allow(dead_code)] // used by gitops fleet and gitops check, being built on their branches
 pub const HOSTS_LIST: &str = ".gitops/hosts";
 
 /// The hosts a repository names: the directories under `hosts/` and the names in `.gitops/hosts`, sorted,
 /// each once. An error names the line of `.gitops/hosts` that is not a host name.
-#[allow(dead_code)]
+#[allow(dead_code)] // used by gitops fleet, being built on its branch
 pub fn repository_hosts(
     host_dirs: impl IntoIterator<Item = String>,
     hosts_list: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let mut hosts: Vec<String> = host_dirs.into_iter().filter(|name| is_plain_name(name)).collect();
-    for (n, line) in hosts_list.unwrap_or("").lines().enumerate() {
-        let name = line.split('#').next().unwrap_or("").trim();
-        if name.is_empty() {
-            continue;
-        }
-        if !is_plain_name(name) || name.contains(char::is_whitespace) {
-            return Err(format!("{HOSTS_LIST} line {}: {name:?} is not a host name; write one name per line", n + 1));
-        }
-        hosts.push(name.to_string());
+    for listed in listed_hosts(hosts_list.unwrap_or("")) {
+        hosts.push(listed.map_err(|(line, why)| format!("{HOSTS_LIST} line {line}: {why}"))?);
     }
     hosts.sort();
     hosts.dedup();
     Ok(hosts)
 }
 
+/// The names in the text of `.gitops/hosts`, line by line: each name, or the line (from 1) that is not one
+/// and why, so that `gitops check` can name every bad line.
+pub fn listed_hosts(text: &str) -> impl Iterator<Item = Result<String, (usize, String)>> + '_ {
+    text.lines().enumerate().filter_map(|(n, line)| {
+        let name = line.split('#').next().unwrap_or("").trim();
+        if name.is_empty() {
+            None
+        } else if !is_plain_name(name) || name.contains(char::is_whitespace) {
+            Some(Err((n + 1, format!("{name:?} is not a host name; write one name per line"))))
+        } else {
+            Some(Ok(name.to_string()))
+        }
+    })
+}
+
 /// Whether the host that reports itself as `reported` (a FQDN or short name) is the host `named` in the
 /// repository: `hosts/web1/` is web1.example.com's directory too, as for the entrypoint.
-#[allow(dead_code)]
 pub fn names_host(named: &str, reported: &str) -> bool {
     host_names(reported).iter().any(|name| name == named)
 }

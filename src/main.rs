@@ -2,6 +2,7 @@
 
 mod apply;
 mod changes;
+mod check;
 mod checkout;
 mod cli;
 mod clock;
@@ -96,7 +97,8 @@ fn log_peak_rss() {
 /// Run the command. `env_file` is the result of loading the env file: install-units and generate
 /// read no configuration, so a broken env file does not stop an image build.
 fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
-    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_) | Command::Secrets(_)) {
+    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_) | Command::Secrets(_) | Command::Check(_))
+    {
         env_file.map_err(Failure::usage)?;
     }
     match cli.command {
@@ -111,6 +113,7 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
         Command::Logs(args) => commands::history::logs(args),
         Command::Suspend(args) => commands::suspend::suspend(args),
         Command::Resume(args) => commands::suspend::resume(args),
+        Command::Check(args) => commands::check::run(args),
         Command::Fleet(args) => commands::fleet::run(&args),
         Command::Webhook(args) => {
             webhook::run(args)?;

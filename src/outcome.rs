@@ -36,6 +36,8 @@ pub enum Outcome {
     Success,
     /// `gitops fleet`: some host is behind the tip, failing or stale.
     FleetUnsettled,
+    /// `gitops check`: the fleet would refuse or fail on what was checked.
+    CheckFindings,
 }
 
 impl Outcome {
@@ -60,7 +62,7 @@ impl Outcome {
     pub const fn code(self) -> u8 {
         match self {
             Outcome::UpToDate | Outcome::Success => 0,
-            Outcome::Runtime => 1,
+            Outcome::Runtime | Outcome::CheckFindings => 1,
             Outcome::Usage => 2,
             Outcome::Applied => 10,
             Outcome::Deferred => 11,
@@ -94,6 +96,7 @@ impl Outcome {
             Outcome::Locked => "locked",
             Outcome::Success => "ok",
             Outcome::FleetUnsettled => "unsettled",
+            Outcome::CheckFindings => "findings",
         }
     }
 
@@ -105,20 +108,19 @@ impl Outcome {
             Outcome::Deferred => "held back on purpose (rollout wave or gate, pause, suspend); the live revision stays",
             Outcome::NeedPush => "the remote branch is behind the deployed commit; nothing changed",
             Outcome::Diverged => "remote and deployed histories diverged; nothing changed",
-            Outcome::ApplyFailed => "the entrypoint exited non-zero or timed out (retried next run)",
+            Outcome::ApplyFailed => "the entrypoint or health check failed (retried next run unless rolled back)",
             Outcome::VerifyFailed => "a commit (or tag) is not signed by an allowed key; nothing changed",
             Outcome::SecretsFailed => "this host cannot decrypt a secret, or one was tampered with; nothing changed",
-            Outcome::RolledBack => {
-                "the commit failed its entrypoint or health check; the commit before runs again (the failed one is not retried until a newer commit or --retry)"
-            }
-            Outcome::RollbackFailed => {
-                "the commit failed, and going back to the commit before failed too; the host needs attention"
-            }
+            Outcome::RolledBack => "the commit failed and was undone; the commit before is live again",
+            Outcome::RollbackFailed => "the commit failed and going back failed too; the host needs attention",
             Outcome::Runtime => "runtime error (fetch failed, repo unreachable, disk); the message says what and why",
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",
             Outcome::Success => "done",
             Outcome::FleetUnsettled => "some host is behind the tip, failing or stale",
+            Outcome::CheckFindings => {
+                "findings (one line each): hosts would refuse or fail on it, or it could not be read"
+            }
         }
     }
 

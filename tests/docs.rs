@@ -132,7 +132,7 @@ fn help_exit_codes(help: &str) -> Vec<(String, String)> {
 fn exit_code_table_is_the_same_in_help_readme_and_man_page() {
     let help = help_exit_codes(&String::from_utf8(gitops(&["sync", "--help"]).stdout).unwrap());
     let codes: Vec<&str> = help.iter().map(|(code, _)| code.as_str()).collect();
-    assert_eq!(codes, ["0", "10", "11", "20", "21", "30", "31", "32", "1", "2", "75"], "{help:?}");
+    assert_eq!(codes, ["0", "10", "11", "20", "21", "30", "31", "32", "33", "34", "1", "2", "75"], "{help:?}");
     assert_eq!(help, help_exit_codes(&String::from_utf8(gitops(&["--help"]).stdout).unwrap()));
 
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();

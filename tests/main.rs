@@ -4,6 +4,7 @@
 
 mod support;
 
+mod check;
 mod contrib;
 mod docs;
 mod e2e_systemd;

@@ -1,6 +1,6 @@
 # Sourced by tests/setup and tests/run: where the tools that are not Debian packages live, and
 # cargo for root. (The tests look in the same two bin directories: tests/support/tooling.rs.)
-#   /var/cache/gitops-ci/venv        pykickstart (ksvalidator), from PyPI
+#   /var/cache/gitops-ci/venv        pykickstart (ksvalidator) and pre-commit, from PyPI
 #   /var/cache/gitops-ci/cargo-deb   cargo-deb, built from crates.io (~1.5 min cold)
 venv=/var/cache/gitops-ci/venv
 cargo_deb=/var/cache/gitops-ci/cargo-deb

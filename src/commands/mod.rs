@@ -1,6 +1,7 @@
 //! The commands besides `sync`: each reads the state directory, a repository or the CLI definition, and
 //! returns an [`Outcome`](crate::outcome::Outcome).
 
+pub mod check;
 pub mod fleet;
 pub mod generate;
 pub mod history;

@@ -12,7 +12,7 @@ use crate::outcome::{Failure, Outcome};
 use crate::state::{RolloutRecord, State};
 
 /// A policy file larger than this is not a policy.
-const MAX_POLICY: u64 = 64 * 1024;
+pub const MAX_POLICY: u64 = 64 * 1024;
 
 /// Who is asking, and about what.
 pub struct Host<'a> {

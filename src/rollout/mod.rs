@@ -42,78 +42,127 @@ pub struct Gate {
 
 /// Parse `.gitops/rollout`: `KEY=VALUE` lines, `#` comments. An error names the line and the fix.
 pub fn parse(text: &str) -> Result<Policy, String> {
-    let mut policy = Policy::default();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut gate = None;
-    let mut min_canaries = None;
+    let (policy, problems) = parse_all(text);
+    match problems.into_iter().next() {
+        Some(first) => Err(first.to_string()),
+        None => Ok(policy),
+    }
+}
+
+/// One thing wrong in `.gitops/rollout`: the line it is on and what is wrong, with the fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The line, counted from 1.
+    pub line: usize,
+    /// What is wrong and how to fix it.
+    pub why: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{POLICY_FILE} line {}: {}", self.line, self.why)
+    }
+}
+
+/// Parse every line and find every problem, in line order (a host stops at the first: `parse`), so that
+/// `gitops check` reports them all; the policy is what the good lines say.
+pub fn parse_all(text: &str) -> (Policy, Vec<Problem>) {
+    let mut reading = Reading::default();
+    let mut problems = Vec::new();
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let at = |why: String| format!("{POLICY_FILE} line {}: {why}", n + 1);
+        if let Err(why) = reading.line(n + 1, line) {
+            problems.push(Problem { line: n + 1, why });
+        }
+    }
+    let Reading { mut policy, gate, min_canaries, .. } = reading;
+    let canaries = policy.canary_hosts.len() + policy.canary_tags.len();
+    if let Some(line) = gate {
+        if canaries == 0 {
+            let why = "gate=prometheus needs canaries to wait for; add canary=".to_string();
+            problems.push(Problem { line, why });
+        }
+        policy.gate = Some(Gate { min_canaries: min_canaries.as_ref().map(|(n, _, _)| *n) });
+    } else if let Some((_, line, text)) = min_canaries {
+        problems.push(Problem { line, why: format!("{text:?} only means something with gate=prometheus") });
+    }
+    (policy, problems)
+}
+
+/// The policy as its lines are read: what they said so far, and what the checks after the last line need.
+#[derive(Default)]
+struct Reading {
+    policy: Policy,
+    /// Keys set so far: each may be set once.
+    seen: Vec<String>,
+    /// The line of `gate=prometheus`.
+    gate: Option<usize>,
+    /// `min_canaries`: its value, line and text.
+    min_canaries: Option<(u32, usize, String)>,
+}
+
+impl Reading {
+    /// Take line `n` (trimmed, not blank, not a comment) into the policy, or say what is wrong with it.
+    fn line(&mut self, n: usize, line: &str) -> Result<(), String> {
+        let policy = &mut self.policy;
         let Some((key, value)) = line.split_once('=') else {
-            return Err(at(format!("{line:?} is not KEY=VALUE (keys: canary, window, gate, min_canaries, pause)")));
+            return Err(format!(
+                "{line:?} is not KEY=VALUE (keys: canary, window, gate, min_canaries, pause, rollback)"
+            ));
         };
         let (key, value) = (key.trim(), value.trim().trim_matches('"'));
-        if seen.contains(&key) {
-            return Err(at(format!("{key} is set twice; keep one line")));
+        if self.seen.iter().any(|k| k == key) {
+            return Err(format!("{key} is set twice; keep one line"));
         }
-        seen.push(key);
+        self.seen.push(key.to_string());
         match key {
             "canary" => {
                 for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
                     match item.strip_prefix("tag:") {
-                        Some("") => return Err(at("tag: without a name; write tag:NAME".into())),
+                        Some("") => return Err("tag: without a name; write tag:NAME".into()),
                         Some(tag) => policy.canary_tags.push(tag.to_string()),
                         None if crate::inventory::is_plain_name(item) => policy.canary_hosts.push(item.to_string()),
-                        None => return Err(at(format!("canary {item:?} is neither a host name nor tag:NAME"))),
+                        None => return Err(format!("canary {item:?} is neither a host name nor tag:NAME")),
                     }
                 }
             }
             "window" => {
                 let window =
-                    parse_duration(value).map_err(|e| at(format!("window {value:?}: {e}; use e.g. 30m, 2h or 1d")))?;
+                    parse_duration(value).map_err(|e| format!("window {value:?}: {e}; use e.g. 30m, 2h or 1d"))?;
                 policy.window = Some(window);
             }
-            "gate" if value == "prometheus" => gate = Some(n + 1),
+            "gate" if value == "prometheus" => self.gate = Some(n),
             "gate" if value == "none" || value.is_empty() => {}
-            "gate" => return Err(at(format!("gate {value:?}: the only gate is prometheus (or none)"))),
+            "gate" => return Err(format!("gate {value:?}: the only gate is prometheus (or none)")),
             "min_canaries" => match value.parse::<u32>() {
-                Ok(n) if n > 0 => min_canaries = Some((n, raw)),
-                _ => return Err(at(format!("min_canaries {value:?}: give a whole number of canaries, 1 or more"))),
+                Ok(count) if count > 0 => self.min_canaries = Some((count, n, line.to_string())),
+                _ => return Err(format!("min_canaries {value:?}: give a whole number of canaries, 1 or more")),
             },
             "pause" => {
                 policy.pause = match value {
                     "yes" | "true" | "1" => true,
                     "no" | "false" | "0" | "" => false,
-                    _ => return Err(at(format!("pause {value:?}: use yes or no"))),
+                    _ => return Err(format!("pause {value:?}: use yes or no")),
                 }
             }
             "rollback" => {
                 policy.rollback = match value {
                     "yes" | "true" | "1" => Some(true),
                     "no" | "false" | "0" => Some(false),
-                    _ => return Err(at(format!("rollback {value:?}: use yes or no"))),
+                    _ => return Err(format!("rollback {value:?}: use yes or no")),
                 }
             }
             _ => {
-                return Err(at(format!(
+                return Err(format!(
                     "unknown key {key:?}; the keys are canary, window, gate, min_canaries, pause, rollback"
-                )));
+                ));
             }
         }
+        Ok(())
     }
-    let canaries = policy.canary_hosts.len() + policy.canary_tags.len();
-    if let Some(line) = gate {
-        if canaries == 0 {
-            return Err(format!("{POLICY_FILE} line {line}: gate=prometheus needs canaries to wait for; add canary="));
-        }
-        policy.gate = Some(Gate { min_canaries: min_canaries.map(|(n, _)| n) });
-    } else if let Some((_, raw)) = min_canaries {
-        return Err(format!("{POLICY_FILE}: {:?} only means something with gate=prometheus", raw.trim()));
-    }
-    Ok(policy)
 }
 
 impl Policy {
@@ -257,6 +306,19 @@ mod tests {
             let err = parse(text).unwrap_err();
             assert!(err.starts_with(".gitops/rollout") && err.contains(says), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn parse_all_finds_every_problem_and_parse_the_first_of_them() {
+        let text = "speed=fast\ncanary=web-1\nwindow=90\nwindow=2h\nmin_canaries=2\n";
+        let (policy, problems) = parse_all(text);
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [1, 3, 4, 5], "{problems:?}");
+        assert!(problems[1].why.contains("90 has no unit: did you mean 90s, 90m or 90h?"), "{}", problems[1].why);
+        assert!(problems[3].why.contains("only means something with gate=prometheus"));
+        assert_eq!(policy.canary_hosts, ["web-1"], "the good lines still count");
+        assert_eq!(parse(text).unwrap_err(), problems[0].to_string());
+        assert_eq!(parse_all("canary=a\nwindow=1h\n").1, []);
     }
 
     #[test]

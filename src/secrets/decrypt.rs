@@ -27,18 +27,23 @@ pub enum Opened {
     Broken(String),
 }
 
+/// Read the header of `ciphertext` (binary or ASCII-armored age) as every host does first; Err says why
+/// no host can decrypt it: not an age file, or encrypted with a passphrase. Nothing is decrypted here.
+pub fn header(ciphertext: &[u8]) -> Result<age::Decryptor<impl std::io::BufRead + '_>, String> {
+    let reader = age::armor::ArmoredReader::new(ciphertext);
+    let decryptor = age::Decryptor::new_buffered(reader).map_err(|e| format!("not a valid age file ({e})"))?;
+    if decryptor.is_scrypt() {
+        return Err("encrypted with a passphrase, which a host cannot type; encrypt it to recipients".into());
+    }
+    Ok(decryptor)
+}
+
 /// Decrypt `ciphertext` (binary or ASCII-armored age) with `identities`, entirely in memory.
 pub fn open(ciphertext: &[u8], identities: &Identities) -> Opened {
-    let reader = age::armor::ArmoredReader::new(ciphertext);
-    let decryptor = match age::Decryptor::new_buffered(reader) {
+    let decryptor = match header(ciphertext) {
         Ok(decryptor) => decryptor,
-        Err(e) => return Opened::Broken(format!("not a valid age file ({e})")),
+        Err(why) => return Opened::Broken(why),
     };
-    if decryptor.is_scrypt() {
-        return Opened::Broken(
-            "encrypted with a passphrase, which a host cannot type; encrypt it to recipients".into(),
-        );
-    }
     let mut stream = match decryptor.decrypt(identities.as_dyn()) {
         Ok(stream) => stream,
         Err(age::DecryptError::NoMatchingKeys) => return Opened::NotAddressed,

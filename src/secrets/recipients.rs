@@ -16,7 +16,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use base64::Engine;
 use sha2::Digest;
 
@@ -63,26 +63,42 @@ pub struct Recipients {
 pub fn parse(text: &str) -> Result<Recipients, String> {
     let mut recipients = Recipients::default();
     for (index, line) in text.lines().enumerate() {
-        let n = index + 1;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
+        match parse_line(line).map_err(|e| format!("line {}: {e}", index + 1))? {
+            Some(Line::Admin(key)) => recipients.admins.push(key),
+            Some(Line::Rule(rule)) => recipients.rules.push(rule),
+            None => {}
         }
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        let rest: Vec<&str> = words.collect();
-        if first == "admin" {
-            let key = admin_key(&rest).map_err(|e| format!("line {n}: {e}"))?;
-            recipients.admins.push(key);
-            continue;
-        }
-        let who = whos(&rest).map_err(|e| format!("line {n}: {e}"))?;
-        if who.is_empty() {
-            return Err(format!("line {n}: pattern {first:?} names no recipient; add host names or keys after it"));
-        }
-        recipients.rules.push(Rule { pattern: first.to_string(), who });
     }
     Ok(recipients)
+}
+
+/// What one line of the file says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// `admin KEY [comment]`.
+    Admin(Key),
+    /// `PATTERN WHO…`.
+    Rule(Rule),
+}
+
+/// Parse one line (lines do not depend on each other, so `gitops check` reads them one by one); None for a
+/// blank line or a comment.
+pub fn parse_line(line: &str) -> Result<Option<Line>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    let rest: Vec<&str> = words.collect();
+    if first == "admin" {
+        return admin_key(&rest).map(|key| Some(Line::Admin(key)));
+    }
+    let who = whos(&rest)?;
+    if who.is_empty() {
+        return Err(format!("pattern {first:?} names no recipient; add host names or keys after it"));
+    }
+    Ok(Some(Line::Rule(Rule { pattern: first.to_string(), who })))
 }
 
 /// `admin KEY [comment]`: one key, the rest of the line its comment.
@@ -195,21 +211,30 @@ pub fn load(root: &Path) -> anyhow::Result<Recipients> {
     parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
+/// The files a host's public key is read from, in `hosts/<name>/`, first found wins.
+pub const HOST_KEY_FILES: [&str; 2] = ["ssh_host_ed25519_key.pub", "ssh_host_rsa_key.pub"];
+
 /// The public key of host `name`: `hosts/<name>/ssh_host_ed25519_key.pub`, else `ssh_host_rsa_key.pub`.
 pub fn host_key(root: &Path, name: &str) -> anyhow::Result<Key> {
     let dir = root.join(crate::inventory::HOSTS_DIR).join(name);
-    for file in ["ssh_host_ed25519_key.pub", "ssh_host_rsa_key.pub"] {
-        if let Ok(text) = std::fs::read_to_string(dir.join(file)) {
-            let mut words = text.split_whitespace();
-            if let (Some(kind), Some(blob)) = (words.next(), words.next()) {
-                return Ok(Key { text: format!("{kind} {blob}"), label: name.to_string() });
-            }
-        }
-    }
-    bail!(
-        "host {name}: no public key in {}/ssh_host_ed25519_key.pub; copy it from the host (/etc/ssh/ssh_host_ed25519_key.pub) and commit it",
-        dir.display()
-    )
+    host_key_in(name, |file| std::fs::read_to_string(root.join(file)).ok()).ok_or_else(|| {
+        anyhow!("host {name}: no public key in {}/{}; {HOST_KEY_HINT}", dir.display(), HOST_KEY_FILES[0])
+    })
+}
+
+/// What to do about a host without a public key in the repository.
+pub const HOST_KEY_HINT: &str = "copy it from the host (/etc/ssh/ssh_host_ed25519_key.pub) and commit it";
+
+/// The public key of host `name`, with `read` giving the text of a file relative to the config root (a
+/// working clone, or a commit's tree); None when there is none.
+pub fn host_key_in(name: &str, read: impl Fn(&Path) -> Option<String>) -> Option<Key> {
+    let dir = Path::new(crate::inventory::HOSTS_DIR).join(name);
+    HOST_KEY_FILES.iter().find_map(|file| {
+        let text = read(&dir.join(file))?;
+        let mut words = text.split_whitespace();
+        let (kind, blob) = (words.next()?, words.next()?);
+        Some(Key { text: format!("{kind} {blob}"), label: name.to_string() })
+    })
 }
 
 /// The age recipient for a key.

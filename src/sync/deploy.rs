@@ -2,7 +2,7 @@
 //! outgoing revision's teardown, publish, run the entrypoint and the health check, record the attempt;
 //! on failure, roll back when that is on. A dry run stops after the checks and prints the plan instead.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use gix::ObjectId;
@@ -235,7 +235,8 @@ pub fn deploy(
     );
     let ran = apply::run(&job)?;
     // The service it started may take a moment: its health check is what says the apply worked.
-    let Some(script) = crate::health::script(inventory, &workdir, &entrypoint).filter(|_| ran.success) else {
+    let on_disk = |candidate: &Path| workdir.join(candidate).is_file();
+    let Some(script) = crate::health::script(inventory, &entrypoint, on_disk).filter(|_| ran.success) else {
         return Ok((ran, log));
     };
     Ok((crate::health::check(&settings.health, &script, &job)?, log))

@@ -1,6 +1,6 @@
 //! The one skip gate: a test that needs something the machine may lack (root, sshd, socat,
-//! debootstrap, systemd-nspawn, ksvalidator, packer, cloud-init, cargo-deb, man, objdump…) asks
-//! `available` first and returns when it says no. The skip is recorded, and the test binary
+//! debootstrap, systemd-nspawn, ksvalidator, pre-commit, packer, cloud-init, cargo-deb, man,
+//! objdump…) asks `available` first and returns when it says no. The skip is recorded, and the test binary
 //! prints a summary of every skip at exit, with the command that installs it all.
 //! GITOPS_TEST_STRICT=1 (set by tests/run) turns a skip into a failure naming the tool, so CI
 //! never passes by skipping. Also: the cached Debian rootfs the systemd tests boot.
@@ -34,6 +34,8 @@ pub const OBJDUMP: Need = Need { tool: "objdump", package: "binutils" };
 pub const SYSTEMD_ANALYZE: Need = Need { tool: "systemd-analyze", package: "systemd" };
 pub const SYSTEMCTL: Need = Need { tool: "systemctl", package: "systemd" };
 pub const KSVALIDATOR: Need = Need { tool: "ksvalidator", package: "pykickstart from PyPI" };
+/// The pre-commit framework (its venv's PyYAML reads the README's CI snippets too).
+pub const PRE_COMMIT: Need = Need { tool: "pre-commit", package: "pre-commit from PyPI" };
 pub const CLOUD_INIT: Need = Need { tool: "cloud-init", package: "cloud-init" };
 pub const PACKER: Need = Need { tool: "packer", package: "packer" };
 pub const CARGO_DEB: Need = Need { tool: "cargo-deb", package: "from crates.io" };
