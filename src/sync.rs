@@ -7,6 +7,7 @@ mod act;
 mod deploy;
 mod facts;
 mod record;
+mod release;
 mod remotes;
 mod rollback;
 

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::facts::Gather;
-use super::{deploy, rollback};
+use super::{deploy, release, rollback};
 use crate::commit_id::{short_id, short_opt};
 use crate::decide::{Decision, Refusal, Step};
 use crate::fetch;
@@ -87,7 +87,7 @@ pub fn act(step: Step, g: &mut Gather<'_>, summary: &mut RunSummary, started: In
         Step::Apply { why, attempt } => deploy::apply(g, why, attempt, None, summary, started),
         Step::RollBack { from, to, attempt } if !g.settings.dry_run => {
             let outcome = rollback::roll_back(g, from, to, attempt, summary)?;
-            deploy::prune(g.settings, g.layout);
+            release::prune(g.settings, g.layout);
             Ok(outcome)
         }
         Step::RollBack { from, to, .. } => {

@@ -5,9 +5,9 @@
 
 use gix::ObjectId;
 
-use super::deploy::{self, Release};
 use super::facts::Gather;
 use super::record::{self, Begun, Reason};
+use super::release::{self, Release};
 use crate::changes::changed_paths;
 use crate::clock::now;
 use crate::commit_id::short_id;
@@ -81,11 +81,11 @@ pub fn roll_back(
     let fetch = g.fetch.as_ref().ok_or_else(|| anyhow::anyhow!("internal: rolling back without a fetch"))?;
     let (repo, route) = (&fetch.repo, fetch.route.clone());
     let ran = changed_paths(repo, Some(from), to).map_err(Failure::from).and_then(|changed| {
-        let unsealed = deploy::unseal(settings, repo, to)?;
+        let unsealed = release::unseal(settings, repo, to)?;
         let reason = Reason { attempt, label: Why::Rollback.reason(attempt) };
         let release =
             Release { commit: to, previous: Some(from), changed: &changed, reason, rolled_back_from: Some(from) };
-        deploy::deploy(settings, layout, repo, &route, &release, &unsealed)
+        release::go_live(settings, layout, repo, &route, &release, &unsealed)
     });
     let (ran, log) = match ran {
         Ok(done) => done,
