@@ -76,6 +76,9 @@ pub struct RollbackRecord {
     pub succeeded: bool,
     /// Tries at going back (a failed rollback is tried again, up to `--max-attempts`).
     pub attempts: u32,
+    /// Which attempt at `from` failed (a `--retry` is the next one).
+    #[serde(default)]
+    pub failed_attempt: u32,
 }
 
 /// This host and one commit's rollout: kept so that a backdated commit cannot skip the wave.

@@ -16,6 +16,7 @@ mod polling;
 mod recipes;
 mod reliability;
 mod reporting;
+mod rollback;
 mod rollout;
 mod rollout_host;
 mod secrets;

@@ -67,7 +67,7 @@ pub fn apply(
     };
     if let AfterFailure::RollBack(to) = after {
         // Saved with the failed attempt: a run killed from here on resumes the rollback, never retries.
-        rollback::intend(&mut g.state, remote, to, ran.error.as_deref().unwrap_or("it failed"));
+        rollback::intend(&mut g.state, remote, attempt, to, ran.error.as_deref().unwrap_or("it failed"));
     }
     let route = route.clone();
     record::record(&mut g.state, layout, begun, outcome, &ran, log.clone(), &route)?;

@@ -198,6 +198,12 @@ impl Facts for Gather<'_> {
     }
 
     fn last_failure(&mut self) -> Result<Option<(ObjectId, u32)>, Failure> {
+        // After a rollback the last attempt is the commit gone back to: the failure is the one rolled back from.
+        let state = &self.state;
+        let went_back = state.last_attempt.as_ref().map(|a| a.commit.as_str());
+        if let Some(rollback) = state.rollback.as_ref().filter(|r| went_back == Some(r.to.as_str())) {
+            return Ok(Some((commit_id::parse(&rollback.from, "rollback.from")?, rollback.failed_attempt)));
+        }
         match self.state.last_failure() {
             Some((hex, n)) => Ok(Some((commit_id::parse(hex, "last_attempt.commit")?, n))),
             None => Ok(None),

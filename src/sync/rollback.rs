@@ -40,8 +40,9 @@ pub fn on_failure(
     OnFailure { enabled, source, to: deployed.filter(|d| *d != commit) }
 }
 
-/// Record the intent to go back from `from` to `to` (saved with the failed attempt by the caller).
-pub fn intend(state: &mut State, from: ObjectId, to: ObjectId, why: &str) {
+/// Record the intent to go back from `from` (which failed at attempt `failed_attempt`) to `to`; the
+/// caller saves it with the failed attempt.
+pub fn intend(state: &mut State, from: ObjectId, failed_attempt: u32, to: ObjectId, why: &str) {
     state.rollback = Some(RollbackRecord {
         from: from.to_string(),
         to: to.to_string(),
@@ -50,6 +51,7 @@ pub fn intend(state: &mut State, from: ObjectId, to: ObjectId, why: &str) {
         finished_at: None,
         succeeded: false,
         attempts: 0,
+        failed_attempt,
     });
 }
 
@@ -68,7 +70,7 @@ pub fn roll_back(
         Some(record) if ObjectId::from_hex(record.from.as_bytes()).is_ok_and(|f| f == from) => {
             record.attempts = attempt
         }
-        _ => intend(&mut g.state, from, to, &why),
+        _ => intend(&mut g.state, from, 1, to, &why),
     }
     g.save()?;
     crate::failpoint::hit("rollback-started");
