@@ -80,12 +80,10 @@ pub fn host_names(name: &str) -> Vec<String> {
 /// The optional list of the fleet's hosts, relative to the config root: one host name per line, `#` comments.
 /// Hosts that have no directory of their own under `hosts/` are named here, so that the fleet view can
 /// tell a host that never reported from one that does not exist.
-#[allow(dead_code)] // used by gitops fleet and gitops check, being built on their branches
 pub const HOSTS_LIST: &str = ".gitops/hosts";
 
 /// The hosts a repository names: the directories under `hosts/` and the names in `.gitops/hosts`, sorted,
 /// each once. An error names the line of `.gitops/hosts` that is not a host name.
-#[allow(dead_code)]
 pub fn repository_hosts(
     host_dirs: impl IntoIterator<Item = String>,
     hosts_list: Option<&str>,
@@ -108,7 +106,6 @@ pub fn repository_hosts(
 
 /// Whether the host that reports itself as `reported` (a FQDN or short name) is the host `named` in the
 /// repository: `hosts/web1/` is web1.example.com's directory too, as for the entrypoint.
-#[allow(dead_code)]
 pub fn names_host(named: &str, reported: &str) -> bool {
     host_names(reported).iter().any(|name| name == named)
 }

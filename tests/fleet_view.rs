@@ -80,6 +80,15 @@ fn fleet(prometheus: &Prometheus, extra: &[&str]) -> Run {
         .into()
 }
 
+/// The rows of `gitops fleet`'s table (cells are separated by two spaces or more).
+fn table(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .skip(2)
+        .map(|l| l.split("  ").filter(|c| !c.is_empty()).map(|c| c.trim().to_string()).collect())
+        .collect()
+}
+
 /// A temp dir that `nobody` can traverse (the exporters read textfiles below it).
 fn public_tempdir() -> tempfile::TempDir {
     let dir = tempdir();
@@ -132,28 +141,32 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
         run.stdout
     );
     assert!(lines[1].starts_with("HOST "), "{}", run.stdout);
-    let rows: Vec<Vec<&str>> =
-        lines[2..].iter().map(|l| l.split("  ").filter(|c| !c.is_empty()).map(str::trim).collect()).collect();
-    let order: Vec<(&str, &str)> = rows.iter().map(|r| (r[0], r[1])).collect();
+    let rows = table(&run.stdout);
+    let order: Vec<(&str, &str)> = rows.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
     assert_eq!(
         order,
         [("broken", "failing"), ("silent", "stale"), ("lagging", "behind"), ("rebooter", "reboot pending")],
         "{}",
         run.stdout
     );
-    // broken: still live on the first commit, one commit behind, failed twice? once: one failed run.
-    assert_eq!(rows[0][2], &first[..12]);
-    assert_eq!(rows[0][3], "1");
-    assert_eq!(rows[0][4], "apply-failed");
-    assert_eq!(rows[0][6], "1", "one failed run in a row: {}", run.stdout);
+    // broken: the failed commit is live (its entrypoint partly ran), the first one the last applied;
+    // why: the error's first line.
+    assert_eq!(rows[0][2], format!("{tip} (failed)"), "{}", run.stdout);
+    assert_eq!(rows[0][3], &first[..12]);
+    assert_eq!(rows[0][5], "apply-failed");
+    assert_eq!(rows[0][7], "1", "one failed run in a row: {}", run.stdout);
+    assert!(rows[0][8].contains("exited with code 1"), "{}", run.stdout);
     assert_eq!(rows[1][2], &second[..12], "the silent host's last known commit: {}", run.stdout);
+    assert!(rows[1][8].starts_with("exporter not answering; last report "), "{}", run.stdout);
     assert_eq!(rows[2][2], &first[..12]);
-    assert!(rows[3][7].starts_with("due "), "{}", run.stdout);
+    assert_eq!(rows[2][3], "-", "the live commit is the applied one: {}", run.stdout);
+    assert!(rows[3][8].starts_with("reboot due for "), "{}", run.stdout);
 
     // --all adds the two converged hosts; --json carries the same, parseable.
     assert_eq!(fleet(&prometheus, &["--all"]).expect(3).stdout.lines().count(), 8);
     let json: serde_json::Value = serde_json::from_str(&fleet(&prometheus, &["--json"]).expect(3).stdout).unwrap();
-    assert_eq!(json["schema"], 1);
+    assert_eq!(json["schema"], 2);
+    assert_eq!(json["verdict"], "unsettled");
     assert_eq!(json["tips"]["main"]["commit"], second.as_str());
     assert_eq!(json["tips"]["main"]["source"], "fleet");
     assert_eq!(json["counts"]["failing"], 1);
@@ -161,25 +174,64 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     let hosts = json["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 6);
     assert_eq!(hosts[0]["host"], "broken");
-    assert_eq!(hosts[0]["live_commit"], first.as_str());
+    assert_eq!(hosts[0]["live_commit"], second.as_str());
+    assert_eq!(hosts[0]["live_result"], "failed");
+    assert_eq!(hosts[0]["applied_commit"], first.as_str());
     assert_eq!(hosts[0]["last_result"], "apply-failed");
+    assert!(hosts[0]["last_error"].as_str().unwrap().contains("exited with code 1"), "{json}");
+    assert_eq!(hosts[0]["why"], hosts[0]["last_error"]);
     assert_eq!(hosts[1]["reporting"], false);
     assert_eq!(hosts[1]["version"], env!("CARGO_PKG_VERSION"), "known from before it went silent");
+    assert_eq!(hosts[1]["live_result"], "applied", "its live commit's result at its last scrape: {json}");
 
-    // The tip as the repository says, for one branch: a commit nobody has makes everyone behind.
-    remote.write("third", "x\n");
-    let third = remote.commit("third, not synced");
+    // The tip as the repository says, for one branch: a commit nobody has makes everyone behind, and
+    // the hosts it names that never reported are missing (a directory under hosts/, a line of
+    // .gitops/hosts; web-1 is named by its FQDN's short name).
+    remote.write("hosts/db-1/run.sh", "exit 0\n");
+    remote.write(".gitops/hosts", "# the fleet\nweb-1\nweb-2\nbroken\nlagging\nsilent\nrebooter\nlb-1\n");
+    let third = remote.commit("third, not synced: names db-1 and lb-1, which never reported");
     let run = fleet(&prometheus, &["--repo-url", &url]).expect(3);
-    assert!(run.stdout.starts_with(&format!("6 hosts · 0 at {} (tip) · ", &third[..12])), "{}", run.stdout);
+    assert_eq!(
+        run.stdout.lines().next().unwrap(),
+        format!("8 hosts · 0 at {} (tip) · 4 behind · 1 failing · 1 stale · 2 missing", &third[..12]),
+        "{}",
+        run.stdout
+    );
+    let rows = table(&run.stdout);
+    let missing: Vec<&Vec<String>> = rows.iter().filter(|r| r[1] == "missing").collect();
+    assert_eq!(missing.iter().map(|r| r[0].as_str()).collect::<Vec<_>>(), ["db-1", "lb-1"], "{}", run.stdout);
+    assert_eq!(missing[0][8], "named in the repository, not seen in the last 7d");
+    let missing_at = rows.iter().position(|r| r[1] == "missing").unwrap();
+    assert!(
+        rows[..missing_at].iter().all(|r| r[1] == "failing" || r[1] == "stale"),
+        "sorted with the unsettled: {}",
+        run.stdout
+    );
     let json: serde_json::Value =
         serde_json::from_str(&fleet(&prometheus, &["--repo-url", &url, "--branch", "main", "--json"]).expect(3).stdout)
             .unwrap();
     assert_eq!(json["tips"]["main"]["source"], "repository");
     assert_eq!(json["counts"]["behind"], 4, "the hosts on the fleet's tip are behind the repository's: {json}");
+    assert_eq!(json["counts"]["missing"], 2, "{json}");
+    // The same from a checkout that has the tip, without the network.
+    let work = remote.work.to_str().unwrap();
+    let run = fleet(&prometheus, &["--branch", "main", "--tip", &third, "--repo", work]).expect(3);
+    assert!(run.stdout.lines().next().unwrap().ends_with(" · 1 stale · 2 missing"), "{}", run.stdout);
+    // Under another config root, nothing is named.
+    let run = fleet(&prometheus, &["--branch", "main", "--tip", &third, "--repo", work, "--path", "fleet"]).expect(3);
+    assert!(!run.stdout.contains("missing"), "{}", run.stdout);
     let run = fleet(&prometheus, &["--branch", "main", "--tip", &first]).expect(3);
     assert!(run.stdout.starts_with(&format!("6 hosts · 1 at {} (tip) · ", &first[..12])), "{}", run.stdout);
-    let run = fleet(&prometheus, &["--branch", "other"]).expect(0);
+    // A branch nobody deploys is not a converged fleet.
+    let run = fleet(&prometheus, &["--branch", "other"]).expect(5);
     assert_eq!(run.stdout, "0 hosts · 0 converged (no tip known)\n");
+    assert!(
+        run.stderr
+            .contains("no host matched: none of the 6 hosts with --selector '{job=\"node\"}' at http://127.0.0.1:")
+            && run.stderr.contains("deploys branch \"other\"; fix --branch"),
+        "{}",
+        run.stderr
+    );
 
     // The rules see the same fleet (their `for:` keeps them pending, not yet firing).
     prometheus.wait_for("ALERTS{alertname=\"GitopsSilent\"}", 1, Duration::from_secs(10));
@@ -201,9 +253,8 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     let page = dir.path().join("fleet.html");
     fleet(&prometheus, &["--html", page.to_str().unwrap()]).expect(3);
     let html = fs::read_to_string(&page).unwrap();
-    assert!(html.contains("<td>broken</td><td>failing</td>"), "{html}");
+    assert!(html.contains("<td>broken</td><td><span class=\"badge\">failing</span></td>"), "{html}");
     assert_eq!(fs::metadata(&page).unwrap().permissions().mode() & 0o777, 0o644);
-    render_in_chromium(&page, &dir.path().join("fleet.png"));
 
     // Everyone converges: the failure is reverted, lagging syncs, silent reports again.
     remote.remove("fail-broken");
