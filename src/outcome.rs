@@ -122,11 +122,9 @@ impl Outcome {
             Outcome::Success => "done",
             Outcome::FleetUnsettled => "some host is failing, misconfigured, stale, missing, halted or behind the tip",
             Outcome::FleetRollingOut => {
-                "rolling out as planned: nobody is unsettled, some hosts wait for their wave or gate, a pause or a suspend"
+                "rolling out as planned: none unsettled, some wait (wave, gate, pause, suspend)"
             }
-            Outcome::FleetNoHosts => {
-                "no host reported with the selector (and --branch): check them; nothing was assessed"
-            }
+            Outcome::FleetNoHosts => "no host matched the selector (and --branch): a typo is not a converged fleet",
         }
     }
 

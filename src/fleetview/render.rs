@@ -154,9 +154,9 @@ h1 {{ font-size: 1.3em; }}
 .summary {{ font-size: 1.15em; font-weight: 600; margin: 0.5em 0 1em; }}
 .notice {{ background: #ffebe9; border-left: 4px solid #cf222e; padding: 0.5em 1em; }}
 table {{ border-collapse: collapse; }}
-th, td {{ text-align: left; padding: 0.3em 0.8em; border-bottom: 1px solid #d0d7de; }}
+th, td {{ text-align: left; padding: 0.3em 0.8em; border-bottom: 1px solid #d0d7de; white-space: nowrap; }}
 th {{ background: #f6f8fa; }}
-td.why {{ color: #57606a; }}
+td.why {{ color: #57606a; white-space: normal; min-width: 14em; max-width: 24em; }}
 .badge {{ display: inline-block; padding: 0 0.5em; border-radius: 1em; font-weight: 600; }}
 tr.failing td {{ background: #ffebe9; }}
 tr.failing .badge {{ background: #cf222e; color: #fff; }}
