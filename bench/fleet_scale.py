@@ -60,11 +60,18 @@ def openmetrics(path, hosts, now):
     for host, instance, kind in plan:
         base = f'instance="{instance}",job="node"'
         times = quiet if kind == "silent" else live
-        live_commit = old if kind in ("behind", "failing") else tip
+        # A failed apply leaves the tip live (its entrypoint failed) and the old commit the last applied.
+        live_commit = old if kind == "behind" else tip
+        applied = old if kind in ("behind", "failing") else tip
         remote = old if kind == "behind" else tip
         add("gitops_info", "gauge", f'{base},host="{host}",version="0.1.0"', 1, times)
-        add("gitops_applied_commit_info", "gauge", f'{base},branch="main",commit="{live_commit}"', 1, times)
-        add("gitops_applied_commit_timestamp_seconds", "gauge", f'{base},branch="main",commit="{live_commit}"',
+        live_result = "failed" if kind == "failing" else "applied"
+        add("gitops_live_commit_info", "gauge", f'{base},branch="main",commit="{live_commit}",result="{live_result}"',
+            1, times)
+        add("gitops_live_commit_timestamp_seconds", "gauge", f'{base},branch="main",commit="{live_commit}"',
+            now - 3900, times)
+        add("gitops_applied_commit_info", "gauge", f'{base},branch="main",commit="{applied}"', 1, times)
+        add("gitops_applied_commit_timestamp_seconds", "gauge", f'{base},branch="main",commit="{applied}"',
             now - 4000, times)
         add("gitops_remote_commit_info", "gauge", f'{base},branch="main",commit="{remote}"', 1, times)
         add("gitops_remote_commit_timestamp_seconds", "gauge", f'{base},branch="main",commit="{remote}"',
@@ -74,6 +81,8 @@ def openmetrics(path, hosts, now):
         for label in RESULTS:
             add("gitops_last_result", "gauge", f'{base},result="{label}"', int(label == result), times)
         add("gitops_last_exit_code", "gauge", base, 30 if kind == "failing" else 0, times)
+        if kind == "failing":
+            add("gitops_last_error_info", "gauge", f'{base},error="entrypoint run.sh exited with code 1"', 1, times)
         add("gitops_last_run_timestamp_seconds", "gauge", base, times[-1] - 5, times)
         add("gitops_last_success_timestamp_seconds", "gauge", base, now - 7200 if kind == "failing" else times[-1] - 5,
             times)
@@ -83,6 +92,7 @@ def openmetrics(path, hosts, now):
         add("gitops_reboot_pending", "gauge", base, int(kind == "reboot"), times)
         if kind == "reboot":
             add("gitops_reboot_pending_since_timestamp_seconds", "gauge", base, now - 600, times)
+        add("gitops_metrics_version", "gauge", base, 2, times)
         add("up", "gauge", base, 0 if kind == "silent" else 1, live)
     with open(path, "w") as out:
         for name, (kind, samples) in families.items():

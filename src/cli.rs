@@ -54,12 +54,15 @@ fn suspend_exit_codes_help() -> String {
 
 /// Exit codes of `gitops fleet`, shown in its `--help`.
 fn fleet_exit_codes_help() -> String {
-    exit_codes_help([
-        (Outcome::Success, "every host is at the tip and healthy (a pending reboot aside)".into()),
-        (Outcome::Runtime, "Prometheus could not be queried (the message names the URL)".into()),
-        (Outcome::Usage, "usage error (bad flag, selector or duration)".into()),
-        (Outcome::FleetUnsettled, Outcome::FleetUnsettled.meaning().into()),
-    ])
+    exit_codes_help(Outcome::FLEET.map(|o| {
+        let meaning = match o {
+            Outcome::Success => "every host is at the tip and healthy (a pending reboot aside)",
+            Outcome::Runtime => "Prometheus or the repository could not be asked (the message names the URL)",
+            Outcome::Usage => "usage error (bad flag, selector or duration)",
+            other => other.meaning(),
+        };
+        (o, meaning.to_string())
+    }))
 }
 
 /// Exit codes of `gitops check`, shown in its `--help`.
@@ -124,7 +127,7 @@ pub enum Command {
     /// every finding at once, exit 1 if any.
     #[command(after_help = check_exit_codes_help())]
     Check(CheckArgs),
-    /// Ask Prometheus which host runs which commit and who is behind, failing or stale; exit 3 unless all converged.
+    /// Ask Prometheus which host runs which commit, who is behind, failing, stale or missing, and why; exit 0 when converged.
     #[command(after_help = fleet_exit_codes_help())]
     Fleet(FleetViewArgs),
     /// Serve forge push webhooks (POST /hooks/push, GET /healthz) and start a sync for each push to the deployed branch.
@@ -480,21 +483,33 @@ pub struct FleetViewArgs {
     pub prometheus: String,
 
     /// Label matchers that pick the hosts' series, e.g. '{job="node"}' [default: every gitops series].
-    #[arg(long, default_value = "", value_name = "MATCHERS")]
+    #[arg(long, default_value = "", hide_default_value = true, value_name = "MATCHERS")]
     pub selector: String,
 
     /// Only hosts deploying this branch.
     #[arg(long, value_name = "BRANCH")]
     pub branch: Option<String>,
 
-    /// Ask this repository for the tip of --branch (its HEAD without one): one ref listing, with the
-    /// ssh, host-key and token settings `gitops sync` reads (flags' env vars, the env file).
-    #[arg(long, value_name = "URL", conflicts_with = "tip")]
+    /// Ask this repository for the tip of --branch (its HEAD without one) and the hosts it names
+    /// (hosts/<name>/, .gitops/hosts; those that never reported are missing): a fetch of the tip
+    /// alone into a temporary directory, with the ssh, host-key and token settings `gitops sync`
+    /// reads (flags' env vars, the env file).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["tip", "repo"])]
     pub repo_url: Option<String>,
 
     /// The commit that counts as the tip of --branch, instead of the newest one its hosts report.
     #[arg(long, value_name = "COMMIT")]
     pub tip: Option<String>,
+
+    /// A local repository or checkout that has --tip: the hosts its tree names (hosts/<name>/,
+    /// .gitops/hosts) that never reported are missing.
+    #[arg(long, value_name = "DIR", requires = "tip")]
+    pub repo: Option<PathBuf>,
+
+    /// Subdirectory of the repository that is the config root, as on the hosts (hosts/ and
+    /// .gitops/hosts are read in it).
+    #[arg(long, env = "GITOPS_PATH", value_name = "DIR")]
+    pub path: Option<String>,
 
     /// A host whose last run is older than this is stale (e.g. three timer periods).
     #[arg(long, default_value = "15m", value_name = "DURATION")]

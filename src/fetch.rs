@@ -198,24 +198,13 @@ fn with_ref_map<R>(
     then(prepare, mapping, testing, &source)
 }
 
-/// The commit the remote's ref (or HEAD) points at and the ref's short name, from its ref listing
-/// alone: nothing is fetched.
-pub fn remote_tip(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<(ObjectId, String)> {
-    with_ref_map(repo, from, |prepare, mapping, _, source| {
-        let tip = match &mapping.remote {
-            // An annotated tag: the commit it points at, as the listing peeled it.
-            gix::remote::fetch::refmap::Source::Ref(gix::protocol::handshake::Ref::Peeled { object, .. }) => {
-                Some(*object)
-            }
-            other => other.as_id().map(|id| id.to_owned()),
-        };
-        let reference = match from.reference {
-            Some(reference) => reference.to_string(),
-            None => head_target(&prepare.ref_map().remote_refs).unwrap_or_else(|| "HEAD".into()),
-        };
-        drop(prepare);
-        let tip = tip.ok_or_else(|| anyhow!("{} did not say which commit {source} points at", from.display_url))?;
-        Ok((tip, short_ref(&reference)))
+/// Fetch the tip of one ref (or the remote's HEAD) without its history: a depth-1 fetch of the commit
+/// and its tree, for a throwaway repository that reads what the tip names (the fleet view's hosts).
+/// Never on the sync cache: ancestry cannot be decided on a shallow repository.
+pub fn fetch_tip(repo: &gix::Repository, from: Source<'_>) -> anyhow::Result<Fetched> {
+    with_ref_map(repo, from, |prepare, mapping, testing, source| {
+        let prepare = prepare.with_shallow(gix::remote::fetch::Shallow::DepthAtRemote(std::num::NonZeroU32::MIN));
+        fetch_mapped(repo, from, prepare, mapping, testing, source)
     })
 }
 

@@ -84,7 +84,6 @@ pub const HOSTS_LIST: &str = ".gitops/hosts";
 
 /// The hosts a repository names: the directories under `hosts/` and the names in `.gitops/hosts`, sorted,
 /// each once. An error names the line of `.gitops/hosts` that is not a host name.
-#[allow(dead_code)] // used by gitops fleet, being built on its branch
 pub fn repository_hosts(
     host_dirs: impl IntoIterator<Item = String>,
     hosts_list: Option<&str>,

@@ -34,10 +34,14 @@ pub enum Outcome {
     Locked,
     /// A command other than `sync` did what was asked (status healthy, units written, webhook idle).
     Success,
-    /// `gitops fleet`: some host is behind the tip, failing or stale.
+    /// `gitops fleet`: some host is failing, misconfigured, stale, missing, halted or behind the tip.
     FleetUnsettled,
     /// `gitops check`: the fleet would refuse or fail on what was checked.
     CheckFindings,
+    /// `gitops fleet`: nobody is unsettled and some hosts hold the tip back on purpose (a rollout going as planned).
+    FleetRollingOut,
+    /// `gitops fleet`: no host reported with the selector (and branch); a typo is not a converged fleet.
+    FleetNoHosts,
 }
 
 impl Outcome {
@@ -58,6 +62,16 @@ impl Outcome {
         Outcome::Locked,
     ];
 
+    /// Every way `gitops fleet` can end, in the order its exit-code table lists them.
+    pub const FLEET: [Outcome; 6] = [
+        Outcome::Success,
+        Outcome::FleetRollingOut,
+        Outcome::FleetUnsettled,
+        Outcome::FleetNoHosts,
+        Outcome::Runtime,
+        Outcome::Usage,
+    ];
+
     /// The process exit code for this outcome.
     pub const fn code(self) -> u8 {
         match self {
@@ -74,6 +88,8 @@ impl Outcome {
             Outcome::RolledBack => 33,
             Outcome::RollbackFailed => 34,
             Outcome::FleetUnsettled => 3,
+            Outcome::FleetRollingOut => 4,
+            Outcome::FleetNoHosts => 5,
             Outcome::Locked => 75,
         }
     }
@@ -97,6 +113,8 @@ impl Outcome {
             Outcome::Success => "ok",
             Outcome::FleetUnsettled => "unsettled",
             Outcome::CheckFindings => "findings",
+            Outcome::FleetRollingOut => "rolling-out",
+            Outcome::FleetNoHosts => "no-hosts",
         }
     }
 
@@ -117,10 +135,14 @@ impl Outcome {
             Outcome::Usage => "usage or configuration error",
             Outcome::Locked => "another run holds the lock",
             Outcome::Success => "done",
-            Outcome::FleetUnsettled => "some host is behind the tip, failing or stale",
             Outcome::CheckFindings => {
                 "findings (one line each): hosts would refuse or fail on it, or it could not be read"
             }
+            Outcome::FleetUnsettled => "some host is failing, misconfigured, stale, missing, halted or behind the tip",
+            Outcome::FleetRollingOut => {
+                "rolling out as planned: none unsettled, some wait (wave, gate, pause, suspend)"
+            }
+            Outcome::FleetNoHosts => "no host matched the selector (and --branch): a typo is not a converged fleet",
         }
     }
 
@@ -222,6 +244,17 @@ impl From<anyhow::Error> for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_codes_are_distinct_and_only_share_the_generic_ones_with_sync() {
+        let mut codes: Vec<u8> = Outcome::FLEET.iter().map(|o| o.code()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5]);
+        for fleet in [Outcome::FleetRollingOut, Outcome::FleetUnsettled, Outcome::FleetNoHosts] {
+            assert!(Outcome::SYNC.iter().all(|o| o.code() != fleet.code()), "{fleet}");
+        }
+    }
 
     #[test]
     fn sync_codes_are_distinct_labelled_and_listed_in_help() {

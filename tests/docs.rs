@@ -167,3 +167,42 @@ fn exit_code_table_is_the_same_in_help_readme_and_man_page() {
         assert_eq!(rows, help, "{page}'s EXIT STATUS differs from `gitops sync --help`:\n{text}");
     }
 }
+
+/// `gitops fleet` has its own codes (rolling out, unsettled, no host matched): its `--help` prints
+/// them from the `Outcome` enum, and the README's fleet section and its man page carry the same rows.
+#[test]
+fn fleet_exit_codes_are_the_same_in_help_readme_and_man_page() {
+    let help = help_exit_codes(&String::from_utf8(gitops(&["fleet", "--help"]).stdout).unwrap());
+    let codes: Vec<&str> = help.iter().map(|(code, _)| code.as_str()).collect();
+    assert_eq!(codes, ["0", "4", "3", "5", "1", "2"], "{help:?}");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme_rows: Vec<(String, String)> = readme
+        .lines()
+        .skip_while(|l| *l != "### `gitops fleet`")
+        .skip_while(|l| *l != "| code | meaning |")
+        .skip_while(|l| !l.starts_with("|---"))
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            Some((cells.first()?.to_string(), cells.get(1)?.to_string()))
+        })
+        .collect();
+    assert_eq!(readme_rows, help, "README's fleet exit-code table differs from `gitops fleet --help`");
+
+    if !tooling::available(&[tooling::MAN]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    gitops(&["generate", "man", "--out", dir.path().to_str().unwrap()]);
+    let text = render(&dir.path().join("gitops-fleet.1"));
+    let rows: Vec<(String, String)> = text
+        .lines()
+        .skip_while(|l| l.trim() != "EXIT STATUS")
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .filter_map(|l| l.trim().split_once(char::is_whitespace))
+        .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
+        .collect();
+    assert_eq!(rows, help, "gitops-fleet.1's EXIT STATUS differs from `gitops fleet --help`:\n{text}");
+}

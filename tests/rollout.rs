@@ -230,6 +230,12 @@ fn a_failing_canary_halts_the_rollout_through_the_prometheus_gate() {
     nodes[1].sync_at(None, &gate).expect(APPLIED);
     prometheus.wait_for(&format!("gitops_remote_commit_info{{commit=\"{bad}\"}}"), 2, Duration::from_secs(30));
     prometheus.wait_for("gitops_last_exit_code == 30", 1, Duration::from_secs(30));
+    // c1's failed commit is live (its entrypoint partly ran): the gate reads that, not its last applied one.
+    prometheus.wait_for(
+        &format!("gitops_live_commit_info{{commit=\"{bad}\",result=\"failed\"}}"),
+        1,
+        Duration::from_secs(30),
+    );
     for node in &nodes[2..] {
         let run = node.sync_at(None, &gate).expect(DEFERRED);
         assert!(run.stderr.contains(&format!("rollout halted: canary c1 failed on {}", &bad[..12])), "{}", run.stderr);
@@ -237,7 +243,12 @@ fn a_failing_canary_halts_the_rollout_through_the_prometheus_gate() {
     prometheus.wait_for("gitops_deferred{kind=\"halted\"}", 3, Duration::from_secs(30));
     let fleet = fleet(&prometheus).expect(3);
     let summary = fleet.stdout.lines().next().unwrap();
-    assert!(summary.contains("3 waiting") && summary.ends_with("rollout halted"), "{}", fleet.stdout);
+    assert!(summary.contains("3 halted · 1 failing") && summary.ends_with("rollout halted"), "{}", fleet.stdout);
+    let c1 = fleet.stdout.lines().find(|l| l.starts_with("c1 ")).unwrap();
+    assert!(c1.contains(&format!("failing  {} (failed)", &bad[..12])), "{}", fleet.stdout);
+    let halted: Vec<&str> = fleet.stdout.lines().skip(2).filter(|l| l.contains(" halted ")).collect();
+    assert_eq!(halted.len(), 3, "{}", fleet.stdout);
+    assert!(halted.iter().all(|l| l.ends_with(&format!("canary c1 failed on {}", &bad[..12]))), "{}", fleet.stdout);
 
     // Prometheus out of reach: hold, and say so (fail closed).
     let dead = format!("http://127.0.0.1:{}", servers::free_port());

@@ -14,11 +14,17 @@ use crate::outcome::Outcome;
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Instances per query when asking about silent hosts by name (keeps URLs short).
 const CHUNK: usize = 200;
+/// Quiet hosts per query when reading their last textfile (each has its own window: longer URLs).
+const QUIET_CHUNK: usize = 50;
 
 /// What is read per host, one query per name (run side by side: one small query per metric is far
 /// cheaper for Prometheus than one regex over names). The exit code stands for the result: it is one
-/// series per host where `gitops_last_result` is one per outcome.
-const READ: [&str; 10] = [
+/// series per host where `gitops_last_result` is one per outcome. The commit metrics are read through
+/// their timestamps, whose value tells the newest series apart; the labelled series (whose labels
+/// are the news, their value 1) come after them: a live commit's result belongs to the live commit
+/// its timestamp chose.
+const READ: [&str; 13] = [
+    "gitops_live_commit_timestamp_seconds",
     "gitops_applied_commit_timestamp_seconds",
     "gitops_remote_commit_timestamp_seconds",
     "gitops_last_exit_code",
@@ -27,8 +33,10 @@ const READ: [&str; 10] = [
     "gitops_commits_behind",
     "gitops_consecutive_failures",
     "gitops_reboot_pending_since_timestamp_seconds",
-    "gitops_deferred",
     "gitops_deferred_until_timestamp_seconds",
+    "gitops_live_commit_info",
+    "gitops_last_error_info",
+    "gitops_deferred",
 ];
 
 /// Where and how to ask.
@@ -83,32 +91,67 @@ pub fn hosts(query: &Query, now: f64) -> anyhow::Result<Vec<Host>> {
         fill(&mut hosts, sample);
     }
 
-    // Hosts gone quiet: their last values within the lookback (a commit metric keeps one series per
-    // commit the host ran; the newest timestamp wins).
+    // Hosts gone quiet: when they last ran, then what the textfile of that run said (the series
+    // scraped since: not an error since fixed, a deferral since over, a commit since replaced).
     let silent: Vec<String> =
         hosts.keys().filter(|k| !fresh.contains(*k)).map(|(_, instance)| instance.clone()).collect();
     for chunk in silent.chunks(CHUNK) {
         let instances =
             format!("instance=~\"{}\"", chunk.iter().map(|i| regex_escape(i)).collect::<Vec<_>>().join("|"));
+        let name = "gitops_last_run_timestamp_seconds";
+        let promql = format!("last_over_time({name}{{{}}}[{lookback}])", sel(&instances));
+        for sample in client.query_all(&[(name, promql)], now)?.iter().flatten() {
+            fill(&mut hosts, sample);
+        }
+    }
+    let quiet: Vec<((String, String), f64)> = hosts
+        .iter()
+        .filter(|(k, _)| !fresh.contains(*k))
+        .filter_map(|(k, host)| host.last_run.map(|at| (k.clone(), at)))
+        .collect();
+    for chunk in quiet.chunks(QUIET_CHUNK) {
         let queries: Vec<(&str, String)> = READ
             .iter()
+            .filter(|name| **name != "gitops_last_run_timestamp_seconds")
             .map(|name| {
-                let last = |name: &str| format!("last_over_time({name}{{{}}}[{lookback}])", sel(&instances));
-                let promql = match *name {
-                    // A reboot that happened leaves its last `since` behind: only one still pending counts.
-                    "gitops_reboot_pending_since_timestamp_seconds" => {
-                        format!("{} and on (instance, job) {} == 1", last(name), last("gitops_reboot_pending"))
-                    }
-                    _ => last(name),
-                };
-                (*name, promql)
+                let terms: Vec<String> = chunk
+                    .iter()
+                    .map(|((job, instance), last_run)| {
+                        let one = format!("job=\"{}\",instance=\"{}\"", string(job), string(instance));
+                        let since = ((now - last_run) * 1000.0).ceil().max(1.0);
+                        format!("last_over_time({name}{{{}}}[{since}ms])", sel(&one))
+                    })
+                    .collect();
+                (*name, terms.join(" or "))
             })
             .collect();
         for sample in client.query_all(&queries, now)?.iter().flatten() {
             fill(&mut hosts, sample);
         }
     }
-    Ok(hosts.into_values().collect())
+    let mut hosts: Vec<Host> = hosts.into_values().collect();
+    hosts.iter_mut().for_each(version_one);
+    Ok(hosts)
+}
+
+/// A host still on metrics version 1 has no live-commit series: its applied commit was the live one.
+fn version_one(host: &mut Host) {
+    if host.live_commit.is_none() && host.applied_commit.is_some() {
+        host.live_commit = host.applied_commit.clone();
+        host.live_since = host.applied_at;
+    }
+}
+
+/// The scrape jobs under which Prometheus has gitops hosts, whatever the selector, with how many:
+/// the hint when a selector matched nothing.
+pub fn jobs(url: &str, lookback: Duration, now: f64) -> anyhow::Result<Vec<(String, usize)>> {
+    let client = Client::new(url)?;
+    let lookback = format!("{}s", lookback.as_secs().max(1));
+    let promql = format!("count by (job) (last_over_time(gitops_info[{lookback}]))");
+    let answers = client.query_all(&[("jobs", promql)], now)?;
+    let mut jobs: Vec<(String, usize)> = answers.iter().flatten().map(|s| (s.job.clone(), s.value as usize)).collect();
+    jobs.sort();
+    Ok(jobs)
 }
 
 /// The canaries (hosts named in `names`, or carrying one of `tags`) that reported within `recent`, with
@@ -149,9 +192,11 @@ pub fn canaries(
     for chunk in instances.chunks(CHUNK) {
         let only = format!("instance=~\"{}\"", chunk.join("|"));
         let queries: Vec<(&'static str, String)> = [
+            "gitops_live_commit_timestamp_seconds",
             "gitops_applied_commit_timestamp_seconds",
             "gitops_remote_commit_timestamp_seconds",
             "gitops_last_exit_code",
+            "gitops_live_commit_info",
         ]
         .into_iter()
         .map(|name| (name, format!("{name}{{{}}}", sel(&only))))
@@ -160,7 +205,9 @@ pub fn canaries(
             fill(&mut hosts, sample);
         }
     }
-    Ok(hosts.into_values().collect())
+    let mut hosts: Vec<Host> = hosts.into_values().collect();
+    hosts.iter_mut().for_each(version_one);
+    Ok(hosts)
 }
 
 /// Two lists of label matchers as one (either may be empty).
@@ -183,6 +230,10 @@ struct Sample {
     branch: Option<String>,
     /// `kind` (gitops_deferred).
     kind: Option<String>,
+    /// `result` (gitops_live_commit_info).
+    result: Option<String>,
+    /// `error` (gitops_last_error_info).
+    error: Option<String>,
     value: f64,
 }
 
@@ -208,10 +259,21 @@ fn fill(hosts: &mut BTreeMap<(String, String), Host>, sample: &Sample) {
     let value = sample.value;
     match sample.name {
         "up" => host.reporting = value == 1.0,
-        "gitops_applied_commit_timestamp_seconds" if host.live_since.is_none_or(|t| value > t) => {
+        "gitops_live_commit_timestamp_seconds" if host.live_since.is_none_or(|t| value > t) => {
             host.live_since = Some(value);
             host.live_commit = sample.commit.clone();
             host.branch = sample.branch.clone().or(host.branch.take());
+        }
+        // The result of the live commit the timestamp chose (or of the one there is, without a timestamp).
+        "gitops_live_commit_info" if host.live_commit.is_none() || host.live_commit == sample.commit => {
+            host.live_commit = sample.commit.clone();
+            host.live_result = sample.result.clone();
+            host.branch = sample.branch.clone().or(host.branch.take());
+        }
+        "gitops_applied_commit_timestamp_seconds" if host.applied_at.is_none_or(|t| value > t) => {
+            host.applied_at = Some(value);
+            host.applied_commit = sample.commit.clone();
+            host.branch = host.branch.take().or(sample.branch.clone());
         }
         "gitops_remote_commit_timestamp_seconds" if host.remote_commit_time.is_none_or(|t| value > t) => {
             host.remote_commit_time = Some(value);
@@ -228,6 +290,7 @@ fn fill(hosts: &mut BTreeMap<(String, String), Host>, sample: &Sample) {
         "gitops_consecutive_failures" => host.consecutive_failures = value as u64,
         "gitops_reboot_pending_since_timestamp_seconds" => host.reboot_pending_since = Some(value),
         "gitops_deferred" => host.deferred = sample.kind.clone(),
+        "gitops_last_error_info" => host.last_error = sample.error.clone(),
         "gitops_deferred_until_timestamp_seconds" => host.deferred_until = Some(value),
         _ => {}
     }
@@ -243,6 +306,11 @@ fn regex_escape(text: &str) -> String {
         out.push(c);
     }
     out.replace('\\', "\\\\")
+}
+
+/// A label value as a PromQL string between double quotes.
+fn string(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 /// The Prometheus HTTP API.
@@ -359,6 +427,10 @@ struct Labels<'a> {
     branch: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    result: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    error: Option<Cow<'a, str>>,
 }
 
 /// The samples of an instant-vector answer, or the error Prometheus gave.
@@ -388,6 +460,8 @@ fn parse(name: &'static str, body: &[u8], status: u16) -> Result<Vec<Sample>, St
                 commit: label(&m.commit),
                 branch: label(&m.branch),
                 kind: label(&m.kind),
+                result: label(&m.result),
+                error: label(&m.error),
                 value: item.value.1.parse().ok()?,
             })
         })
@@ -422,9 +496,14 @@ mod tests {
 
     #[test]
     fn every_name_queried_is_one_the_textfile_has() {
-        for name in READ.iter().chain(&["gitops_info", "gitops_reboot_pending"]) {
+        for name in READ.iter().chain(&["gitops_info"]) {
             assert!(crate::metrics::NAMES.contains(name), "{name}");
         }
+    }
+
+    #[test]
+    fn label_values_are_quoted_for_an_exact_matcher() {
+        assert_eq!(string(r#"a"b\c"#), r#"a\"b\\c"#);
     }
 
     #[test]
@@ -432,10 +511,8 @@ mod tests {
         assert_eq!(regex_escape("10.0.0.1:9100"), "10\\\\.0\\\\.0\\\\.1:9100");
     }
 
-    #[test]
-    fn samples_fill_their_host_and_the_newest_commit_wins() {
-        let mut hosts = BTreeMap::new();
-        let sample = |name: &'static str, commit: Option<&str>, value: f64| Sample {
+    fn sample(name: &'static str, commit: Option<&str>, value: f64) -> Sample {
+        Sample {
             name,
             job: "node".into(),
             instance: "a:9100".into(),
@@ -444,19 +521,54 @@ mod tests {
             branch: commit.map(|_| "main".to_string()),
             value,
             ..Sample::default()
-        };
+        }
+    }
+
+    #[test]
+    fn samples_fill_their_host_and_the_newest_commit_wins() {
+        let mut hosts = BTreeMap::new();
         host_of(&mut hosts, &sample("gitops_info", None, 1.0));
-        fill(&mut hosts, &sample("gitops_applied_commit_timestamp_seconds", Some("new"), 20.0));
+        fill(&mut hosts, &sample("gitops_live_commit_timestamp_seconds", Some("old"), 10.0));
+        fill(&mut hosts, &sample("gitops_live_commit_timestamp_seconds", Some("new"), 20.0));
+        fill(&mut hosts, &sample("gitops_live_commit_timestamp_seconds", Some("older"), 5.0));
         fill(&mut hosts, &sample("gitops_applied_commit_timestamp_seconds", Some("old"), 10.0));
+        // The live commit's result, not that of an older live commit still in the lookback.
+        let live = |commit: &str, result: &str| Sample {
+            result: Some(result.into()),
+            ..sample("gitops_live_commit_info", Some(commit), 1.0)
+        };
+        fill(&mut hosts, &live("old", "applied"));
+        fill(&mut hosts, &live("new", "failed"));
         fill(&mut hosts, &sample("gitops_last_exit_code", None, 30.0));
         fill(&mut hosts, &sample("gitops_last_success_timestamp_seconds", None, 0.0));
         fill(&mut hosts, &sample("gitops_consecutive_failures", None, 2.0));
-        let host = hosts.values().next().unwrap();
+        let error = Sample {
+            error: Some("entrypoint run.sh exited with status 1".into()),
+            ..sample("gitops_last_error_info", None, 1.0)
+        };
+        fill(&mut hosts, &error);
+        let mut host = hosts.values().next().unwrap().clone();
+        version_one(&mut host);
         assert_eq!(host.host, "web-1");
         assert_eq!(host.live_commit.as_deref(), Some("new"));
+        assert_eq!(host.live_result.as_deref(), Some("failed"));
+        assert_eq!(host.live_since, Some(20.0));
+        assert_eq!(host.applied_commit.as_deref(), Some("old"));
         assert_eq!(host.branch.as_deref(), Some("main"));
         assert_eq!(host.last_result.as_deref(), Some("apply-failed"));
+        assert_eq!(host.last_error.as_deref(), Some("entrypoint run.sh exited with status 1"));
         assert_eq!(host.last_success, None);
         assert_eq!(host.consecutive_failures, 2);
+    }
+
+    #[test]
+    fn a_host_on_metrics_version_1_is_live_on_its_applied_commit() {
+        let mut hosts = BTreeMap::new();
+        host_of(&mut hosts, &sample("gitops_info", None, 1.0));
+        fill(&mut hosts, &sample("gitops_applied_commit_timestamp_seconds", Some("v1"), 10.0));
+        let mut host = hosts.values().next().unwrap().clone();
+        version_one(&mut host);
+        assert_eq!((host.live_commit.as_deref(), host.live_since), (Some("v1"), Some(10.0)));
+        assert_eq!(host.live_result, None, "version 1 did not say");
     }
 }

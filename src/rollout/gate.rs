@@ -41,32 +41,43 @@ fn unknown(source: &Source, names: &[String], tags: &[String]) -> String {
     )
 }
 
-/// Open when at least `min` canaries (default: every canary seen) are live on `commit` with a successful
-/// last run, and none failed to apply or verify it.
+/// Open when at least `min` canaries (default: every canary seen) are live on `commit` with its
+/// entrypoint applied and a successful last run, and none failed on it.
 pub fn judge(canaries: &[Host], commit: &str, min: Option<u32>) -> GateState {
     let result = |h: &Host| h.last_result.as_deref().and_then(Outcome::from_label);
-    if let Some(bad) = canaries.iter().find(|h| {
-        h.remote_commit.as_deref() == Some(commit)
-            && h.live_commit.as_deref() != Some(commit)
-            && matches!(
-                result(h),
-                Some(Outcome::ApplyFailed | Outcome::VerifyFailed | Outcome::RolledBack | Outcome::RollbackFailed)
-            )
-    }) {
+    let live_on = |h: &Host| h.live_commit.as_deref() == Some(commit);
+    // Failed on the commit: live on it with its entrypoint failed, or saw it and could not make it
+    // live because applying (metrics version 1) or verifying it failed, or it was rolled back.
+    let failed_on = |h: &Host| {
+        live_on(h) && h.live_result.as_deref() == Some("failed")
+            || h.remote_commit.as_deref() == Some(commit)
+                && !live_on(h)
+                && matches!(
+                    result(h),
+                    Some(Outcome::ApplyFailed | Outcome::VerifyFailed | Outcome::RolledBack | Outcome::RollbackFailed)
+                )
+    };
+    if let Some(bad) = canaries.iter().find(|h| failed_on(h)) {
         return GateState::Halted(format!(
             "canary {} failed on {} ({})",
             bad.host,
             short(commit),
-            bad.last_result.as_deref().unwrap_or("?")
+            match result(bad) {
+                Some(outcome) if outcome.is_failure() => outcome.label(),
+                _ => bad.live_result.as_deref().unwrap_or("?"),
+            }
         ));
     }
     if canaries.is_empty() {
         return GateState::Waiting(format!("no canary reported in the last {} minutes", RECENT.as_secs() / 60));
     }
-    let live = canaries
-        .iter()
-        .filter(|h| h.live_commit.as_deref() == Some(commit) && result(h).is_some_and(|r| !r.is_failure()))
-        .count();
+    // A host on metrics version 1 does not say how the live commit's entrypoint ended: its last run does.
+    let healthy = |h: &Host| {
+        live_on(h)
+            && h.live_result.as_deref().is_none_or(|r| r == "applied")
+            && result(h).is_some_and(|r| !r.is_failure())
+    };
+    let live = canaries.iter().filter(|h| healthy(h)).count();
     let needed = min.map(|n| n as usize).unwrap_or(canaries.len());
     if live >= needed {
         GateState::Open
@@ -110,6 +121,30 @@ mod tests {
             GateState::Halted("canary e failed on new (rolled-back)".into())
         );
         // A failure on another commit does not halt this one.
-        assert_eq!(judge(&[ok, canary("d", "old", "older", "apply-failed")], "new", Some(1)), GateState::Open);
+        assert_eq!(judge(&[ok.clone(), canary("d", "old", "older", "apply-failed")], "new", Some(1)), GateState::Open);
+    }
+
+    #[test]
+    fn a_canary_live_on_the_commit_whose_entrypoint_failed_halts() {
+        // Metrics version 2: the failed commit is live, with result "failed".
+        let mut failed = canary("c1", "new", "new", "apply-failed");
+        failed.live_result = Some("failed".into());
+        failed.applied_commit = Some("old".into());
+        let mut ok = canary("c2", "new", "new", "applied");
+        ok.live_result = Some("applied".into());
+        assert_eq!(
+            judge(&[ok.clone(), failed.clone()], "new", Some(1)),
+            GateState::Halted("canary c1 failed on new (apply-failed)".into())
+        );
+        // Its next run gives up (--max-attempts) or is deferred: still failed on the commit.
+        failed.last_result = Some("deferred".into());
+        assert_eq!(
+            judge(&[ok.clone(), failed], "new", Some(1)),
+            GateState::Halted("canary c1 failed on new (failed)".into())
+        );
+        // Live on it, but killed before its entrypoint ended: not healthy, not failed either.
+        let mut unfinished = canary("c3", "new", "new", "error");
+        unfinished.live_result = Some("unfinished".into());
+        assert_eq!(judge(&[ok, unfinished], "new", None), GateState::Waiting("1 of 2 canaries live on new".into()));
     }
 }

@@ -71,8 +71,11 @@ pub fn apply(
     }
     let route = route.clone();
     record::record(&mut g.state, layout, begun, outcome, &ran, log.clone(), &route)?;
-    if ran.success {
+    if published {
+        // The target is live, whatever its entrypoint did: the live commit has every commit of the remote.
         summary.commits_behind = Some(0);
+    }
+    if ran.success {
         summary.deployed_from = route.testing.clone();
     }
     summary.error = ran.error.clone();

@@ -105,6 +105,8 @@ pub fn roll_back(
     let result = if ran.success { Outcome::Applied } else { Outcome::ApplyFailed };
     record::record(&mut g.state, layout, begun, result, &ran, log.clone(), &route)?;
     summary.rollback = g.state.rollback.clone();
+    // Back on the commit before: the remote's commits since then are what the live commit lacks.
+    summary.commits_behind = crate::fetch::commits_between(repo, to, route.fetched.commit);
     (summary.log_tail, summary.log_truncated) = record::read_tail(&log, LOG_TAIL_MAX);
     if ran.success {
         log::error!(
