@@ -308,3 +308,26 @@ fn a_duration_without_a_unit_is_refused_with_a_hint() {
     assert!(run.stderr.contains("60 has no unit: did you mean 60s, 60m or 60h?"), "{}", run.stderr);
     host.sync(&["--splay", "0"]).expect(VERIFY_FAILED); // 0 needs no unit
 }
+
+/// `gitops logs` shows the outgoing revision's teardown output before the entrypoint's, each under a
+/// line that says which it is.
+#[test]
+fn logs_show_the_teardown_that_ran_before_the_entrypoint() {
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), "echo entrypoint-output");
+    remote.script("teardown.sh", "echo teardown-output-of-$GITOPS_COMMIT");
+    let first = remote.commit("with a teardown");
+    let host = Host::new(dir.path(), &remote.file_url());
+    host.sync(&[]).expect(APPLIED);
+    remote.write("x", "1");
+    let second = remote.commit("second");
+    host.sync(&[]).expect(APPLIED);
+    let state = host.state.to_str().unwrap().to_string();
+    let logs: Run = host.command(&["logs", "--state-dir", &state]).output().unwrap().into();
+    let logs = logs.expect(UP_TO_DATE).stdout;
+    let teardown = logs.find("# --- teardown of the outgoing revision").expect(&logs);
+    let output = logs.find(&format!("teardown-output-of-{first}")).expect(&logs);
+    let entrypoint = logs.find("# --- entrypoint").expect(&logs);
+    assert!(teardown < output && output < entrypoint && logs[entrypoint..].contains("entrypoint-output"), "{logs}");
+    assert!(logs.starts_with(&format!("# commit:  {second} \"second\"")), "{logs}");
+}
