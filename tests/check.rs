@@ -640,61 +640,6 @@ fn said(out: &Output) -> String {
 }
 
 #[test]
-fn the_readme_help_and_man_page_carry_the_same_exit_codes_for_check() {
-    let help = Command::new(env!("CARGO_BIN_EXE_gitops")).args(["check", "--help"]).output().unwrap();
-    let help = String::from_utf8(help.stdout).unwrap();
-    let from_help: Vec<(String, String)> = help
-        .lines()
-        .skip_while(|l| !l.starts_with("Exit codes:"))
-        .skip(1)
-        .filter_map(|l| l.trim().split_once("  "))
-        .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
-        .collect();
-    let codes: Vec<&str> = from_help.iter().map(|(code, _)| code.as_str()).collect();
-    assert_eq!(codes, ["0", "1", "2"], "{help}");
-    let from_readme: Vec<(String, String)> = README
-        .lines()
-        .skip_while(|l| *l != "## Check before you push")
-        .skip_while(|l| *l != "| code | meaning |")
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            (cells[0].to_string(), cells[1].to_string())
-        })
-        .collect();
-    assert_eq!(from_readme, from_help, "the README's table for gitops check differs from its --help");
-    if !tooling::available(&[tooling::MAN]) {
-        return;
-    }
-    let dir = tempdir();
-    let generated = Command::new(env!("CARGO_BIN_EXE_gitops"))
-        .args(["generate", "man", "--out"])
-        .arg(dir.path())
-        .env("GITOPS_CONFIG", "/dev/null")
-        .status()
-        .unwrap();
-    assert!(generated.success());
-    let page = tooling::command("man")
-        .args(["--nh", "--nj", "-l"])
-        .arg(dir.path().join("gitops-check.1"))
-        .env("LC_ALL", "C")
-        .env("MANWIDTH", "250")
-        .output()
-        .unwrap();
-    let page = String::from_utf8_lossy(&page.stdout);
-    let rows: Vec<(String, String)> = page
-        .lines()
-        .skip_while(|l| l.trim() != "EXIT STATUS")
-        .skip(1)
-        .take_while(|l| l.is_empty() || l.starts_with(' '))
-        .filter_map(|l| l.trim().split_once(char::is_whitespace))
-        .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
-        .collect();
-    assert_eq!(rows, from_help, "gitops-check.1's EXIT STATUS differs from --help:\n{page}");
-}
-
-#[test]
 fn the_pre_commit_framework_runs_the_hook_from_the_readme_and_from_contrib() {
     if !tooling::available(&[tooling::PRE_COMMIT]) {
         return;

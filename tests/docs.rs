@@ -126,37 +126,37 @@ fn help_exit_codes(help: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The exit-code contract is one table: `gitops sync --help` prints it from the `Outcome` enum (labels
-/// included), and the README and the man page carry the same rows, in the same order, word for word.
-#[test]
-fn exit_code_table_is_the_same_in_help_readme_and_man_page() {
-    let help = help_exit_codes(&String::from_utf8(gitops(&["sync", "--help"]).stdout).unwrap());
-    let codes: Vec<&str> = help.iter().map(|(code, _)| code.as_str()).collect();
-    assert_eq!(codes, ["0", "10", "11", "20", "21", "30", "31", "32", "33", "34", "1", "2", "75"], "{help:?}");
-    assert_eq!(help, help_exit_codes(&String::from_utf8(gitops(&["--help"]).stdout).unwrap()));
-
+/// The `(code, meaning)` rows of the README's exit-code table in the section `heading` (the first table
+/// headed `| code | meaning |` there).
+fn readme_exit_codes(heading: &str) -> Vec<(String, String)> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let readme_rows: Vec<(String, String)> = readme
+    readme
         .lines()
-        .skip_while(|l| *l != "### Exit codes")
-        .skip_while(|l| !l.starts_with("|---"))
-        .skip(1)
+        .skip_while(|l| *l != heading)
+        .skip_while(|l| *l != "| code | meaning |")
+        .skip(2)
         .take_while(|l| l.starts_with('|'))
         .filter_map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
             Some((cells.first()?.to_string(), cells.get(1)?.to_string()))
         })
-        .collect();
-    assert_eq!(readme_rows, help, "README's exit-code table differs from `gitops sync --help`");
+        .collect()
+}
 
+/// `(code, meaning)` rows of an exit-code table.
+type Rows = Vec<(String, String)>;
+
+/// The EXIT STATUS rows of each generated man page in `pages` (with the page and its text); None
+/// (skipped) without `man`.
+fn man_exit_codes(pages: &[&str]) -> Option<Vec<(String, Rows, String)>> {
     if !tooling::available(&[tooling::MAN]) {
-        return;
+        return None;
     }
     let dir = tempfile::tempdir().unwrap();
     gitops(&["generate", "man", "--out", dir.path().to_str().unwrap()]);
-    for page in ["gitops.1", "gitops-sync.1"] {
+    let rows = pages.iter().map(|page| {
         let text = render(&dir.path().join(page));
-        let rows: Vec<(String, String)> = text
+        let rows = text
             .lines()
             .skip_while(|l| l.trim() != "EXIT STATUS")
             .skip(1)
@@ -164,45 +164,45 @@ fn exit_code_table_is_the_same_in_help_readme_and_man_page() {
             .filter_map(|l| l.trim().split_once(char::is_whitespace))
             .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
             .collect();
-        assert_eq!(rows, help, "{page}'s EXIT STATUS differs from `gitops sync --help`:\n{text}");
+        (page.to_string(), rows, text)
+    });
+    Some(rows.collect())
+}
+
+/// One command's exit-code table: its `--help` prints it from the `Outcome` enum (labels included), and
+/// the README section and its man pages carry the same rows, in the same order, word for word.
+fn exit_codes_agree(command: &[&str], codes: &[&str], heading: &str, pages: &[&str]) {
+    let help_args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
+    let help = help_exit_codes(&String::from_utf8(gitops(&help_args).stdout).unwrap());
+    let listed: Vec<&str> = help.iter().map(|(code, _)| code.as_str()).collect();
+    assert_eq!(listed, codes, "{help:?}");
+    assert_eq!(
+        readme_exit_codes(heading),
+        help,
+        "README's table under {heading} differs from `gitops {command:?} --help`"
+    );
+    for (page, rows, text) in man_exit_codes(pages).unwrap_or_default() {
+        assert_eq!(rows, help, "{page}'s EXIT STATUS differs from `gitops {command:?} --help`:\n{text}");
     }
 }
 
-/// `gitops fleet` has its own codes (rolling out, unsettled, no host matched): its `--help` prints
-/// them from the `Outcome` enum, and the README's fleet section and its man page carry the same rows.
+/// The exit-code contract of `gitops sync`, also printed by plain `gitops --help`.
+#[test]
+fn exit_code_table_is_the_same_in_help_readme_and_man_page() {
+    let codes = ["0", "10", "11", "20", "21", "30", "31", "32", "33", "34", "1", "2", "75"];
+    exit_codes_agree(&["sync"], &codes, "### Exit codes", &["gitops.1", "gitops-sync.1"]);
+    let sync = help_exit_codes(&String::from_utf8(gitops(&["sync", "--help"]).stdout).unwrap());
+    assert_eq!(sync, help_exit_codes(&String::from_utf8(gitops(&["--help"]).stdout).unwrap()));
+}
+
+/// `gitops fleet` has its own codes (rolling out, unsettled, no host matched).
 #[test]
 fn fleet_exit_codes_are_the_same_in_help_readme_and_man_page() {
-    let help = help_exit_codes(&String::from_utf8(gitops(&["fleet", "--help"]).stdout).unwrap());
-    let codes: Vec<&str> = help.iter().map(|(code, _)| code.as_str()).collect();
-    assert_eq!(codes, ["0", "4", "3", "5", "1", "2"], "{help:?}");
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let readme_rows: Vec<(String, String)> = readme
-        .lines()
-        .skip_while(|l| *l != "### `gitops fleet`")
-        .skip_while(|l| *l != "| code | meaning |")
-        .skip_while(|l| !l.starts_with("|---"))
-        .skip(1)
-        .take_while(|l| l.starts_with('|'))
-        .filter_map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            Some((cells.first()?.to_string(), cells.get(1)?.to_string()))
-        })
-        .collect();
-    assert_eq!(readme_rows, help, "README's fleet exit-code table differs from `gitops fleet --help`");
+    exit_codes_agree(&["fleet"], &["0", "4", "3", "5", "1", "2"], "### `gitops fleet`", &["gitops-fleet.1"]);
+}
 
-    if !tooling::available(&[tooling::MAN]) {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    gitops(&["generate", "man", "--out", dir.path().to_str().unwrap()]);
-    let text = render(&dir.path().join("gitops-fleet.1"));
-    let rows: Vec<(String, String)> = text
-        .lines()
-        .skip_while(|l| l.trim() != "EXIT STATUS")
-        .skip(1)
-        .take_while(|l| l.is_empty() || l.starts_with(' '))
-        .filter_map(|l| l.trim().split_once(char::is_whitespace))
-        .map(|(code, meaning)| (code.to_string(), meaning.trim().to_string()))
-        .collect();
-    assert_eq!(rows, help, "gitops-fleet.1's EXIT STATUS differs from `gitops fleet --help`:\n{text}");
+/// `gitops check`: clean, findings, usage.
+#[test]
+fn check_exit_codes_are_the_same_in_help_readme_and_man_page() {
+    exit_codes_agree(&["check"], &["0", "1", "2"], "## Check before you push", &["gitops-check.1"]);
 }
