@@ -56,13 +56,7 @@ fn kill_at_every_failpoint_then_converge() {
         remote.write("x", point);
         let head = remote.commit(point);
 
-        let killed: Run = host
-            .command(&["sync", "--repo-url", &remote.file_url(), "--state-dir", host.state.to_str().unwrap()])
-            .env("GITOPS_TEST_FAILPOINT", point)
-            .output()
-            .unwrap()
-            .into();
-        assert_eq!(killed.code, -1, "{point}: the failpoint kills the run: {}", killed.stderr);
+        host.sync_killed_at(point);
         state_parses(&host);
 
         let run = host.sync(&[]);

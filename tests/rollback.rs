@@ -235,13 +235,7 @@ fn a_rollback_killed_at_any_point_converges_on_the_next_run() {
         let (remote, host, good) = applied_once(dir.path());
         remote.write("fail", "");
         let bad = remote.commit("breaks");
-        let killed: Run = host
-            .command(&["sync", "--repo-url", &remote.file_url(), "--state-dir", host.state.to_str().unwrap()])
-            .env("GITOPS_TEST_FAILPOINT", point)
-            .output()
-            .unwrap()
-            .into();
-        assert_eq!(killed.code, -1, "{point}: the failpoint kills the run: {}", killed.stderr);
+        host.sync_killed_at(point);
         let before = host.out_lines().len();
         let run = host.sync(&[]);
         assert_eq!(run.code, ROLLED_BACK, "{point}: {}", run.stderr);

@@ -219,6 +219,15 @@ impl Host {
         self.command(&args).output().expect("running gitops").into()
     }
 
+    /// `sync` killed (as by `kill -9`) at the failpoint `point`; fails the test when it was not.
+    pub fn sync_killed_at(&self, point: &str) -> Run {
+        let state = self.state.to_str().unwrap();
+        let args = ["sync", "--repo-url", &self.url, "--state-dir", state, "--host", "testhost"];
+        let killed: Run = self.command(&args).env("GITOPS_TEST_FAILPOINT", point).output().unwrap().into();
+        assert_eq!(killed.code, -1, "{point}: the failpoint kills the run: {}", killed.stderr);
+        killed
+    }
+
     /// `sync`, failing the test (instead of hanging it) when the run does not end within `limit`.
     pub fn sync_within(&self, extra: &[&str], limit: std::time::Duration) -> Run {
         let state = self.state.to_str().unwrap();
