@@ -2,6 +2,7 @@
 //! returns an [`Outcome`](crate::outcome::Outcome).
 
 pub mod fleet;
+#[cfg(feature = "generate")]
 pub mod generate;
 pub mod install_units;
 pub mod secrets;
