@@ -5,6 +5,7 @@
 mod support;
 
 mod contrib;
+mod dist;
 mod docs;
 mod e2e_systemd;
 mod fleet;
