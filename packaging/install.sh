@@ -66,6 +66,31 @@ else
     install -m 0600 "$here/gitops.env" "$root/etc/gitops/gitops.env"
 fi
 
+# systemd 247 to 249 (Debian 11, Ubuntu 22.04) fail the service at start (243/CREDENTIALS) when
+# a LoadCredential= file is missing; gitops.service counts on 250's behaviour, which skips it
+# (before 247 the setting is unknown and ignored). There a drop-in clears them: name secrets
+# by path in gitops.env instead (GITOPS_SSH_KEY=…). The version is read from the root's
+# libsystemd-shared-VERSION.so, so this works for --root too.
+compat=/usr/lib/systemd/system/gitops.service.d/credentials-need-systemd-250.conf
+systemd_version=
+for lib in "$root"/usr/lib/systemd/libsystemd-shared-*.so "$root"/lib/systemd/libsystemd-shared-*.so; do
+    [ -e "$lib" ] || continue
+    systemd_version=${lib##*/libsystemd-shared-}
+    systemd_version=${systemd_version%%[!0-9]*}
+done
+if [ -n "$systemd_version" ] && [ "$systemd_version" -ge 247 ] && [ "$systemd_version" -le 249 ]; then
+    install -d -m 0755 "$root$(dirname "$compat")"
+    printf '%s\n' "# Written by gitops's install.sh: systemd $systemd_version fails a unit whose" \
+        "# LoadCredential= file is missing (250 skips it). Name secrets by path in" \
+        "# /etc/gitops/gitops.env instead (GITOPS_SSH_KEY=...)." "[Service]" "LoadCredential=" \
+        >"$root$compat"
+    chmod 0644 "$root$compat"
+    echo "install.sh: systemd $systemd_version: wrote $root$compat (credentials by path in gitops.env)"
+elif [ -e "$root$compat" ]; then
+    rm -f "$root$compat"
+    rmdir "$root$(dirname "$compat")" 2>/dev/null || true
+fi
+
 # A running systemd picks up new or changed units; an image being built has none.
 if [ -z "$root" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true
