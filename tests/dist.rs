@@ -29,9 +29,9 @@ const GLIBC_FLOOR: &str = "2.17";
 const MAX_BINARY_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The files packaging/dist.sh wrote.
-struct Dist {
-    dir: PathBuf,
-    version: &'static str,
+pub(crate) struct Dist {
+    pub(crate) dir: PathBuf,
+    pub(crate) version: &'static str,
 }
 
 impl Dist {
@@ -43,7 +43,7 @@ impl Dist {
         self.dir.join(format!("gitops_{}-1_amd64.deb", self.version))
     }
 
-    fn rpm(&self) -> PathBuf {
+    pub(crate) fn rpm(&self) -> PathBuf {
         self.dir.join(format!("gitops-{}-1.x86_64.rpm", self.version))
     }
 
@@ -55,7 +55,7 @@ impl Dist {
 }
 
 /// packaging/dist.sh, run once for all the tests here (the first to ask waits for it).
-fn dist() -> &'static Dist {
+pub(crate) fn dist() -> &'static Dist {
     static DIST: OnceLock<Dist> = OnceLock::new();
     DIST.get_or_init(|| {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dist");
