@@ -458,3 +458,58 @@ fn deb_installs_on_debian_11_and_purges_cleanly() {
     assert!(!root.join("usr/lib/systemd/system/gitops.service.d").exists());
     assert!(!root.join("etc/gitops/gitops.env").exists());
 }
+
+/// build.rs compiled and run by hand, as cargo would, with CARGO_MANIFEST_DIR at `dir`: its
+/// `GITOPS_VERSION` line.
+fn version_line_built_in(dir: &Path) -> String {
+    static BUILD_SCRIPT: OnceLock<PathBuf> = OnceLock::new();
+    let script = BUILD_SCRIPT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gitops-build-script");
+        // The rustc beside the cargo that builds these tests (root's PATH may have none).
+        let rustc = Path::new(env!("CARGO")).with_file_name("rustc");
+        run(Command::new(if rustc.exists() { rustc } else { PathBuf::from("rustc") })
+            .args(["--edition", "2024", "-O", "-o"])
+            .arg(&out)
+            .arg(Path::new(MANIFEST_DIR).join("build.rs")));
+        out
+    });
+    let said = run(Command::new(script)
+        .current_dir(dir)
+        .env("CARGO_MANIFEST_DIR", dir)
+        .env("CARGO_PKG_VERSION", "9.8.7")
+        .env("CARGO_CFG_TARGET_ARCH", "x86_64")
+        .env("CARGO_CFG_TARGET_OS", "linux")
+        .env("CARGO_CFG_TARGET_ENV", "gnu")
+        .env_remove("GITOPS_BUILD_GLIBC"));
+    said.lines()
+        .find_map(|l| l.strip_prefix("cargo:rustc-env=GITOPS_VERSION="))
+        .unwrap_or_else(|| panic!("no GITOPS_VERSION line:\n{said}"))
+        .to_string()
+}
+
+#[test]
+fn version_names_the_commit_of_its_own_checkout_or_unknown() {
+    let dir = support::tempdir();
+    // A source tarball: no .git anywhere above.
+    let tarball = dir.path().join("gitops-9.8.7");
+    fs::create_dir(&tarball).unwrap();
+    assert_eq!(version_line_built_in(&tarball), "9.8.7 (unknown, x86_64-linux-gnu)");
+
+    // Unpacked inside some other repository: that repository's commit is not ours.
+    let git = |args: &[&str], cwd: &Path| {
+        run(Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .current_dir(cwd)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null"))
+    };
+    git(&["init", "-q"], dir.path());
+    git(&["commit", "-q", "--allow-empty", "-m", "outer"], dir.path());
+    assert_eq!(version_line_built_in(&tarball), "9.8.7 (unknown, x86_64-linux-gnu)");
+
+    // Its own checkout: the short commit of HEAD.
+    git(&["init", "-q"], &tarball);
+    git(&["commit", "-q", "--allow-empty", "-m", "ours"], &tarball);
+    let head = git(&["rev-parse", "--short=7", "HEAD"], &tarball);
+    assert_eq!(version_line_built_in(&tarball), format!("9.8.7 ({}, x86_64-linux-gnu)", head.trim()));
+}
