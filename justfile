@@ -36,12 +36,12 @@ bench-webhook rounds="20":
     cargo build --release --quiet
     python3 bench/webhook_latency.py --rounds {{rounds}}
 
-# .deb and .rpm of a release build, with man pages and completions (needs cargo-deb and
-# cargo-generate-rpm: cargo install cargo-deb cargo-generate-rpm).
-package:
-    cargo build --release --locked
-    target/release/gitops generate man --out target/assets/man
-    target/release/gitops generate completions --out target/assets/completions
-    cargo deb --no-build
-    cargo generate-rpm
-    @ls -1 target/debian/*.deb target/generate-rpm/*.rpm
+# The release files in dist/: gitops-VERSION-x86_64-linux-gnu.tar.gz (binary, units, man pages,
+# completions, install.sh), the .deb and .rpm of the same binary, and SHA256SUMS. The binary is
+# linked against glibc 2.17 (RHEL 8, Debian 11, Ubuntu 20.04, Amazon Linux 2 and newer) with
+# cargo-zigbuild; the tools come from `sudo tests/setup`. See packaging/dist.sh.
+dist:
+    packaging/dist.sh
+
+# The packages are part of the release files.
+alias package := dist

@@ -82,7 +82,7 @@ fn check_exit_codes_help() -> String {
 /// Every commit is checked out beside the live one and published by renaming a symlink, then its
 /// entrypoint (run.sh) runs; a failed apply is retried on the next run.
 #[derive(Debug, Parser)]
-#[command(name = "gitops", version, after_help = sync_exit_codes_help(), propagate_version = true)]
+#[command(name = "gitops", version = env!("GITOPS_VERSION"), after_help = sync_exit_codes_help(), propagate_version = true)]
 pub struct Cli {
     /// Environment file with KEY=VALUE lines, read before flags (default /etc/gitops/gitops.env when present).
     #[arg(long, global = true, env = "GITOPS_CONFIG", value_name = "FILE")]
@@ -136,6 +136,10 @@ pub enum Command {
     /// Write the systemd units into ROOT/etc/systemd/system; with --enable, enable the timer (no running systemd needed).
     InstallUnits(InstallUnitsArgs),
     /// Write the man pages or the shell completions into a directory (for packages).
+    ///
+    /// Hidden: only builds with the `generate` feature have it, and the binaries that are shipped
+    /// do not, so the pages and completions it writes leave it out.
+    #[cfg(feature = "generate")]
     #[command(hide = true)]
     Generate(GenerateArgs),
 }
@@ -231,6 +235,7 @@ pub struct InstallUnitsArgs {
 }
 
 /// Flags of `gitops generate`.
+#[cfg(feature = "generate")]
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     /// What to write: man pages (gitops.1, gitops-SUBCOMMAND.1) or completions (bash, zsh, fish).
@@ -243,6 +248,7 @@ pub struct GenerateArgs {
 }
 
 /// The artefacts `gitops generate` can write.
+#[cfg(feature = "generate")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Generated {
     /// Man pages, section 1.

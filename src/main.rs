@@ -97,8 +97,13 @@ fn log_peak_rss() {
 /// Run the command. `env_file` is the result of loading the env file: install-units and generate
 /// read no configuration, so a broken env file does not stop an image build.
 fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
-    if !matches!(cli.command, Command::InstallUnits(_) | Command::Generate(_) | Command::Secrets(_) | Command::Check(_))
-    {
+    let reads_configuration = match cli.command {
+        Command::InstallUnits(_) | Command::Secrets(_) | Command::Check(_) => false,
+        #[cfg(feature = "generate")]
+        Command::Generate(_) => false,
+        _ => true,
+    };
+    if reads_configuration {
         env_file.map_err(Failure::usage)?;
     }
     match cli.command {
@@ -124,6 +129,7 @@ fn run(cli: Cli, env_file: anyhow::Result<()>) -> Result<Outcome, Failure> {
             commands::install_units::install(&args.root, args.enable)?;
             Ok(Outcome::Success)
         }
+        #[cfg(feature = "generate")]
         Command::Generate(args) => {
             for path in commands::generate::generate(args.what, &args.out)? {
                 log::info!("wrote {}", path.display());

@@ -6,6 +6,7 @@ mod support;
 
 mod check;
 mod contrib;
+mod dist;
 mod docs;
 mod e2e_systemd;
 mod fleet;

@@ -263,3 +263,56 @@ fn packer_template_validates() {
     let out = run(tooling::command("packer").args(["validate", &vars]).arg(dir.path()));
     assert!(!out.status.success(), "{}", text(&out));
 }
+
+/// "The kickstart installs the .rpm from dist/": the Packer template's recipe, run after
+/// `just dist` with a stand-in packer, serves dist's .rpm and passes the SHA-256 that
+/// dist/SHA256SUMS lists, which the kickstart's fetch step then accepts.
+#[test]
+fn packer_recipe_serves_the_dist_rpm_with_its_sha256sums_checksum() {
+    if !tooling::available(tooling::DIST) {
+        return;
+    }
+    let dist = crate::dist::dist();
+    let template = fs::read_to_string(Path::new(PACKER_DIR).join("rocky9.pkr.hcl")).unwrap();
+    let recipe: String = template
+        .lines()
+        .skip_while(|l| !l.starts_with("#   just dist"))
+        .skip(1)
+        .take_while(|l| l.starts_with("#   "))
+        .map(|l| l.trim_start_matches("#   ").split("   #").next().unwrap().to_string() + "\n")
+        .collect();
+    assert!(recipe.contains("packer build"), "the recipe in rocky9.pkr.hcl's header:\n{recipe}");
+
+    let dir = support::tempdir();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("kickstart")).unwrap();
+    fs::copy(KS_PATH, tree.join("kickstart/gitops.ks")).unwrap();
+    std::os::unix::fs::symlink(&dist.dir, tree.join("dist")).unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    fs::write(bin.join("packer"), "#!/bin/sh\nprintf '%s\\n' \"$@\" > \"$PACKER_ARGS\"\n").unwrap();
+    fs::set_permissions(bin.join("packer"), fs::Permissions::from_mode(0o755)).unwrap();
+    let args_file = dir.path().join("packer-args");
+    let out = run(Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &recipe])
+        .current_dir(&tree)
+        .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()))
+        .env("PACKER_ARGS", &args_file));
+    assert!(out.status.success(), "the recipe failed:\n{recipe}\n{}", text(&out));
+
+    let args = fs::read_to_string(&args_file).unwrap();
+    let var = |name: &str| args.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).map(String::from);
+    let rpm_name = var("rpm_name").expect("-var rpm_name=");
+    let sha = var("rpm_sha256").expect("-var rpm_sha256=");
+    assert_eq!(Path::new(&rpm_name), dist.rpm().strip_prefix(&dist.dir).unwrap());
+    let served = tree.join("build/http").join(&rpm_name);
+    assert_eq!(fs::read(&served).unwrap(), fs::read(dist.rpm()).unwrap());
+    assert!(tree.join("build/http/gitops.ks").is_file());
+
+    let (out, sysroot) = fetch_step(
+        &dir.path().join("install"),
+        &format!("inst.ks=http://x/gitops.ks gitops.rpm={} gitops.rpm_sha256={sha}", served.display()),
+    );
+    assert!(out.status.success(), "the kickstart refused the recipe's checksum: {}", text(&out));
+    assert_eq!(fs::read(sysroot.join("root/gitops.rpm")).unwrap(), fs::read(dist.rpm()).unwrap());
+}

@@ -1,12 +1,12 @@
 # Packer template: a Rocky Linux 9 qcow2 image installed by kickstart/gitops.ks, which
 # boots straight into gitops (timer enabled, configuration in /etc/gitops).
 #
-#   just package                                    # builds target/generate-rpm/gitops-*.rpm
+#   just dist                      # dist/gitops-VERSION-1.x86_64.rpm and dist/SHA256SUMS
 #   mkdir -p build/http
-#   cp kickstart/gitops.ks target/generate-rpm/gitops-*.x86_64.rpm build/http/   # edit the REPLACE-MEs first
-#   packer build -var-file=kickstart/packer/example.pkrvars.hcl \
-#     -var rpm_name=$(basename build/http/gitops-*.rpm) \
-#     -var rpm_sha256=$(sha256sum build/http/gitops-*.rpm | cut -d' ' -f1) kickstart/packer
+#   cp kickstart/gitops.ks dist/gitops-*.x86_64.rpm build/http/   # edit the REPLACE-MEs first
+#   rpm=$(cd dist && ls gitops-*.x86_64.rpm)
+#   packer build -var-file=kickstart/packer/example.pkrvars.hcl -var rpm_name=$rpm \
+#     -var rpm_sha256=$(grep " $rpm\$" dist/SHA256SUMS | cut -d' ' -f1) kickstart/packer
 #
 # Packer serves build/http to the installer over its own HTTP server; the kickstart checks the
 # package's SHA-256 before installing it. No SSH communicator: the image has no root password

@@ -25,8 +25,9 @@ pub fn generate(what: Generated, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
 
 /// `gitops.1` and one `gitops-SUBCOMMAND.1` per visible subcommand, as git and cargo do.
 fn man_pages(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    // `gitops help` is clap's, not a page of its own.
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // `gitops help` is clap's, not a page of its own. The pages describe the shipped binary, not
+    // the build that writes them: the package version, without this build's commit and target.
+    let mut cmd = Cli::command().disable_help_subcommand(true).version(env!("CARGO_PKG_VERSION"));
     // Building sets the subcommands' names to `gitops-sync` and their synopsis to `gitops sync`,
     // and propagates the global flags into them.
     cmd.build();

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod fleet;
+#[cfg(feature = "generate")]
 pub mod generate;
 pub mod history;
 pub mod install_units;

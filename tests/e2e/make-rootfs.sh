@@ -1,13 +1,16 @@
 #!/bin/sh
-# Build the cached Debian bookworm rootfs that tests/e2e_systemd.rs boots with systemd-nspawn.
+# Build a cached Debian rootfs that the tests boot with systemd-nspawn: bookworm for
+# tests/e2e_systemd.rs, bullseye (Debian 11, glibc 2.31) for the release binary in tests/dist.rs.
 #
-# usage: make-rootfs.sh DIR    (DIR must not exist; built in DIR.tmp.$$ and renamed, so a
-#                               half-built tree never has DIR's name)
+# usage: make-rootfs.sh DIR [SUITE]   (SUITE: bookworm (default) or bullseye; DIR must not
+#                               exist; built in DIR.tmp.$$ and renamed, so a half-built tree
+#                               never has DIR's name)
 # The test names DIR after a hash of this file: editing it rebuilds the cache.
 # Needs root, debootstrap and the Debian mirror apt already uses.
 set -eu
 
-dest=${1:?usage: make-rootfs.sh DIR}
+dest=${1:?usage: make-rootfs.sh DIR [SUITE]}
+suite=${2:-bookworm}
 [ "$(id -u)" = 0 ] || { echo "make-rootfs.sh: must run as root (debootstrap)" >&2; exit 1; }
 [ ! -e "$dest" ] || { echo "make-rootfs.sh: $dest exists; remove it to rebuild" >&2; exit 1; }
 
@@ -21,9 +24,14 @@ tmp="$dest.tmp.$$"
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$(dirname "$dest")"
 # systemd + dbus: a real PID 1; git: gix runs `git upload-pack` for local repositories;
-# libssl3: gitops's libcurl uses OpenSSL.
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,git,libssl3 \
-    bookworm "$tmp" "$mirror" >"$tmp.log" 2>&1 || { cat "$tmp.log" >&2; rm -f "$tmp.log"; exit 1; }
+# libssl3 (bookworm): gitops's libcurl uses OpenSSL.
+case "$suite" in
+    bookworm) include=systemd,systemd-sysv,dbus,git,libssl3 ;;
+    bullseye) include=systemd,systemd-sysv,dbus,git ;;
+    *) echo "make-rootfs.sh: SUITE is bookworm or bullseye, not $suite" >&2; exit 2 ;;
+esac
+debootstrap --variant=minbase --include="$include" \
+    "$suite" "$tmp" "$mirror" >"$tmp.log" 2>&1 || { cat "$tmp.log" >&2; rm -f "$tmp.log"; exit 1; }
 rm -f "$tmp.log"
 
 # Persistent journal, readable from the host with `journalctl -D ROOT/var/log/journal`.

@@ -47,6 +47,15 @@ pub const AGE: Need = Need { tool: "age", package: "age" };
 pub const CHROMIUM: Need = Need { tool: "chromium", package: "chromium" };
 /// Debian's nginx: the change probe's static file server.
 pub const NGINX: Need = Need { tool: "nginx", package: "nginx" };
+/// Debian's rpm: the release .rpm inspected and installed with --root.
+pub const RPM: Need = Need { tool: "rpm", package: "rpm" };
+/// What `packaging/dist.sh` (`just dist`) runs: the glibc 2.17 build and both packages.
+pub const DIST: &[Need] = &[
+    Need { tool: "cargo-zigbuild", package: "ziglang and cargo-zigbuild from PyPI" },
+    CARGO_DEB,
+    Need { tool: "cargo-generate-rpm", package: "from crates.io" },
+    OBJDUMP,
+];
 /// What booting the cached Debian rootfs with systemd-nspawn takes.
 pub const ROOTFS: &[Need] = &[
     ROOT,
@@ -56,8 +65,14 @@ pub const ROOTFS: &[Need] = &[
 ];
 
 /// Where tests/setup installs the tools that are not Debian packages, searched after PATH.
-const SETUP_BIN_DIRS: &[&str] =
-    &["/usr/sbin", "/sbin", "/var/cache/gitops-ci/venv/bin", "/var/cache/gitops-ci/cargo-deb/bin"];
+const SETUP_BIN_DIRS: &[&str] = &[
+    "/usr/sbin",
+    "/sbin",
+    "/var/cache/gitops-ci/venv/bin",
+    "/var/cache/gitops-ci/cargo-deb/bin",
+    "/var/cache/gitops-ci/zig/bin",
+    "/var/cache/gitops-ci/cargo-generate-rpm/bin",
+];
 
 /// The command that installs everything the tests need.
 const SETUP: &str = "sudo tests/setup";
@@ -192,17 +207,24 @@ const MAKE_ROOTFS: &str = include_str!("../e2e/make-rootfs.sh");
 /// A private copy at `dest` of the cached Debian bookworm rootfs (built first if this version
 /// of tests/e2e/make-rootfs.sh has none yet).
 pub fn rootfs_copy(dest: &Path) {
-    let cached = cached_rootfs();
+    rootfs_copy_of("bookworm", dest);
+}
+
+/// The same for another Debian release, e.g. bullseye (Debian 11, glibc 2.31).
+pub fn rootfs_copy_of(suite: &str, dest: &Path) {
+    let cached = cached_rootfs(suite);
     let copied = Command::new("cp").args(["-a", "--reflink=auto"]).arg(&cached).arg(dest).status().expect("running cp");
     assert!(copied.success(), "copying {} to {}", cached.display(), dest.display());
 }
 
-/// The cached rootfs under /var/cache/gitops-e2e (GITOPS_E2E_CACHE overrides), named after a
-/// hash of make-rootfs.sh so that editing the script rebuilds it.
-fn cached_rootfs() -> PathBuf {
+/// The cached rootfs of `suite` under /var/cache/gitops-e2e/SUITE (GITOPS_E2E_CACHE overrides
+/// /var/cache/gitops-e2e), named after a hash of make-rootfs.sh so that editing the script
+/// rebuilds it.
+fn cached_rootfs(suite: &str) -> PathBuf {
     let cache = std::env::var_os("GITOPS_E2E_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/gitops-e2e"));
+        .unwrap_or_else(|| PathBuf::from("/var/cache/gitops-e2e"))
+        .join(suite);
     fs::create_dir_all(&cache).unwrap();
     let name = format!("rootfs-{:016x}", fnv1a(MAKE_ROOTFS.as_bytes()));
     let rootfs = cache.join(&name);
@@ -212,10 +234,10 @@ fn cached_rootfs() -> PathBuf {
     if !rootfs.is_dir() {
         let started = Instant::now();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/make-rootfs.sh");
-        let out = Command::new("sh").arg(script).arg(&rootfs).output().unwrap();
+        let out = Command::new("sh").arg(script).arg(&rootfs).arg(suite).output().unwrap();
         assert!(out.status.success(), "building the e2e rootfs failed:\n{}", String::from_utf8_lossy(&out.stderr));
         eprintln!("built {} in {:.0?}", rootfs.display(), started.elapsed());
-        // Caches of older versions of the script are dead weight.
+        // Caches of older versions of the script are dead weight (of this suite: each has its directory).
         for entry in fs::read_dir(&cache).unwrap().flatten() {
             let other = entry.file_name().to_string_lossy().into_owned();
             if other.starts_with("rootfs-") && other != name {
