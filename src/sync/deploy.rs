@@ -17,9 +17,6 @@ use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
 use crate::plan::{self, Plan};
 
-/// How much of an entrypoint log a notification carries (Discord attaches it).
-const LOG_TAIL_MAX: u64 = 1024 * 1024;
-
 /// Apply the fetched target (attempt `attempt`, for `why`), or print the plan on a dry run (`held`: why
 /// the host waits, when the plan is what it would do once released).
 pub fn apply(
@@ -79,7 +76,7 @@ pub fn apply(
         summary.deployed_from = route.testing.clone();
     }
     summary.error = ran.error.clone();
-    (summary.log_tail, summary.log_truncated) = record::read_tail(&log, LOG_TAIL_MAX);
+    (summary.log_tail, summary.log_truncated) = record::log_tail(&log);
     match &ran.error {
         None => log::info!(
             "applied, was {} ({} {} in {:.2?})",

@@ -128,7 +128,7 @@ pub fn record(
 }
 
 /// The last `max` bytes of a log (lossy UTF-8), and whether that is less than all of it.
-pub fn read_tail(path: &std::path::Path, max: u64) -> (Option<String>, bool) {
+fn read_tail(path: &std::path::Path, max: u64) -> (Option<String>, bool) {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else { return (None, false) };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -138,4 +138,12 @@ pub fn read_tail(path: &std::path::Path, max: u64) -> (Option<String>, bool) {
         return (None, false);
     }
     (Some(String::from_utf8_lossy(&bytes).into_owned()), skip > 0)
+}
+
+/// How much of an entrypoint log a notification carries (Discord attaches it).
+const LOG_TAIL_MAX: u64 = 1024 * 1024;
+
+/// The end of the log at `path` for the report, and whether it is less than all of it.
+pub fn log_tail(path: &std::path::Path) -> (Option<String>, bool) {
+    read_tail(path, LOG_TAIL_MAX)
 }

@@ -18,9 +18,6 @@ use crate::notify::RunSummary;
 use crate::outcome::{Failure, Outcome};
 use crate::state::{RollbackRecord, State};
 
-/// How much of the rollback's log a notification carries.
-const LOG_TAIL_MAX: u64 = 1024 * 1024;
-
 /// Whether a failure of `commit` would roll back, to what (`deployed`), and why.
 pub fn on_failure(
     settings: &Settings,
@@ -107,7 +104,7 @@ pub fn roll_back(
     summary.rollback = g.state.rollback.clone();
     // Back on the commit before: the remote's commits since then are what the live commit lacks.
     summary.commits_behind = crate::fetch::commits_between(repo, to, route.fetched.commit);
-    (summary.log_tail, summary.log_truncated) = record::read_tail(&log, LOG_TAIL_MAX);
+    (summary.log_tail, summary.log_truncated) = record::log_tail(&log);
     if ran.success {
         log::error!(
             "ROLLED BACK: {} failed ({why}); {} is live again and applied; {} is not retried until a newer commit or gitops sync --retry",
