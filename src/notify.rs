@@ -103,10 +103,11 @@ pub struct RunSummary {
     pub rollback: Option<crate::state::RollbackRecord>,
 }
 
-/// Deferral kinds that are configuration mistakes, not the plan: `gate=prometheus` on a host without
-/// `--prometheus`, canaries that match no host reporting to Prometheus. Held all the same (the gate
-/// cannot open), but logged at WARN and never counted as a run that ended as planned.
-pub const MISCONFIGURED: [&str; 2] = ["gate-unconfigured", "canary-unknown"];
+/// Deferral kinds that are not the plan but mistakes that will not end by themselves: `gate=prometheus`
+/// on a host without `--prometheus`, canaries that match no host reporting to Prometheus, a gate whose
+/// Prometheus cannot be asked. Held all the same (the gate cannot open), but the run fails (exit 2 or
+/// 1, see `rollout::Hold::mistake`) and never counts as one that ended as planned.
+pub const MISCONFIGURED: [&str; 3] = ["gate-unconfigured", "canary-unknown", "gate-unreachable"];
 
 /// Why a run left the commit for later (exit 11).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -234,8 +235,9 @@ pub enum NotifyOn {
 impl NotifyOn {
     /// Whether `summary` is to be reported.
     pub fn wants(self, summary: &RunSummary) -> bool {
-        if matches!(summary.result, Outcome::Usage | Outcome::Locked) {
-            // A usage error or a skipped run (lock held) is not news for the fleet channel.
+        if summary.result == Outcome::Locked || summary.result == Outcome::Usage && summary.deferred.is_none() {
+            // A usage error or a skipped run (lock held) is not news for the fleet channel; a host held by
+            // a configuration mistake in the repository is.
             return false;
         }
         match self {

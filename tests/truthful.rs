@@ -67,8 +67,10 @@ fn history_lists_every_attempt_newest_first_with_its_reason() {
 }
 
 /// `gate=prometheus` on a host without `--prometheus`, and `canary=` names that match no host reporting
-/// to Prometheus, can never open the gate: WARN in the log, a problem in `gitops status`, a deferral
-/// kind of their own in the metrics, and never counted as a run that ended as planned.
+/// to Prometheus, can never open the gate: the host holds, and the run fails (exit 2, a configuration
+/// error, so systemd and alerting see it) with one line naming the fix; a problem in `gitops status`, a
+/// deferral kind of their own in the metrics, never counted as a run that ended as planned. A gate whose
+/// Prometheus cannot be asked holds and fails the same way (exit 1).
 #[test]
 fn a_gate_that_can_never_open_is_a_warning_everywhere() {
     if !tooling::available(prom::NEEDS) {
@@ -94,29 +96,32 @@ fn a_gate_that_can_never_open_is_a_warning_everywhere() {
 
     remote.write(".gitops/rollout", "canary=web-9\ngate=prometheus\n");
     remote.commit("gate on a canary that does not exist");
-    let held = |run: Run, kind: &str, says: &str| {
-        let run = run.expect(DEFERRED);
-        let warning = run.stderr.lines().find(|l| l.contains(" WARN ")).unwrap_or_else(|| panic!("{}", run.stderr));
-        assert!(warning.contains(says), "{}", run.stderr);
+    let held = |run: Run, code: i32, kind: &str, says: &str| {
+        let run = run.expect(code);
+        let error = run.stderr.lines().find(|l| l.contains(" ERROR ")).unwrap_or_else(|| panic!("{}", run.stderr));
+        assert!(error.contains("held (main ") && error.contains(says), "{}", run.stderr);
         let text = fs::read_to_string(&metrics).unwrap();
         assert!(text.contains(&format!("gitops_deferred{{kind=\"{kind}\"}} 1")), "{text}");
         let status: Run = host.command(&["status", "--state-dir", &state]).output().unwrap().into();
         let status = status.expect(RUNTIME_ERROR).stdout;
-        assert!(status.contains(&format!("UNHEALTHY: held back by a configuration mistake ({kind})")), "{status}");
+        assert!(status.contains(&format!("UNHEALTHY: held back, and it cannot end by itself ({kind})")), "{status}");
     };
-    held(sync(&[]), "gate-unconfigured", "gate=prometheus but this host has no --prometheus");
+    held(sync(&[]), USAGE, "gate-unconfigured", "gate=prometheus but this host has no --prometheus");
     held(
         sync(&["--prometheus", &prometheus.url]),
+        USAGE,
         "canary-unknown",
         "canary=web-9 matches no host that reported to Prometheus",
     );
+    let dead = format!("http://127.0.0.1:{}", servers::free_port());
+    held(sync(&["--prometheus", &dead]), RUNTIME_ERROR, "gate-unreachable", "the gate cannot be checked");
     let before = fs::read_to_string(&metrics).unwrap();
     let success = |text: &str| {
         text.lines().find(|l| l.starts_with("gitops_last_success_timestamp_seconds ")).unwrap().to_string()
     };
     // Not a success: the textfile still has the time of the apply.
     std::thread::sleep(Duration::from_millis(1100));
-    sync(&[]).expect(DEFERRED);
+    sync(&[]).expect(USAGE);
     assert_eq!(success(&fs::read_to_string(&metrics).unwrap()), success(&before));
 }
 

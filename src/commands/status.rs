@@ -140,7 +140,7 @@ fn run_problems(record: &last_run::RunRecord, applied: bool, live: Option<&crate
     }
     let deferred = record.last_run.as_ref().and_then(|run| run.deferred.as_ref());
     if let Some(held) = deferred.filter(|d| crate::notify::MISCONFIGURED.contains(&d.kind.as_str())) {
-        problems.push(format!("held back by a configuration mistake ({}): {}", held.kind, held.message));
+        problems.push(format!("held back, and it cannot end by itself ({}): {}", held.kind, held.message));
     }
     if let Some(live) = live.filter(|l| l.result == crate::live::LiveResult::Unfinished) {
         problems.push(format!(

@@ -152,7 +152,9 @@ impl Step {
     /// entrypoint does).
     pub fn outcome(&self) -> Option<Outcome> {
         match self {
-            Step::Suspended | Step::Hold { .. } => Some(Outcome::Deferred),
+            Step::Suspended => Some(Outcome::Deferred),
+            // A hold that cannot end by itself is an error for the operator, not a wait.
+            Step::Hold { hold, .. } => Some(hold.mistake().unwrap_or(Outcome::Deferred)),
             Step::Unchanged | Step::UpToDate => Some(Outcome::UpToDate),
             Step::Refuse(Refusal::NeedPush) => Some(Outcome::NeedPush),
             Step::Refuse(Refusal::Diverged) => Some(Outcome::Diverged),

@@ -276,9 +276,11 @@ fn state_of(host: &Host, tip: Option<&str>, now: f64, limits: Thresholds) -> Sta
         (Some(_), None) => true,
         (None, _) => false,
     };
-    if failed {
+    // A host held by a mistake fails its runs (exit 2 or 1): what it needs is the mistake fixed.
+    let live_failed = host.live_result.as_deref() == Some("failed");
+    if live_failed || failed && !misconfigured(host.deferred.as_deref()) {
         State::Failing
-    } else if deferred && misconfigured(host.deferred.as_deref()) {
+    } else if misconfigured(host.deferred.as_deref()) {
         State::Misconfigured
     } else if silent {
         State::Stale
@@ -313,6 +315,9 @@ fn why(host: &Host, fleet: &[Host], now: f64, limits: Thresholds) -> Option<Stri
                     format!("{kind}: gate=prometheus in .gitops/rollout, but this host has no --prometheus")
                 }
                 "canary-unknown" => format!("{kind}: canary= in .gitops/rollout matches no host in Prometheus"),
+                "gate-unreachable" => {
+                    format!("{kind}: this host cannot ask Prometheus for the gate; check --prometheus")
+                }
                 _ => kind.to_string(),
             })
         }

@@ -47,14 +47,20 @@ pub fn judge(canaries: &[Host], commit: &str, min: Option<u32>) -> GateState {
     let result = |h: &Host| h.last_result.as_deref().and_then(Outcome::from_label);
     let live_on = |h: &Host| h.live_commit.as_deref() == Some(commit);
     // Failed on the commit: live on it with its entrypoint failed, or saw it and could not make it
-    // live because applying (metrics version 1) or verifying it failed, or it was rolled back.
+    // live because applying (metrics version 1), verifying or decrypting it failed, or it was rolled back.
     let failed_on = |h: &Host| {
         live_on(h) && h.live_result.as_deref() == Some("failed")
             || h.remote_commit.as_deref() == Some(commit)
                 && !live_on(h)
                 && matches!(
                     result(h),
-                    Some(Outcome::ApplyFailed | Outcome::VerifyFailed | Outcome::RolledBack | Outcome::RollbackFailed)
+                    Some(
+                        Outcome::ApplyFailed
+                            | Outcome::VerifyFailed
+                            | Outcome::SecretsFailed
+                            | Outcome::RolledBack
+                            | Outcome::RollbackFailed
+                    )
                 )
     };
     if let Some(bad) = canaries.iter().find(|h| failed_on(h)) {
@@ -115,6 +121,11 @@ mod tests {
             GateState::Halted("canary c failed on new (apply-failed)".into())
         );
         assert!(matches!(judge(&[], "new", None), GateState::Waiting(_)));
+        let secrets = canary("f", "old", "new", "secrets-failed");
+        assert_eq!(
+            judge(&[ok.clone(), secrets], "new", Some(1)),
+            GateState::Halted("canary f failed on new (secrets-failed)".into())
+        );
         let rolled_back = canary("e", "old", "new", "rolled-back");
         assert_eq!(
             judge(&[ok.clone(), rolled_back], "new", Some(1)),

@@ -11,6 +11,7 @@ pub mod gate;
 
 use std::time::Duration;
 
+use crate::outcome::Outcome;
 use crate::parse::parse_duration;
 
 /// The policy file, relative to the config root (next to `.gitops/reboot`).
@@ -211,6 +212,19 @@ pub struct Hold {
     pub until: Option<i64>,
 }
 
+impl Hold {
+    /// How a run held so ends when the hold is not the plan but a mistake that will not end by itself:
+    /// a configuration error (exit 2: `gate=prometheus` without `--prometheus`, canaries that match no
+    /// reporting host) or a gate that cannot be asked (exit 1: Prometheus unreachable). None: the plan.
+    pub fn mistake(&self) -> Option<Outcome> {
+        match self.kind {
+            "gate-unconfigured" | "canary-unknown" => Some(Outcome::Usage),
+            "gate-unreachable" => Some(Outcome::Runtime),
+            _ => None,
+        }
+    }
+}
+
 /// What the policy says for this host about `commit` at `now`. `window_start` is when the wave started
 /// for this host (first seen, or when the gate opened); `gate` is the gate's state (None without a gate).
 pub fn decide(
@@ -240,7 +254,7 @@ pub fn decide(
         }
         Some(GateState::Unknown(why)) => {
             return Err(Hold {
-                kind: "gate",
+                kind: "gate-unreachable",
                 message: format!("holding: the gate cannot be checked ({why})"),
                 until: None,
             });
@@ -342,7 +356,7 @@ mod tests {
         let held = decide(&policy, false, false, 0.5, 0, Some(&GateState::Halted("c fails".into())), 0).unwrap_err();
         assert_eq!(held.kind, "halted");
         let held = decide(&policy, false, false, 0.5, 0, Some(&GateState::Unknown("refused".into())), 0).unwrap_err();
-        assert_eq!(held.kind, "gate");
+        assert_eq!((held.kind, held.mistake()), ("gate-unreachable", Some(Outcome::Runtime)));
         let wrong = GateState::Misconfigured("canary-unknown", "no host named c reports".into());
         let held = decide(&policy, false, false, 0.5, 0, Some(&wrong), 0).unwrap_err();
         assert_eq!(held.kind, "canary-unknown");

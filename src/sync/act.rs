@@ -7,7 +7,7 @@ use super::{deploy, release, rollback};
 use crate::commit_id::{short_id, short_opt};
 use crate::decide::{Decision, Refusal, Step};
 use crate::fetch;
-use crate::notify::{Deferral, MISCONFIGURED, RunSummary};
+use crate::notify::{Deferral, RunSummary};
 use crate::outcome::{Failure, Outcome};
 use crate::polling::Before;
 use crate::polling::record::ProbeAnswer;
@@ -65,23 +65,22 @@ pub fn act(step: Step, g: &mut Gather<'_>, summary: &mut RunSummary, started: In
             Ok(decided)
         }
         Step::Hold { hold, released } => {
-            // A hold that can never end by itself is a mistake for the operator to fix, not the plan.
-            let level = if MISCONFIGURED.contains(&hold.kind) { log::Level::Warn } else { log::Level::Info };
             let fetched = &g.fetched()?.route.fetched;
-            log::log!(
-                level,
-                "{} ({} {}): {}",
-                Outcome::Deferred,
-                fetched.branch,
-                short_id(fetched.commit),
-                hold.message
-            );
-            match *released {
-                // A dry run goes on to say what the host would do once released.
+            let what = format!("{} {}", fetched.branch, short_id(fetched.commit));
+            if hold.mistake().is_none() {
+                log::info!("{} ({what}): {}", Outcome::Deferred, hold.message);
+            }
+            // A dry run goes on to say what the host would do once released.
+            let planned = match *released {
                 Step::Apply { why, attempt } if g.settings.dry_run => {
-                    deploy::apply(g, why, attempt, Some(&hold.message), summary, started)
+                    Some(deploy::apply(g, why, attempt, Some(&hold.message), summary, started)?)
                 }
-                _ => Ok(decided),
+                _ => None,
+            };
+            match hold.mistake() {
+                // Held all the same (the gate cannot open), but the run fails: nothing will change by itself.
+                Some(outcome) => Err(Failure { outcome, error: anyhow::anyhow!("held ({what}): {}", hold.message) }),
+                None => Ok(planned.unwrap_or(decided)),
             }
         }
         Step::Apply { why, attempt } => deploy::apply(g, why, attempt, None, summary, started),
