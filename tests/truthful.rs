@@ -210,6 +210,10 @@ fn a_held_hosts_dry_run_says_what_it_would_do_once_released() {
     assert!(run.stdout.contains("\nonce released, would: apply\n"), "{}", run.stdout);
     assert!(run.stdout.contains(&format!("  {} paused change — Test\n", &paused[..12])), "{}", run.stdout);
     assert!(run.stdout.contains("  app.conf | +1 -0\n"), "{}", run.stdout);
+    // What would stop it once released is said, and the dry run still exits as the real run would (11).
+    let run = host.sync(&["--dry-run", "--max-checkout-files", "1"]).expect(DEFERRED);
+    assert!(run.stdout.contains("\nonce released, would fail (exit 1): "), "{}", run.stdout);
+    host.sync(&["--max-checkout-files", "1"]).expect(DEFERRED);
 }
 
 /// Where trust is on, each incoming commit in a dry run says who signed it.

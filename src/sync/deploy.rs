@@ -34,10 +34,24 @@ pub fn apply(
     if why == Why::Reapply {
         log::warn!("the live revision is not the applied commit {}; re-applying it", short_id(remote));
     }
-    checkout::inspect(repo, remote, settings.max_checkout_size, settings.max_checkout_files)?;
-    let changed = changed_paths(repo, deployed, remote)?;
     // Decrypted in memory before anything is written: a secret that stops the run leaves the host as it was.
-    let unsealed = release::unseal(settings, repo, remote)?;
+    let checked = checkout::inspect(repo, remote, settings.max_checkout_size, settings.max_checkout_files)
+        .map_err(Failure::from)
+        .and_then(|()| Ok(changed_paths(repo, deployed, remote)?))
+        .and_then(|changed| Ok((changed, release::unseal(settings, repo, remote)?)));
+    let (changed, unsealed) = match (checked, held) {
+        // A held host's real run stops at the hold: its dry run exits as that run would, and says what
+        // would stop it once released.
+        (Err(failure), Some(why)) => {
+            println!(
+                "deferred: {why}\nonce released, would fail (exit {}): {}",
+                failure.outcome.code(),
+                failure.message()
+            );
+            return Ok(Outcome::Deferred);
+        }
+        (checked, _) => checked?,
+    };
     let on_failure = rollback::on_failure(settings, repo, remote, deployed);
     if settings.dry_run {
         let fetched = &route.fetched;
