@@ -206,3 +206,16 @@ fn fleet_exit_codes_are_the_same_in_help_readme_and_man_page() {
 fn check_exit_codes_are_the_same_in_help_readme_and_man_page() {
     exit_codes_agree(&["check"], &["0", "1", "2"], "## Check before you push", &["gitops-check.1"]);
 }
+
+/// The notification's `result` can be any run result but `locked`: the README lists every one.
+#[test]
+fn the_notification_result_list_names_every_reported_result() {
+    let help = help_exit_codes(&String::from_utf8(gitops(&["sync", "--help"]).stdout).unwrap());
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("`result` is one of").expect("the README lists the notification results");
+    let sentence = &readme[start..start + readme[start..].find(". Fields").unwrap()];
+    for (_, meaning) in help {
+        let label = meaning.split(':').next().unwrap();
+        assert_eq!(sentence.contains(&format!("`{label}`")), label != "locked", "{label} in: {sentence}");
+    }
+}
