@@ -45,6 +45,9 @@ pub struct Entry {
     /// The commit that was live before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_commit: Option<String>,
+    /// Its log (`gitops logs` prints it while it is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<std::path::PathBuf>,
 }
 
 /// Append `entry`; a failure is logged, never fails the run (the run's truth is in state.json).
@@ -95,6 +98,7 @@ mod tests {
             error: None,
             duration_ms: 5,
             previous_commit: None,
+            log: None,
         }
     }
 

@@ -99,6 +99,10 @@ impl Layout {
     pub fn entrypoint_log(&self, commit: ObjectId) -> PathBuf {
         self.logs().join(format!("{commit}.log"))
     }
+    /// The log of a rollback to `commit` (its apply log stays as it was).
+    pub fn rollback_log(&self, commit: ObjectId) -> PathBuf {
+        self.logs().join(format!("{commit}.rollback.log"))
+    }
     /// One line per deploy attempt (`gitops history`).
     pub fn history(&self) -> PathBuf {
         self.root.join("history.jsonl")

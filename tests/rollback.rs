@@ -19,6 +19,7 @@ const ROLLBACK_FAILED: i32 = 34;
 /// The entrypoint: one line per run; a commit with a file `fail` fails, and a rollback run fails while
 /// the test has put `$TEST_OUT.break-rollback` in place.
 const RUN: &str = r#"echo "run ${GITOPS_COMMIT} ${GITOPS_REASON} from=${GITOPS_ROLLED_BACK_FROM:-}" >> "$TEST_OUT"
+echo "logged: ${GITOPS_REASON}"
 [ "$GITOPS_REASON" = rollback ] && [ -e "$TEST_OUT.break-rollback" ] && exit 5
 [ -e fail ] && exit 1
 exit 0"#;
@@ -111,6 +112,19 @@ fn a_failed_entrypoint_is_undone_and_the_commit_before_runs_again() {
         .map(|e| (e["reason"].as_str().unwrap(), e["result"].as_str().unwrap()))
         .collect();
     assert_eq!(reasons, [("rollback", "applied"), ("new-commit", "apply-failed"), ("new-commit", "applied")]);
+    // `gitops logs` shows why: the failed attempt first, then the rollback; the commit gone back to keeps
+    // its own apply log.
+    let logs: Run = host.command(&["logs", "--state-dir", &st]).output().unwrap().into();
+    let logs = logs.expect(UP_TO_DATE).stdout;
+    let failed = logs.find(&format!("# commit:  {bad} \"breaks the entrypoint\"")).expect(&logs);
+    let rollback = logs.find("# reason:  rollback (attempt 1)").expect(&logs);
+    assert!(
+        failed < rollback && logs[failed..rollback].contains("# error:   entrypoint run.sh exited with code 1"),
+        "{logs}"
+    );
+    let applied_log = fs::read_to_string(host.state.join(format!("logs/{good}.log"))).unwrap();
+    assert_eq!(applied_log, "logged: new-commit\ngitops: health check health.sh (try 1 of 4)\n");
+    assert!(logs[rollback..].contains("logged: rollback\n"), "{logs}");
 
     // Not retried: the next runs stay on the commit before, and say so.
     let before = host.out_lines().len();

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 use serde_json::json;
@@ -55,28 +55,50 @@ pub fn run(args: HistoryArgs) -> Result<Outcome, Failure> {
 
 /// Print a header saying which run it was, the outgoing revision's teardown output when one ran before
 /// it, then the entrypoint log: of the last attempt, or of the newest attempt at a commit with the prefix.
+/// After a rollback, the failed attempt comes first, then the rollback.
 pub fn logs(args: LogsArgs) -> Result<Outcome, Failure> {
     let layout = Layout::existing(args.state_dir)?;
     let attempts = history::load(&layout);
-    let last = state::load(&layout.state_file())?.last_attempt;
-    let (header, log): (Option<Entry>, PathBuf) = match args.commit {
+    let shown: Vec<(Option<Entry>, PathBuf)> = match args.commit {
         None => {
+            let last = state::load(&layout.state_file())?.last_attempt;
             let last = last.ok_or_else(|| anyhow!("no run has logged anything in {} yet", layout.root.display()))?;
-            let entry = attempts.into_iter().find(|e| e.commit == last.commit && e.started_at == last.started_at);
-            (entry.or_else(|| Some(from_attempt(&last))), last.log)
+            let newest = attempts.iter().position(|e| e.commit == last.commit && e.started_at == last.started_at);
+            match newest {
+                // The failure that was rolled back, then the rollback.
+                Some(at) if attempts[at].reason == "rollback" && attempts.len() > at + 1 => {
+                    vec![with_log(&layout, attempts[at + 1].clone()), with_log(&layout, attempts[at].clone())]
+                }
+                Some(at) => vec![with_log(&layout, attempts[at].clone())],
+                None => vec![(Some(from_attempt(&last)), last.log)],
+            }
         }
         Some(prefix) => match attempts.into_iter().find(|e| e.commit.starts_with(&prefix)) {
-            Some(entry) => {
-                let log = layout.logs().join(format!("{}.log", entry.commit));
-                let teardown = layout.logs().join(format!("{}.teardown.log", entry.commit));
-                (Some(entry), if !log.exists() && teardown.exists() { teardown } else { log })
-            }
-            None => (None, newest_log(&layout, &prefix)?),
+            Some(entry) => vec![with_log(&layout, entry)],
+            None => vec![(None, newest_log(&layout, &prefix)?)],
         },
     };
+    for (header, log) in shown {
+        print_attempt(&layout, header.as_ref(), &log)?;
+    }
+    Ok(Outcome::Success)
+}
+
+/// An attempt and where its log is: recorded with it, or (older histories) named after its commit.
+fn with_log(layout: &Layout, entry: Entry) -> (Option<Entry>, PathBuf) {
+    let log = entry.log.clone().unwrap_or_else(|| {
+        let log = layout.logs().join(format!("{}.log", entry.commit));
+        let teardown = layout.logs().join(format!("{}.teardown.log", entry.commit));
+        if !log.exists() && teardown.exists() { teardown } else { log }
+    });
+    (Some(entry), log)
+}
+
+/// One attempt: its header, the teardown that ran before it (when its output is there), its log.
+fn print_attempt(layout: &Layout, header: Option<&Entry>, log: &Path) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     let now = now_unix();
-    if let Some(entry) = &header {
+    if let Some(entry) = header {
         let subject = entry.subject.as_deref().map(|s| format!(" \"{}\"", printable(s))).unwrap_or_default();
         let exit = entry.exit_code.map(|c| format!(", exit {c}")).unwrap_or_default();
         let _ = writeln!(out, "# commit:  {}{subject}", entry.commit);
@@ -89,7 +111,7 @@ pub fn logs(args: LogsArgs) -> Result<Outcome, Failure> {
         // A teardown that failed kept the commit from going live: then its log is the attempt's log.
         let teardown = layout.logs().join(format!("{}.teardown.log", entry.commit));
         if log != teardown
-            && let Ok(text) = fs::read(&teardown)
+            && let Some(text) = fs::read(&teardown).ok().filter(|text| !text.is_empty())
         {
             let _ = writeln!(out, "# --- teardown of the outgoing revision ({}) ---", teardown.display());
             let _ = out.write_all(&text);
@@ -97,10 +119,10 @@ pub fn logs(args: LogsArgs) -> Result<Outcome, Failure> {
         let what = if log == teardown { "teardown of the outgoing revision" } else { "entrypoint" };
         let _ = writeln!(out, "# --- {what} ({}) ---", log.display());
     }
-    let text = fs::read(&log)
+    let text = fs::read(log)
         .map_err(|e| anyhow!("reading {}: {e}; logs are kept for the last runs only (--keep-logs)", log.display()))?;
     let _ = out.write_all(&text);
-    Ok(Outcome::Success)
+    Ok(())
 }
 
 /// A header for an attempt recorded before the history file existed.
@@ -117,6 +139,7 @@ fn from_attempt(attempt: &state::AttemptRecord) -> Entry {
         error: attempt.error.clone(),
         duration_ms: attempt.duration_ms,
         previous_commit: attempt.previous_commit.clone(),
+        log: Some(attempt.log.clone()),
     }
 }
 

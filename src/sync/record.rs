@@ -79,7 +79,7 @@ pub fn record(
         started_at: begun.at.clone(),
         finished_at: finished_at.clone(),
         duration_ms,
-        log,
+        log: log.clone(),
         served_by: begun.served_by.clone(),
         reason: Some(begun.reason().label.to_string()),
     });
@@ -122,6 +122,7 @@ pub fn record(
             error: ran.error.clone(),
             duration_ms,
             previous_commit: begun.previous.map(|p| p.to_string()),
+            log: Some(log),
         },
     );
     Ok(())

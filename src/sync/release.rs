@@ -82,7 +82,10 @@ pub fn go_live(
     let mounted = secrets::mount(unsealed, &settings.secrets.base, &layout.secrets_record())?;
     crate::failpoint::hit(&point("secrets-written"));
 
-    let log = layout.entrypoint_log(commit);
+    let log = match release.rolled_back_from {
+        Some(_) => layout.rollback_log(commit),
+        None => layout.entrypoint_log(commit),
+    };
     let inventory = &settings.fleet.inventory;
     let workdir = inventory.workdir(&checkout_dir);
     let entrypoint = inventory.resolve(&settings.entrypoint, |candidate| workdir.join(candidate).is_file());
