@@ -110,7 +110,7 @@ pub fn run(job: &Job) -> anyhow::Result<Ran> {
         Ok(child) => child,
         Err(e) => {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                "; make it executable (git update-index --chmod=+x) and commit"
+                "; make it executable (chmod +x and git add it, or git update-index --chmod=+x) and commit"
             } else {
                 "; check its #! line"
             };

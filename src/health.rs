@@ -92,7 +92,8 @@ pub fn check(settings: &HealthSettings, script: &Path, entrypoint_job: &Job) -> 
         }
     }
     let mut ran = last.ok_or_else(|| anyhow!("internal: no health check try ran"))?;
-    ran.error = ran.error.map(|e| format!("{e} ({tries} tries)"));
+    let tries = if tries == 1 { "1 try".to_string() } else { format!("{tries} tries") };
+    ran.error = ran.error.map(|e| format!("{e} ({tries})"));
     Ok(ran)
 }
 

@@ -73,7 +73,9 @@ fn main() -> ExitCode {
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(failure) => {
-            log::error!("{}", failure.message());
+            // Another run holding the lock is harmless (it picks up any change): not an error for cron to mail.
+            let level = if failure.outcome == Outcome::Locked { log::Level::Info } else { log::Level::Error };
+            log::log!(level, "{}", failure.message());
             failure.outcome
         }
     };

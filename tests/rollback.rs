@@ -97,7 +97,7 @@ fn a_failed_entrypoint_is_undone_and_the_commit_before_runs_again() {
     let status = status.expect(RUNTIME_ERROR).stdout;
     assert!(
         status.contains(&format!(
-            "rolled back: {} \"breaks the entrypoint\": entrypoint run.sh exited with code 1; live: {}",
+            "rolled back:  {} \"breaks the entrypoint\": entrypoint run.sh exited with code 1; live: {}",
             &bad[..12],
             &good[..12]
         )),

@@ -101,7 +101,7 @@ fn inspect(snapshot: &Snapshot, path: &Path, role: &'static str, report: &mut Re
             path,
             None,
             format!(
-                "the {role} is not executable in Git{via} (mode 100644, whatever your disk says), so hosts cannot start it (exit 30); git update-index --chmod=+x {} and commit",
+                "the {role} is not executable in Git{via} (mode 100644, whatever your disk says), so hosts cannot start it (exit 30); chmod +x {0} && git add {0} (or git update-index --chmod=+x {0}) and commit",
                 target.display()
             ),
         ));

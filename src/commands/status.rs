@@ -188,12 +188,12 @@ fn print_human(doc: &serde_json::Value) {
         let subject = text(&rollback["subject"]);
         match (rollback["succeeded"].as_bool(), rollback["finished_at"].is_string()) {
             (Some(true), _) => println!(
-                "rolled back: {from} \"{subject}\": {}; live: {to} ({}); {from} is not retried until a newer commit or --retry",
+                "rolled back:  {from} \"{subject}\": {}; live: {to} ({}); {from} is not retried until a newer commit or --retry",
                 text(&rollback["why"]),
                 when(&rollback["finished_at"])
             ),
-            (_, true) => println!("ROLLBACK FAILED: from {from} \"{subject}\" to {to}: {}", text(&rollback["why"])),
-            _ => println!("rolling back: from {from} \"{subject}\" to {to}, unfinished (the next run resumes it)"),
+            (_, true) => println!("rollback:     FAILED from {from} \"{subject}\" to {to}: {}", text(&rollback["why"])),
+            _ => println!("rollback:     from {from} \"{subject}\" to {to}, unfinished (the next run resumes it)"),
         }
     }
     if let Some(testing) = applied["testing_branch"].as_str() {

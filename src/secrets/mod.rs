@@ -193,7 +193,12 @@ pub fn unseal(settings: &SecretsSettings, sealed: Vec<Sealed>, mine: &Mine<'_>) 
                 )));
             }
             Verdict::Stop(why) => {
-                return Err(Failure::secrets(anyhow!("secret {shown}: {why}; nothing was applied")));
+                // Which key was tried: the default (the host's ssh key) is easy to use without knowing it.
+                return Err(Failure::secrets(anyhow!(
+                    "secret {shown}: {why} (tried {} {}); nothing was applied",
+                    source.what,
+                    source.path.display()
+                )));
             }
         }
     }
