@@ -489,7 +489,14 @@ pub struct FleetViewArgs {
     pub prometheus: String,
 
     /// Label matchers that pick the hosts' series, e.g. '{job="node"}' [default: every gitops series].
-    #[arg(long, default_value = "", hide_default_value = true, value_name = "MATCHERS")]
+    #[arg(
+        long,
+        visible_alias = "prometheus-selector",
+        env = "GITOPS_PROMETHEUS_SELECTOR",
+        default_value = "",
+        hide_default_value = true,
+        value_name = "MATCHERS"
+    )]
     pub selector: String,
 
     /// Only hosts deploying this branch.
