@@ -124,7 +124,7 @@ fn public_tempdir() -> tempfile::TempDir {
 }
 
 #[test]
-fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() {
+fn fleet_shows_who_is_failing_stale_pending_or_due_a_reboot_then_converged() {
     if !tooling::available(prom::NEEDS) {
         return;
     }
@@ -142,7 +142,8 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     let targets: Vec<String> = exporters.iter().map(|e| e.address.clone()).collect();
     let prometheus = Prometheus::start(&dir.path().join("prometheus"), &targets, &[rules()]);
 
-    // A second commit: everyone but `lagging` syncs; `broken` fails on it; `silent` goes quiet.
+    // A second commit: everyone but `lagging` syncs (its timer has not fired yet); `broken` fails on
+    // it; `silent` goes quiet.
     remote.write("fail-broken", "x\n");
     let second = remote.commit("second");
     for node in &nodes {
@@ -163,7 +164,7 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     let tip = &second[..12];
     assert_eq!(
         lines[0],
-        format!("6 hosts · 2 at {tip} (tip) · 1 behind · 1 failing · 1 stale · 1 reboot pending"),
+        format!("6 hosts · 2 at {tip} (tip) · 1 pending · 1 failing · 1 stale · 1 reboot pending"),
         "{}",
         run.stdout
     );
@@ -172,7 +173,7 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     let order: Vec<(&str, &str)> = rows.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
     assert_eq!(
         order,
-        [("broken", "failing"), ("silent", "stale"), ("lagging", "behind"), ("rebooter", "reboot pending")],
+        [("broken", "failing"), ("silent", "stale"), ("lagging", "pending"), ("rebooter", "reboot pending")],
         "{}",
         run.stdout
     );
@@ -187,6 +188,7 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     assert!(rows[1][8].starts_with("exporter not answering; last report "), "{}", run.stdout);
     assert_eq!(rows[2][2], &first[..12]);
     assert_eq!(rows[2][3], "-", "the live commit is the applied one: {}", run.stdout);
+    assert!(rows[2][8].starts_with("not polled since the tip appeared (last run "), "{}", run.stdout);
     assert!(rows[3][8].starts_with("reboot due for "), "{}", run.stdout);
 
     // --all adds the two converged hosts; --json carries the same, parseable.
@@ -211,7 +213,8 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     assert_eq!(hosts[1]["version"], env!("CARGO_PKG_VERSION"), "known from before it went silent");
     assert_eq!(hosts[1]["live_result"], "applied", "its live commit's result at its last scrape: {json}");
 
-    // The tip as the repository says, for one branch: a commit nobody has makes everyone behind, and
+    // The tip as the repository says, for one branch: a commit nobody has reported yet makes every
+    // host that reports pending (none has polled since it appeared), and
     // the hosts it names that never reported are missing (a directory under hosts/, a line of
     // .gitops/hosts; web-1 is named by its FQDN's short name).
     remote.write("hosts/db-1/run.sh", "exit 0\n");
@@ -220,7 +223,7 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
     let run = fleet(&prometheus, &["--repo-url", &url]).expect(3);
     assert_eq!(
         run.stdout.lines().next().unwrap(),
-        format!("8 hosts · 0 at {} (tip) · 4 behind · 1 failing · 1 stale · 2 missing", &third[..12]),
+        format!("8 hosts · 0 at {} (tip) · 4 pending · 1 failing · 1 stale · 2 missing", &third[..12]),
         "{}",
         run.stdout
     );
@@ -238,7 +241,8 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
         serde_json::from_str(&fleet(&prometheus, &["--repo-url", &url, "--branch", "main", "--json"]).expect(3).stdout)
             .unwrap();
     assert_eq!(json["tips"]["main"]["source"], "repository");
-    assert_eq!(json["counts"]["behind"], 4, "the hosts on the fleet's tip are behind the repository's: {json}");
+    assert_eq!(json["counts"]["pending"], 4, "the hosts on the fleet's tip have not seen the repository's: {json}");
+    assert_eq!(json["counts"]["behind"], 0, "{json}");
     assert_eq!(json["counts"]["missing"], 2, "{json}");
     // The same from a checkout that has the tip, without the network.
     let work = remote.work.to_str().unwrap();
@@ -303,6 +307,74 @@ fn fleet_shows_who_is_behind_failing_stale_or_pending_a_reboot_then_converged() 
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_push_is_a_rollout_going_as_planned_until_a_host_that_polled_since_still_lacks_it() {
+    if !tooling::available(prom::NEEDS) {
+        return;
+    }
+    let dir = public_tempdir();
+    let public = prom::public_dir(&dir.path().join("textfiles"));
+    let remote = Remote::with_script(&dir.path().join("repo"), "exit 0");
+    let first = remote.head();
+    // `mirrored` fetches from a mirror that is not updated: it lags.
+    let mirror = dir.path().join("mirror.git");
+    git(dir.path(), &["clone", "-q", "--bare", remote.bare.to_str().unwrap(), mirror.to_str().unwrap()]);
+    let mirror_url = format!("file://{}", mirror.display());
+    let hosts = dir.path().join("hosts");
+    let nodes: Vec<Node> = ["web-1", "web-2", "web-3"]
+        .iter()
+        .map(|n| Node::new(&hosts, &public, &remote.file_url(), n))
+        .chain([Node::new(&hosts, &public, &mirror_url, "mirrored")])
+        .collect();
+    for node in &nodes {
+        node.sync().expect(10);
+    }
+    let exporters: Vec<NodeExporter> = nodes.iter().map(|n| NodeExporter::start(&n.textfiles)).collect();
+    let targets: Vec<String> = exporters.iter().map(|e| e.address.clone()).collect();
+    let prometheus = Prometheus::start(&dir.path().join("prometheus"), &targets, &[]);
+    prometheus.wait_for(&format!("gitops_live_commit_info{{commit=\"{first}\"}}"), 4, Duration::from_secs(30));
+    fleet(&prometheus, &[]).expect(0);
+
+    // A push; web-1's timer fires first. The others have not polled since: the rollout goes as planned.
+    let second = remote.commit("second");
+    nodes[0].sync().expect(10);
+    prometheus.wait_for(&format!("gitops_live_commit_info{{commit=\"{second}\"}}"), 1, Duration::from_secs(30));
+    let run = fleet(&prometheus, &[]).expect(4);
+    let tip = &second[..12];
+    assert_eq!(run.stdout.lines().next().unwrap(), format!("4 hosts · 1 at {tip} (tip) · 3 pending · rolling out"));
+    for row in table(&run.stdout) {
+        assert_eq!(row[1], "pending", "{}", run.stdout);
+        assert_eq!(row[4], "?", "it cannot know how far behind it is: {}", run.stdout);
+        assert!(row[8].starts_with("not polled since the tip appeared (last run ") && row[8].ends_with(" ago)"));
+    }
+    let json: serde_json::Value = serde_json::from_str(&fleet(&prometheus, &["--json"]).expect(4).stdout).unwrap();
+    assert_eq!((json["schema"].as_u64(), json["verdict"].as_str()), (Some(2), Some("rolling-out")), "{json}");
+    assert_eq!((json["counts"]["pending"].as_u64(), json["counts"]["behind"].as_u64()), (Some(3), Some(0)));
+
+    // `mirrored` polls after the tip appeared and its mirror still serves the first commit: that needs
+    // a look. Then web-1 runs again: the tip was still first seen when web-1 went live on it.
+    nodes[3].sync().expect(0);
+    nodes[0].sync().expect(0);
+    prometheus.wait_for("gitops_last_result{result=\"up-to-date\"} == 1", 2, Duration::from_secs(30));
+    let run = fleet(&prometheus, &[]).expect(3);
+    assert_eq!(run.stdout.lines().next().unwrap(), format!("4 hosts · 1 at {tip} (tip) · 1 behind · 2 pending"));
+    let rows = table(&run.stdout);
+    assert_eq!((rows[0][0].as_str(), rows[0][1].as_str()), ("mirrored", "behind"), "{}", run.stdout);
+    assert!(
+        rows[0][8].ends_with(&format!(" saw {}, not the tip: a lagging mirror or another ref?", &first[..12])),
+        "{}",
+        run.stdout
+    );
+
+    // The mirror catches up; everyone polls.
+    git(&mirror, &["fetch", "-q", "origin", "+main:main"]);
+    for node in &nodes[1..] {
+        node.sync().expect(10);
+    }
+    prometheus.wait_for(&format!("gitops_live_commit_info{{commit=\"{second}\"}}"), 4, Duration::from_secs(30));
+    assert_eq!(fleet(&prometheus, &[]).expect(0).stdout, format!("4 hosts · 4 at {tip} (tip)\n"));
 }
 
 /// Fails on any commit that carries `break-c1`, for the host called c1.
@@ -726,7 +798,7 @@ fn dashboard_queries_return_the_fleet(prometheus: &Prometheus) {
         ("Failing", 1.0),
         ("Stale (no success for 15m)", 0.0),
         // The failing host is live on the tip (its entrypoint failed there): it lacks no commit. The behind
-        // host has not run since the push, so its own count cannot know yet.
+        // host has not run since the push (pending), so its own count cannot know yet.
         ("Behind the remote", 0.0),
         ("Reboot pending", 1.0),
     ];
