@@ -106,7 +106,7 @@ pub struct RunSummary {
 /// Deferral kinds that are configuration mistakes, not the plan: `gate=prometheus` on a host without
 /// `--prometheus`, canaries that match no host reporting to Prometheus. Held all the same (the gate
 /// cannot open), but logged at WARN and never counted as a run that ended as planned.
-pub const MISCONFIGURED: [&str; 2] = ["gate-unconfigured", "canary-unknown"];
+pub const MISCONFIGURED: [&str; 3] = ["gate-unconfigured", "canary-unknown", "gate-unreachable"];
 
 /// Why a run left the commit for later (exit 11).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -797,8 +797,8 @@ fn dashboard_queries_return_the_fleet(prometheus: &Prometheus) {
         ("Commits live", 2.0),
         ("Failing", 1.0),
         ("Stale (no success for 15m)", 0.0),
-        // The failing host is live on the tip (its entrypoint failed there): it lacks no commit. The behind
-        // host has not run since the push (pending), so its own count cannot know yet.
+        // The failing host is live on the tip (its entrypoint failed there): it lacks no commit. The pending
+        // host has not run since the push, so its own count cannot know yet.
         ("Behind the remote", 0.0),
         ("Reboot pending", 1.0),
     ];

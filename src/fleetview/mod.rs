@@ -61,7 +61,7 @@ pub struct Host {
     /// Since when a due reboot has been pending (Unix seconds).
     pub reboot_pending_since: Option<f64>,
     /// Why a new commit is held back (wave, gate, halted, pause, suspend, or a configuration mistake:
-    /// gate-unconfigured, canary-unknown), when the last run was deferred.
+    /// gate-unconfigured, canary-unknown, gate-unreachable), when the last run was deferred.
     pub deferred: Option<String>,
     /// When it goes (Unix seconds), when known.
     pub deferred_until: Option<f64>,
@@ -81,7 +81,7 @@ pub enum State {
     /// live commit's entrypoint failed.
     Failing,
     /// Held back by a configuration mistake (`gate=prometheus` without `--prometheus`, canaries that
-    /// match no host): it would wait forever.
+    /// match no host, a Prometheus the gate cannot ask): it would wait forever.
     Misconfigured,
     /// Not heard from: its exporter is down, or its last run is older than `--stale`.
     Stale,
@@ -349,6 +349,8 @@ fn why(host: &Host, tip: Option<&str>, fleet: &[Host], now: f64, limits: Thresho
                     format!("{kind}: gate=prometheus in .gitops/rollout, but this host has no --prometheus")
                 }
                 "canary-unknown" => format!("{kind}: canary= in .gitops/rollout matches no host in Prometheus"),
+                // The textfile carries the kind, not the host's message.
+                "gate-unreachable" => format!("{kind}: cannot ask Prometheus for the gate; check --prometheus"),
                 _ => kind.to_string(),
             })
         }
@@ -557,6 +559,13 @@ mod tests {
         assert_eq!(fleet.hosts[1].why.as_deref(), Some("canary c1 failed on new"));
         assert_eq!(fleet.verdict, Verdict::Unsettled);
 
+        let unreachable = deferred("m", "gate-unreachable");
+        let fleet = assess(vec![wave.clone(), unreachable], vec![], BTreeMap::new(), NOW, LIMITS);
+        assert_eq!(fleet.hosts[0].state, State::Misconfigured, "a Prometheus the gate cannot ask is no plan");
+        assert_eq!(
+            fleet.hosts[0].why.as_deref(),
+            Some("gate-unreachable: cannot ask Prometheus for the gate; check --prometheus")
+        );
         for kind in crate::notify::MISCONFIGURED {
             let fleet =
                 assess(vec![wave.clone(), canary.clone(), deferred("m", kind)], vec![], BTreeMap::new(), NOW, LIMITS);
