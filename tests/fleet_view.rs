@@ -278,7 +278,19 @@ fn fleet_shows_who_is_failing_stale_pending_or_due_a_reboot_then_converged() {
     assert!(alerts.contains(&("GitopsSilent".into(), targets[silent].clone())), "{alerts:?}");
     assert!(alerts.iter().any(|(name, _)| name == "GitopsFleetSplit"), "{alerts:?}");
 
-    dashboard_queries_return_the_fleet(&prometheus);
+    // 5 of 6 hosts reporting, 2 commits live, 1 failing, 1 pending a reboot. The failing host is live
+    // on the tip (its entrypoint failed there): it lacks no commit. The pending host has not run since
+    // the push, so its own count cannot know yet.
+    let stats = [
+        ("Hosts reporting", 5.0),
+        ("Commits live", 2.0),
+        ("Failing", 1.0),
+        ("Misconfigured", 0.0),
+        ("Stale (no success for 15m)", 0.0),
+        ("Behind the remote", 0.0),
+        ("Reboot pending", 1.0),
+    ];
+    dashboard_queries_return_the_fleet(&prometheus, &stats);
 
     // The page for operators without Grafana.
     let page = dir.path().join("fleet.html");
@@ -460,6 +472,11 @@ fn a_healthy_wave_is_rolling_out_and_a_halt_a_mistake_or_a_missing_host_is_unset
     }
     prometheus.wait_for("gitops_deferred{kind=\"halted\"}", 2, Duration::from_secs(30));
     prometheus.wait_for("gitops_deferred{kind=\"gate-unconfigured\"}", 1, Duration::from_secs(30));
+    // The shipped rules see the mistake (pending for its `for:`), and not the plan.
+    let alerts = prometheus.wait_for("ALERTS{alertname=\"GitopsMisconfigured\"}", 1, Duration::from_secs(10));
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["metric"]["kind"], "gate-unconfigured", "{alerts:?}");
+    assert_eq!(alerts[0]["metric"]["instance"], targets[names.iter().position(|n| *n == "db-1").unwrap()].as_str());
 
     let run = fleet(&prometheus, &["--repo-url", &url]).expect(3);
     let tip = &bad[..12];
@@ -496,6 +513,19 @@ fn a_healthy_wave_is_rolling_out_and_a_halt_a_mistake_or_a_missing_host_is_unset
     assert_eq!(why("web-1"), "gate: waiting for the canaries");
     assert!(why("web-4").starts_with("wave, until "), "{}", run.stdout);
     assert_eq!(rows.iter().find(|r| r[0] == "web-4").unwrap()[2], &first[..12]);
+
+    // The dashboard counts the same: c1 failing, db-1 held by a mistake; two commits live (the canaries'
+    // and the others'); the hosts held back know how far behind they are.
+    let stats = [
+        ("Hosts reporting", 8.0),
+        ("Commits live", 2.0),
+        ("Failing", 1.0),
+        ("Misconfigured", 1.0),
+        ("Stale (no success for 15m)", 0.0),
+        ("Behind the remote", 5.0),
+        ("Reboot pending", 0.0),
+    ];
+    dashboard_queries_return_the_fleet(&prometheus, &stats);
 
     // The page: waiting and halted rows look different, and the worst come first.
     let page = dir.path().join("fleet.html");
@@ -788,20 +818,10 @@ fn render_in_chromium(page: &Path, png: &Path) {
 }
 
 /// Every query of the Grafana dashboard runs on this Prometheus and returns rows; the stat panels
-/// count what the scenario made (5 of 6 hosts reporting, 2 commits, 1 failing, 1 behind, 1 reboot pending).
-fn dashboard_queries_return_the_fleet(prometheus: &Prometheus) {
+/// count what the scenario made (`expected_stats`: every stat panel's title and value).
+fn dashboard_queries_return_the_fleet(prometheus: &Prometheus, expected_stats: &[(&str, f64)]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/grafana/gitops-fleet.json");
     let dashboard: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
-    let expected_stats = [
-        ("Hosts reporting", 5.0),
-        ("Commits live", 2.0),
-        ("Failing", 1.0),
-        ("Stale (no success for 15m)", 0.0),
-        // The failing host is live on the tip (its entrypoint failed there): it lacks no commit. The pending
-        // host has not run since the push, so its own count cannot know yet.
-        ("Behind the remote", 0.0),
-        ("Reboot pending", 1.0),
-    ];
     let mut stats = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
         let title = panel["title"].as_str().unwrap();
