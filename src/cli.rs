@@ -485,7 +485,7 @@ pub struct ResumeArgs {
 #[derive(Debug, Args)]
 pub struct FleetViewArgs {
     /// Prometheus base URL, e.g. http://prometheus:9090 (user:password@ is sent as basic auth, never shown).
-    #[arg(long, env = "GITOPS_PROMETHEUS", value_name = "URL")]
+    #[arg(long, env = "GITOPS_PROMETHEUS", hide_env_values = true, value_name = "URL")]
     pub prometheus: String,
 
     /// Label matchers that pick the hosts' series, e.g. '{job="node"}' [default: every gitops series].

@@ -636,10 +636,13 @@ fn fleet_help_gives_each_flag_one_default() {
     let out = Command::new(env!("CARGO_BIN_EXE_gitops"))
         .args(["fleet", "--help"])
         .env("GITOPS_CONFIG", "/dev/null")
+        .env("GITOPS_PROMETHEUS", "http://admin:hunter2@prometheus:9090")
         .env("COLUMNS", "200")
         .output()
         .unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
+    // The variable is named, its value (a password, maybe) is not shown.
+    assert!(help.contains("[env: GITOPS_PROMETHEUS]") && !help.contains("hunter2"), "{help}");
     let selector = help.lines().find(|l| l.trim_start().starts_with("--selector")).expect(&help);
     assert_eq!(selector.matches("[default:").count(), 1, "{selector}");
     // Read as `gitops sync` reads it: the same variable, and sync's name for it.
