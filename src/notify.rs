@@ -103,9 +103,10 @@ pub struct RunSummary {
     pub rollback: Option<crate::state::RollbackRecord>,
 }
 
-/// Deferral kinds that are configuration mistakes, not the plan: `gate=prometheus` on a host without
-/// `--prometheus`, canaries that match no host reporting to Prometheus. Held all the same (the gate
-/// cannot open), but logged at WARN and never counted as a run that ended as planned.
+/// Deferral kinds that are not the plan but mistakes that will not end by themselves: `gate=prometheus`
+/// on a host without `--prometheus`, canaries that match no host reporting to Prometheus, a gate whose
+/// Prometheus cannot be asked. Held all the same (the gate cannot open), but the run fails (exit 2 or
+/// 1, see `rollout::Hold::mistake`) and never counts as one that ended as planned.
 pub const MISCONFIGURED: [&str; 3] = ["gate-unconfigured", "canary-unknown", "gate-unreachable"];
 
 /// Why a run left the commit for later (exit 11).

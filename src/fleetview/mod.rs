@@ -349,8 +349,9 @@ fn why(host: &Host, tip: Option<&str>, fleet: &[Host], now: f64, limits: Thresho
                     format!("{kind}: gate=prometheus in .gitops/rollout, but this host has no --prometheus")
                 }
                 "canary-unknown" => format!("{kind}: canary= in .gitops/rollout matches no host in Prometheus"),
-                // The textfile carries the kind, not the host's message.
-                "gate-unreachable" => format!("{kind}: cannot ask Prometheus for the gate; check --prometheus"),
+                "gate-unreachable" => {
+                    format!("{kind}: this host cannot ask Prometheus for the gate; check --prometheus")
+                }
                 _ => kind.to_string(),
             })
         }
@@ -564,7 +565,7 @@ mod tests {
         assert_eq!(fleet.hosts[0].state, State::Misconfigured, "a Prometheus the gate cannot ask is no plan");
         assert_eq!(
             fleet.hosts[0].why.as_deref(),
-            Some("gate-unreachable: cannot ask Prometheus for the gate; check --prometheus")
+            Some("gate-unreachable: this host cannot ask Prometheus for the gate; check --prometheus")
         );
         for kind in crate::notify::MISCONFIGURED {
             let fleet =
