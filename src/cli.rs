@@ -485,11 +485,18 @@ pub struct ResumeArgs {
 #[derive(Debug, Args)]
 pub struct FleetViewArgs {
     /// Prometheus base URL, e.g. http://prometheus:9090 (user:password@ is sent as basic auth, never shown).
-    #[arg(long, env = "GITOPS_PROMETHEUS", value_name = "URL")]
+    #[arg(long, env = "GITOPS_PROMETHEUS", hide_env_values = true, value_name = "URL")]
     pub prometheus: String,
 
     /// Label matchers that pick the hosts' series, e.g. '{job="node"}' [default: every gitops series].
-    #[arg(long, default_value = "", hide_default_value = true, value_name = "MATCHERS")]
+    #[arg(
+        long,
+        visible_alias = "prometheus-selector",
+        env = "GITOPS_PROMETHEUS_SELECTOR",
+        default_value = "",
+        hide_default_value = true,
+        value_name = "MATCHERS"
+    )]
     pub selector: String,
 
     /// Only hosts deploying this branch.

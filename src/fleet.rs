@@ -100,7 +100,8 @@ impl FleetSettings {
                 parse_duration(text).map_err(|e| anyhow!("--splay {text:?}: {e}; use e.g. 90s or 5m (0 for none)"))?,
             ),
         };
-        let matchers = crate::fleetview::prometheus::matchers(&args.prometheus_selector).map_err(|e| anyhow!(e))?;
+        let matchers = crate::fleetview::prometheus::matchers("--prometheus-selector", &args.prometheus_selector)
+            .map_err(|e| anyhow!(e))?;
         let gate = match args.prometheus.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {

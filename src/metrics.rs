@@ -323,6 +323,31 @@ mod tests {
         assert!(text.contains("gitops_info{host=\"web-1\",tags=\"\",version=\""));
     }
 
+    /// The values a label matcher in the shipped alert rules picks (`result="x"`, `result=~"x|y"`).
+    fn alerted(label: &str) -> Vec<&'static str> {
+        let rules = include_str!("../contrib/prometheus/gitops-rules.yml");
+        let mut values = Vec::new();
+        for op in ["=\"", "=~\""] {
+            for (at, matcher) in rules.match_indices(&format!("{label}{op}")) {
+                let value = rules[at + matcher.len()..].split('"').next().unwrap_or("");
+                values.extend(value.split('|'));
+            }
+        }
+        values
+    }
+
+    #[test]
+    fn every_failed_result_and_every_configuration_mistake_has_an_alert() {
+        let results = alerted("result");
+        for outcome in Outcome::SYNC.into_iter().filter(|o| o.is_failure()) {
+            assert!(results.contains(&outcome.label()), "no rule in gitops-rules.yml alerts on {outcome}: {results:?}");
+        }
+        let kinds = alerted("kind");
+        for kind in crate::notify::MISCONFIGURED {
+            assert!(kinds.contains(&kind), "no rule in gitops-rules.yml alerts on gitops_deferred{{kind=\"{kind}\"}}");
+        }
+    }
+
     #[test]
     fn label_values_are_escaped() {
         assert_eq!(labels(&[("host", "a\"b\\c\nd")]), "{host=\"a\\\"b\\\\c\\nd\"}");

@@ -38,7 +38,8 @@ pub enum Outcome {
     FleetUnsettled,
     /// `gitops check`: the fleet would refuse or fail on what was checked.
     CheckFindings,
-    /// `gitops fleet`: nobody is unsettled and some hosts hold the tip back on purpose (a rollout going as planned).
+    /// `gitops fleet`: nobody is unsettled and some hosts hold the tip back on purpose or have not polled since the
+    /// push (a rollout going as planned).
     FleetRollingOut,
     /// `gitops fleet`: no host reported with the selector (and branch); a typo is not a converged fleet.
     FleetNoHosts,
@@ -140,7 +141,7 @@ impl Outcome {
             }
             Outcome::FleetUnsettled => "some host is failing, misconfigured, stale, missing, halted or behind the tip",
             Outcome::FleetRollingOut => {
-                "rolling out as planned: none unsettled, some wait (wave, gate, pause, suspend)"
+                "rolling out as planned: none unsettled, some wait (wave, gate, pause, suspend) or are pending"
             }
             Outcome::FleetNoHosts => "no host matched the selector (and --branch): a typo is not a converged fleet",
         }

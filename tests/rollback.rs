@@ -337,7 +337,8 @@ fn a_canarys_rollback_halts_the_wave_through_the_prometheus_gate() {
     }
     let exporters: Vec<NodeExporter> = textfiles.iter().map(|t| NodeExporter::start(t)).collect();
     let targets: Vec<String> = exporters.iter().map(|e| e.address.clone()).collect();
-    let prometheus = Prometheus::start(&dir.path().join("prometheus"), &targets, &[]);
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/prometheus/gitops-rules.yml");
+    let prometheus = Prometheus::start(&dir.path().join("prometheus"), &targets, &[rules]);
     let gate = ["--prometheus", prometheus.url.as_str(), "--prometheus-selector", "{job=\"node\"}"];
 
     remote.write(".gitops/rollout", "canary=tag:canary\ngate=prometheus\nwindow=10m\nrollback=yes\n");
@@ -361,5 +362,9 @@ fn a_canarys_rollback_halts_the_wave_through_the_prometheus_gate() {
         .unwrap()
         .into();
     assert!(fleet.stdout.contains("c1") && fleet.stdout.contains("failing"), "{}", fleet.stdout);
+    // The shipped rules say so at once; the halted hosts are held by the plan, not by a mistake.
+    let alert = format!("ALERTS{{alertname=\"GitopsRolledBack\",alertstate=\"firing\",instance=\"{}\"}}", targets[0]);
+    prometheus.wait_for(&alert, 1, Duration::from_secs(30));
+    assert!(prometheus.query("ALERTS{alertname=\"GitopsMisconfigured\"}").is_empty());
     let _ = good;
 }

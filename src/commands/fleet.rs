@@ -28,7 +28,7 @@ pub fn run(args: &FleetViewArgs) -> Result<Outcome, Failure> {
         |flag: &str, text: &str| parse_duration(text).map_err(|e| Failure::usage(anyhow!("{flag} {text:?}: {e}")));
     let stale = duration("--stale", &args.stale)?;
     let lookback = duration("--lookback", &args.lookback)?;
-    let matchers = prometheus::matchers(&args.selector).map_err(|e| Failure::usage(anyhow!(e)))?;
+    let matchers = prometheus::matchers("--selector", &args.selector).map_err(|e| Failure::usage(anyhow!(e)))?;
     if let Some(tip) = &args.tip
         && (tip.len() != 40 || !tip.bytes().all(|b| b.is_ascii_hexdigit()))
     {
@@ -50,7 +50,7 @@ pub fn run(args: &FleetViewArgs) -> Result<Outcome, Failure> {
     };
     let query = prometheus::Query { url: args.prometheus.clone(), matchers, lookback };
     let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9;
-    let mut hosts = prometheus::hosts(&query, now)?;
+    let mut hosts = prometheus::hosts(&query, now).map_err(|e| selector_refused(e, &args.selector))?;
     let repository = match (&args.repo_url, &args.branch, &args.tip) {
         (Some(url), branch, _) => Some(remote_repository(url, branch.as_deref(), &root)?),
         (None, Some(branch), Some(tip)) => {
@@ -89,6 +89,21 @@ pub fn run(args: &FleetViewArgs) -> Result<Outcome, Failure> {
         print!("{}", render::text(&fleet, args.all));
     }
     Ok(fleet.verdict.outcome())
+}
+
+/// A query Prometheus cannot parse is the selector's fault (the rest of every query is gitops's own):
+/// a usage error that names the selector as typed, not the query it went into. Anything else is
+/// Prometheus that cannot be asked (exit 1).
+fn selector_refused(error: anyhow::Error, selector: &str) -> Failure {
+    let refused = error.chain().find_map(|cause| cause.downcast_ref::<prometheus::Refused>());
+    match refused {
+        Some(refused) if refused.is_bad_query() && !selector.trim().is_empty() => Failure::usage(anyhow!(
+            "--selector '{}': Prometheus cannot parse it ({}); write matchers like {{job=\"node\"}}",
+            selector.trim(),
+            refused.reason()
+        )),
+        _ => Failure::from(error),
+    }
 }
 
 /// The line that says no host matched: which selector (and branch), which Prometheus, and what to do.

@@ -61,7 +61,7 @@ pub struct Host {
     /// Since when a due reboot has been pending (Unix seconds).
     pub reboot_pending_since: Option<f64>,
     /// Why a new commit is held back (wave, gate, halted, pause, suspend, or a configuration mistake:
-    /// gate-unconfigured, canary-unknown), when the last run was deferred.
+    /// gate-unconfigured, canary-unknown, gate-unreachable), when the last run was deferred.
     pub deferred: Option<String>,
     /// When it goes (Unix seconds), when known.
     pub deferred_until: Option<f64>,
@@ -81,7 +81,7 @@ pub enum State {
     /// live commit's entrypoint failed.
     Failing,
     /// Held back by a configuration mistake (`gate=prometheus` without `--prometheus`, canaries that
-    /// match no host): it would wait forever.
+    /// match no host, a Prometheus the gate cannot ask): it would wait forever.
     Misconfigured,
     /// Not heard from: its exporter is down, or its last run is older than `--stale`.
     Stale,
@@ -89,10 +89,14 @@ pub enum State {
     Missing,
     /// Holding the tip back because a canary failed on it: the rollout needs a fix or a revert.
     Halted,
-    /// Healthy but its live commit is not the tip.
+    /// Healthy, not live on the tip, and it ran after the tip appeared: its last run saw another commit
+    /// (a lagging mirror, another ref), or saw the tip and did not take it.
     Behind,
     /// Holding the tip back on purpose: its rollout wave or gate, a pause, a suspend.
     Waiting,
+    /// Healthy, not live on the tip, and it has not run since the tip appeared: it takes it on its next
+    /// poll (a rollout going as planned).
+    Pending,
     /// At the tip, with a reboot due that has not happened.
     RebootPending,
     /// At the tip and healthy.
@@ -102,7 +106,7 @@ pub enum State {
 
 impl State {
     /// Every state, worst first (the order of the table).
-    pub const ALL: [State; 9] = [
+    pub const ALL: [State; 10] = [
         State::Failing,
         State::Misconfigured,
         State::Stale,
@@ -110,6 +114,7 @@ impl State {
         State::Halted,
         State::Behind,
         State::Waiting,
+        State::Pending,
         State::RebootPending,
         State::Converged,
     ];
@@ -124,6 +129,7 @@ impl State {
             State::Halted => "halted",
             State::Behind => "behind",
             State::Waiting => "waiting",
+            State::Pending => "pending",
             State::RebootPending => "reboot pending",
             State::Converged => "converged",
         }
@@ -131,7 +137,7 @@ impl State {
 
     /// Whether a host in this state needs someone to look (the rollout will not settle by itself).
     pub fn is_unsettled(self) -> bool {
-        !matches!(self, State::Waiting | State::RebootPending | State::Converged)
+        !matches!(self, State::Waiting | State::Pending | State::RebootPending | State::Converged)
     }
 }
 
@@ -141,7 +147,8 @@ impl State {
 pub enum Verdict {
     /// Every host is at its tip and healthy (a pending reboot aside).
     Converged,
-    /// Nobody is unsettled, and some hosts hold the tip back on purpose (wave, gate, pause, suspend).
+    /// Nobody is unsettled, and some hosts hold the tip back on purpose (wave, gate, pause, suspend)
+    /// or have not polled since it appeared.
     RollingOut,
     /// Some host is failing, misconfigured, stale, missing, halted or behind.
     Unsettled,
@@ -221,11 +228,14 @@ pub fn assess(
     for (branch, commit) in fleet_tips(&hosts) {
         tips.entry(branch).or_insert(Tip { commit, source: "fleet" });
     }
+    let tip_of = |host: &Host| host.branch.as_ref().and_then(|b| tips.get(b)).map(|t| t.commit.as_str());
+    let seen = tips_seen(&hosts, &tips);
     for host in &mut hosts {
-        let tip = host.branch.as_ref().and_then(|b| tips.get(b)).map(|t| t.commit.as_str());
-        host.state = state_of(host, tip, now, limits);
+        let tip = tip_of(host);
+        let tip_seen = host.branch.as_ref().and_then(|b| seen.get(b)).copied();
+        host.state = state_of(host, tip, tip_seen, now, limits);
     }
-    let whys: Vec<Option<String>> = hosts.iter().map(|h| why(h, &hosts, now, limits)).collect();
+    let whys: Vec<Option<String>> = hosts.iter().map(|h| why(h, tip_of(h), &hosts, now, limits)).collect();
     for (host, why) in hosts.iter_mut().zip(whys) {
         host.why = why;
     }
@@ -251,7 +261,7 @@ pub fn assess(
         Verdict::NoHosts
     } else if hosts.iter().any(|h| h.state.is_unsettled()) {
         Verdict::Unsettled
-    } else if hosts.iter().any(|h| h.state == State::Waiting) {
+    } else if hosts.iter().any(|h| matches!(h.state, State::Waiting | State::Pending)) {
         Verdict::RollingOut
     } else {
         Verdict::Converged
@@ -264,9 +274,32 @@ fn misconfigured(kind: Option<&str>) -> bool {
     kind.is_some_and(|kind| crate::notify::MISCONFIGURED.contains(&kind))
 }
 
+/// When each branch's tip was first seen, as far as the hosts tell (None: no host has reported it
+/// yet, e.g. a tip from the repository). A host live on the tip says when it went live there, which
+/// later runs do not move; a host that only saw it (held back by its wave) says when it last ran.
+fn tips_seen(hosts: &[Host], tips: &BTreeMap<String, Tip>) -> BTreeMap<String, f64> {
+    let mut seen: BTreeMap<String, f64> = BTreeMap::new();
+    for host in hosts {
+        let Some((branch, tip)) = host.branch.as_ref().and_then(|b| tips.get(b).map(|t| (b, t.commit.as_str()))) else {
+            continue;
+        };
+        let at = if host.live_commit.as_deref() == Some(tip) {
+            host.live_since.or(host.last_run)
+        } else if host.remote_commit.as_deref() == Some(tip) {
+            host.last_run
+        } else {
+            None
+        };
+        if let Some(at) = at {
+            seen.entry(branch.clone()).and_modify(|first| *first = first.min(at)).or_insert(at);
+        }
+    }
+    seen
+}
+
 /// One host's state: failing beats misconfigured beats stale beats halted beats behind beats waiting
-/// beats a pending reboot.
-fn state_of(host: &Host, tip: Option<&str>, now: f64, limits: Thresholds) -> State {
+/// beats pending beats a pending reboot. `tip_seen`: when a host first reported the tip.
+fn state_of(host: &Host, tip: Option<&str>, tip_seen: Option<f64>, now: f64, limits: Thresholds) -> State {
     let failed = host.last_result.as_deref().and_then(Outcome::from_label).is_some_and(Outcome::is_failure)
         || host.live_result.as_deref() == Some("failed");
     let deferred = host.last_result.as_deref() == Some(Outcome::Deferred.label());
@@ -290,7 +323,10 @@ fn state_of(host: &Host, tip: Option<&str>, now: f64, limits: Thresholds) -> Sta
         // A suspended host shows even when nothing is new: it would not take the next commit.
         State::Waiting
     } else if behind {
-        State::Behind
+        // Not polled since the tip appeared: it takes the tip on its next run. A run after that which
+        // still did not is a lagging mirror or another ref, and needs a look.
+        let ran_since = matches!((host.last_run, tip_seen), (Some(ran), Some(seen)) if ran >= seen);
+        if ran_since { State::Behind } else { State::Pending }
     } else if host.reboot_pending_since.is_some() {
         State::RebootPending
     } else {
@@ -299,7 +335,7 @@ fn state_of(host: &Host, tip: Option<&str>, now: f64, limits: Thresholds) -> Sta
 }
 
 /// Why `host` is in its state, in a few words (None when there is nothing to say).
-fn why(host: &Host, fleet: &[Host], now: f64, limits: Thresholds) -> Option<String> {
+fn why(host: &Host, tip: Option<&str>, fleet: &[Host], now: f64, limits: Thresholds) -> Option<String> {
     let ago = |at: f64| format!("{} ago", duration(now - at));
     match host.state {
         State::Failing => Some(match (&host.last_error, host.live_result.as_deref(), &host.live_commit) {
@@ -351,7 +387,17 @@ fn why(host: &Host, fleet: &[Host], now: f64, limits: Thresholds) -> Option<Stri
                 many => format!("canaries {} failed on {on}", many.join(", ")),
             })
         }
-        State::Behind => None,
+        State::Behind => {
+            let ran = host.last_run.map(ago).unwrap_or_else(|| "?".into());
+            Some(match host.remote_commit.as_deref() {
+                Some(remote) if Some(remote) == tip => format!("last run {ran} saw the tip and did not take it"),
+                Some(remote) => {
+                    format!("last run {ran} saw {}, not the tip: a lagging mirror or another ref?", short(remote))
+                }
+                None => format!("last run {ran}, after the tip appeared"),
+            })
+        }
+        State::Pending => host.last_run.map(|at| format!("not polled since the tip appeared (last run {})", ago(at))),
         State::Waiting => {
             let kind = host.deferred.as_deref().unwrap_or("held");
             Some(match (kind, host.deferred_until) {
@@ -516,6 +562,13 @@ mod tests {
         assert_eq!(fleet.hosts[1].why.as_deref(), Some("canary c1 failed on new"));
         assert_eq!(fleet.verdict, Verdict::Unsettled);
 
+        let unreachable = deferred("m", "gate-unreachable");
+        let fleet = assess(vec![wave.clone(), unreachable], vec![], BTreeMap::new(), NOW, LIMITS);
+        assert_eq!(fleet.hosts[0].state, State::Misconfigured, "a Prometheus the gate cannot ask is no plan");
+        assert_eq!(
+            fleet.hosts[0].why.as_deref(),
+            Some("gate-unreachable: this host cannot ask Prometheus for the gate; check --prometheus")
+        );
         for kind in crate::notify::MISCONFIGURED {
             let fleet =
                 assess(vec![wave.clone(), canary.clone(), deferred("m", kind)], vec![], BTreeMap::new(), NOW, LIMITS);
@@ -566,8 +619,57 @@ mod tests {
     fn a_tip_from_the_repository_wins_over_what_hosts_report() {
         let hosts = vec![host("a", "new", "new", "up-to-date")];
         let fleet = assess(hosts, vec![], BTreeMap::from([("main".into(), "newer".into())]), NOW, LIMITS);
-        assert_eq!(fleet.hosts[0].state, State::Behind);
+        // Nobody has reported it yet: nobody has polled since it appeared.
+        assert_eq!(fleet.hosts[0].state, State::Pending);
         assert_eq!(fleet.tips["main"].source, "repository");
+        assert_eq!(fleet.verdict, Verdict::RollingOut);
+    }
+
+    #[test]
+    fn a_host_that_has_not_polled_since_the_tip_appeared_is_pending_not_behind() {
+        // The canary went live on the tip 5 minutes ago (and has run since: that does not move it).
+        let mut canary = host("canary", "new", "new", "applied");
+        canary.live_since = Some(NOW - 300.0);
+        canary.last_run = Some(NOW - 30.0);
+        // Its timer has not fired since.
+        let mut slow = host("slow", "old", "old", "up-to-date");
+        slow.last_run = Some(NOW - 400.0);
+        let fleet = assess(vec![canary.clone(), slow.clone()], vec![], BTreeMap::new(), NOW, LIMITS);
+        assert_eq!(states(&fleet), [("slow", State::Pending), ("canary", State::Converged)]);
+        assert_eq!(fleet.hosts[0].why.as_deref(), Some("not polled since the tip appeared (last run 6m ago)"));
+        assert_eq!(fleet.verdict, Verdict::RollingOut, "a push is a rollout going as planned");
+
+        // It ran after the canary took the tip and still saw the old commit: a lagging mirror.
+        let mut mirrored = host("mirrored", "old", "old", "up-to-date");
+        mirrored.last_run = Some(NOW - 100.0);
+        let fleet = assess(vec![canary, slow, mirrored], vec![], BTreeMap::new(), NOW, LIMITS);
+        assert_eq!(
+            states(&fleet),
+            [("mirrored", State::Behind), ("slow", State::Pending), ("canary", State::Converged)]
+        );
+        assert_eq!(
+            fleet.hosts[0].why.as_deref(),
+            Some("last run 1m ago saw old, not the tip: a lagging mirror or another ref?")
+        );
+        assert_eq!(fleet.verdict, Verdict::Unsettled);
+    }
+
+    #[test]
+    fn hosts_held_back_by_their_wave_tell_when_the_tip_was_seen() {
+        // Nobody is live on the tip; the waiting host saw it on its last run, a minute ago.
+        let mut waiting = deferred("w", "wave");
+        waiting.last_run = Some(NOW - 60.0);
+        let mut before = host("before", "old", "old", "up-to-date");
+        before.last_run = Some(NOW - 120.0);
+        let mut after = host("after", "old", "old", "up-to-date");
+        after.last_run = Some(NOW - 30.0);
+        let mut silent = host("silent", "old", "old", "up-to-date");
+        silent.reporting = false;
+        let fleet = assess(vec![waiting, before, after, silent], vec![], BTreeMap::new(), NOW, LIMITS);
+        assert_eq!(
+            states(&fleet),
+            [("silent", State::Stale), ("after", State::Behind), ("w", State::Waiting), ("before", State::Pending)]
+        );
     }
 
     #[test]

@@ -50,20 +50,92 @@ pub struct Query {
     pub lookback: Duration,
 }
 
-/// `{job="node"}` (or `job="node"`, or empty) as the matchers inside braces; rejects what cannot be one.
-pub fn matchers(selector: &str) -> Result<String, String> {
-    let inner = selector.trim();
-    let inner = match (inner.strip_prefix('{'), inner.ends_with('}')) {
+/// The example every selector message ends with.
+const EXAMPLE: &str = r#"{job="node"}"#;
+
+/// `{job="node"}` (or `job="node"`, or empty) as the matchers inside braces. What cannot be label
+/// matchers is refused here, before Prometheus is asked, with the flag and the selector as typed:
+/// an unquoted value, a metric name, a missing comma.
+pub fn matchers(flag: &str, selector: &str) -> Result<String, String> {
+    let typed = selector.trim();
+    let refuse = |problem: String, like: &str| format!("{flag} '{typed}': {problem}; write matchers like {like}");
+    let inner = match (typed.strip_prefix('{'), typed.ends_with('}')) {
         (Some(rest), true) => &rest[..rest.len() - 1],
-        (None, false) => inner,
-        _ => return Err(format!("--selector {selector:?} has unbalanced braces; write it like '{{job=\"node\"}}'")),
+        (None, false) => typed,
+        (None, true) if typed.split_once('{').is_some_and(|(name, _)| is_metric_name(name.trim())) => {
+            let name = typed.split('{').next().unwrap_or(typed).trim();
+            return Err(refuse(format!("{name} is a metric name; give the label matchers alone"), EXAMPLE));
+        }
+        _ => return Err(refuse("unbalanced braces".into(), EXAMPLE)),
     };
-    if inner.contains(['{', '}']) || inner.contains("__name__") {
-        return Err(format!(
-            "--selector {selector:?} must be label matchers only, like '{{job=\"node\",env=\"prod\"}}'"
-        ));
+    let mut rest = inner.trim_start();
+    while !rest.is_empty() {
+        let name_len =
+            rest.find(|c: char| c.is_whitespace() || matches!(c, '=' | '!' | '~' | ',')).unwrap_or(rest.len());
+        let name = &rest[..name_len];
+        let label_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !label_name {
+            return Err(refuse(format!("{name:?} is not a label name (letters, digits and _)"), EXAMPLE));
+        }
+        if name == "__name__" {
+            return Err(refuse("the metric name is not for the selector to pick".into(), EXAMPLE));
+        }
+        rest = rest[name_len..].trim_start();
+        let Some(op) = ["=~", "!~", "!=", "="].into_iter().find(|op| rest.starts_with(op)) else {
+            let problem = if rest.is_empty() && inner.trim() == name {
+                format!("{name} alone is a metric name, not a label matcher")
+            } else {
+                format!("{name} has no =, !=, =~ or !~")
+            };
+            return Err(refuse(problem, EXAMPLE));
+        };
+        rest = rest[op.len()..].trim_start();
+        let Some(value_len) = quoted_len(rest) else {
+            let value = rest.split(',').next().unwrap_or(rest).trim();
+            let problem = if rest.starts_with(['"', '\'', '`']) {
+                format!("the value of {name} has no closing quote")
+            } else {
+                format!("the value of {name} is not quoted")
+            };
+            return Err(refuse(problem, &format!("{{{name}{op}\"{}\"}}", value.trim_matches(['"', '\'', '`']))));
+        };
+        rest = rest[value_len..].trim_start();
+        match rest.strip_prefix(',') {
+            Some(next) => rest = next.trim_start(),
+            None if rest.is_empty() => {}
+            None => {
+                return Err(refuse(
+                    format!("a comma is missing after the matcher of {name}"),
+                    r#"{job="node",env="prod"}"#,
+                ));
+            }
+        }
     }
-    Ok(inner.trim().trim_end_matches(',').to_string())
+    Ok(inner.trim().trim_end_matches(',').trim_end().to_string())
+}
+
+/// Whether `text` is a metric name (`up`, `node:cpu:rate5m`).
+fn is_metric_name(text: &str) -> bool {
+    text.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// The length of the PromQL string literal `text` starts with ("…" or '…' with backslash escapes,
+/// `…` raw), None if it does not start with one or it is not closed.
+fn quoted_len(text: &str) -> Option<usize> {
+    let quote = text.chars().next().filter(|c| matches!(c, '"' | '\'' | '`'))?;
+    let mut escaped = false;
+    for (at, c) in text.char_indices().skip(1) {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quote != '`' => escaped = true,
+            '\n' if quote != '`' => return None,
+            c if c == quote => return Some(at + 1),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Every host seen within the lookback, as Prometheus knows it at `now`.
@@ -379,8 +451,58 @@ impl Client {
             .limit(64 * 1024 * 1024)
             .read_to_vec()
             .with_context(|| format!("reading the answer of Prometheus at {shown}"))?;
-        parse(name, &body, status.as_u16()).map_err(|e| anyhow!("Prometheus at {shown}: {e}"))
+        parse(name, &body, status.as_u16()).map_err(|e| match e {
+            Unusable::Refused { kind, message } => anyhow::Error::new(Refused { shown: shown.clone(), kind, message }),
+            Unusable::NotTheApi(e) => anyhow!("Prometheus at {shown}: {e}"),
+        })
     }
+}
+
+/// Prometheus answered a query with an error of its own (`errorType`, `error`).
+#[derive(Debug)]
+pub struct Refused {
+    /// The Prometheus URL, password hidden.
+    shown: String,
+    /// `bad_data` (the query does not parse), `timeout`, `execution`, ….
+    kind: String,
+    /// Its message.
+    message: String,
+}
+
+impl Refused {
+    /// Whether Prometheus could not parse the query: it is the selector's fault, the rest is fixed.
+    pub fn is_bad_query(&self) -> bool {
+        self.kind == "bad_data"
+    }
+
+    /// The reason without what points into the query gitops built (`invalid parameter "query":`,
+    /// `1:32: parse error:`): the selector as typed is shown next to it instead.
+    pub fn reason(&self) -> String {
+        let text = self.message.trim();
+        let text = text.strip_prefix("invalid parameter \"query\":").unwrap_or(text).trim_start();
+        let position = text.split_once(": ").filter(|(at, _)| {
+            at.split(':').count() == 2 && at.split(':').all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        let text = position.map_or(text, |(_, rest)| rest);
+        text.strip_prefix("parse error: ").unwrap_or(text).to_string()
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prometheus at {}: query refused ({}: {})", self.shown, self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Why an answer gave no samples.
+#[derive(Debug, PartialEq)]
+enum Unusable {
+    /// Prometheus said no: its `errorType` and `error`.
+    Refused { kind: String, message: String },
+    /// Not the API's JSON, or no result in it.
+    NotTheApi(String),
 }
 
 /// The API's answer, borrowing from the body: a fleet's answer is megabytes, its labels mostly unread.
@@ -434,17 +556,19 @@ struct Labels<'a> {
 }
 
 /// The samples of an instant-vector answer, or the error Prometheus gave.
-fn parse(name: &'static str, body: &[u8], status: u16) -> Result<Vec<Sample>, String> {
-    let answer: Answer = serde_json::from_slice(body)
-        .map_err(|_| format!("answered HTTP {status} with something that is not its API's JSON; check --prometheus"))?;
+fn parse(name: &'static str, body: &[u8], status: u16) -> Result<Vec<Sample>, Unusable> {
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| {
+        Unusable::NotTheApi(format!(
+            "answered HTTP {status} with something that is not its API's JSON; check --prometheus"
+        ))
+    })?;
     if answer.status != "success" {
-        return Err(format!(
-            "query refused ({}: {})",
-            answer.error_type.as_deref().unwrap_or("error"),
-            answer.error.as_deref().unwrap_or("no message")
-        ));
+        return Err(Unusable::Refused {
+            kind: answer.error_type.as_deref().unwrap_or("error").to_string(),
+            message: answer.error.as_deref().unwrap_or("no message").to_string(),
+        });
     }
-    let Some(data) = answer.data else { return Err("answer without data.result".into()) };
+    let Some(data) = answer.data else { return Err(Unusable::NotTheApi("answer without data.result".into())) };
     Ok(data
         .result
         .into_iter()
@@ -474,12 +598,66 @@ mod tests {
 
     #[test]
     fn selectors_are_matchers_with_or_without_braces() {
-        assert_eq!(matchers("{job=\"node\"}").unwrap(), "job=\"node\"");
-        assert_eq!(matchers("job=\"node\",env=\"prod\"").unwrap(), "job=\"node\",env=\"prod\"");
-        assert_eq!(matchers("").unwrap(), "");
-        assert!(matchers("{job=\"node\"").is_err());
-        assert!(matchers("up{job=\"node\"}").is_err());
-        assert!(matchers("{__name__=\"x\"}").is_err());
+        let ok = |selector: &str| matchers("--selector", selector).unwrap();
+        assert_eq!(ok("{job=\"node\"}"), "job=\"node\"");
+        assert_eq!(ok(" job=\"node\", env!~'dev|test' ,"), "job=\"node\", env!~'dev|test'");
+        assert_eq!(ok("{job=~`a{1,2}\\d`,env!=\"x\\\",y\"}"), "job=~`a{1,2}\\d`,env!=\"x\\\",y\"");
+        assert_eq!(ok(""), "");
+        assert_eq!(ok("{}"), "");
+    }
+
+    #[test]
+    fn what_is_not_label_matchers_is_refused_as_typed_with_the_fix() {
+        let refused = |selector: &str| matchers("--selector", selector).unwrap_err();
+        assert_eq!(
+            refused("{job=node}"),
+            "--selector '{job=node}': the value of job is not quoted; write matchers like {job=\"node\"}"
+        );
+        assert_eq!(
+            refused("up"),
+            "--selector 'up': up alone is a metric name, not a label matcher; write matchers like {job=\"node\"}"
+        );
+        assert_eq!(
+            refused("up{job=\"node\"}"),
+            "--selector 'up{job=\"node\"}': up is a metric name; give the label matchers alone; write matchers like {job=\"node\"}"
+        );
+        assert!(refused("{job=\"node\"").contains("unbalanced braces"));
+        assert!(refused("job=\"node\"}").contains("unbalanced braces"));
+        assert!(refused("{__name__=\"x\"}").contains("the metric name is not for the selector to pick"));
+        assert!(refused("{job=\"node}").contains("the value of job has no closing quote"));
+        assert!(refused("{job=\"node\" env=\"prod\"}").contains("a comma is missing after the matcher of job"));
+        assert!(refused("{job-name=\"x\"}").contains("\"job-name\" is not a label name"));
+        assert!(refused("{job ~ \"x\"}").contains("job has no =, !=, =~ or !~"));
+        assert!(refused("{1job=\"x\"}").contains("\"1job\" is not a label name"));
+        // Sync's flag is named as sync's.
+        assert!(
+            matchers("--prometheus-selector", "{job=node}")
+                .unwrap_err()
+                .starts_with("--prometheus-selector '{job=node}': ")
+        );
+    }
+
+    #[test]
+    fn a_refusal_gives_its_reason_without_positions_in_our_query() {
+        let refused = |kind: &str, message: &str| Refused {
+            shown: "http://p".into(),
+            kind: kind.into(),
+            message: message.into(),
+        };
+        let parse = refused(
+            "bad_data",
+            "invalid parameter \"query\": 1:32: parse error: unexpected identifier \"node\" in label matching, expected string",
+        );
+        assert!(parse.is_bad_query());
+        assert_eq!(parse.reason(), "unexpected identifier \"node\" in label matching, expected string");
+        let regex =
+            refused("bad_data", "invalid parameter \"query\": error parsing regexp: missing closing ): `^(?:()$`");
+        assert_eq!(regex.reason(), "error parsing regexp: missing closing ): `^(?:()$`");
+        assert!(!refused("timeout", "query timed out").is_bad_query());
+        assert_eq!(
+            refused("timeout", "query timed out").to_string(),
+            "Prometheus at http://p: query refused (timeout: query timed out)"
+        );
     }
 
     #[test]
@@ -490,8 +668,11 @@ mod tests {
         assert_eq!(samples[0].host.as_deref(), Some("a"));
         assert_eq!(samples[0].value, 1.0);
         let refused = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert_eq!(parse("up", refused, 400).unwrap_err(), "query refused (bad_data: parse error)");
-        assert!(parse("up", b"<html>", 502).unwrap_err().contains("HTTP 502"));
+        assert_eq!(
+            parse("up", refused, 400).unwrap_err(),
+            Unusable::Refused { kind: "bad_data".into(), message: "parse error".into() }
+        );
+        assert!(matches!(parse("up", b"<html>", 502), Err(Unusable::NotTheApi(e)) if e.contains("HTTP 502")));
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub fn summary(fleet: &Fleet) -> String {
     for state in [
         State::Behind,
         State::Waiting,
+        State::Pending,
         State::Halted,
         State::Failing,
         State::Misconfigured,
@@ -69,7 +70,8 @@ fn cells(host: &Host, now: f64) -> [String; 9] {
         match (host.state, host.commits_behind) {
             (State::Missing, _) => dash(),
             (State::Converged | State::RebootPending, _) => "0".into(),
-            (State::Behind | State::Waiting | State::Halted | State::Misconfigured, Some(0)) | (_, None) => "?".into(),
+            (State::Behind | State::Waiting | State::Pending | State::Halted | State::Misconfigured, Some(0))
+            | (_, None) => "?".into(),
             (_, Some(n)) => n.to_string(),
         },
         printable(host.last_result.as_deref().unwrap_or("-")).into_owned(),
@@ -173,6 +175,8 @@ tr.behind td {{ background: #ddf4ff; }}
 tr.behind .badge {{ background: #0969da; color: #fff; }}
 tr.waiting td {{ background: #f6f8fa; color: #57606a; }}
 tr.waiting .badge {{ border: 1px dashed #57606a; }}
+tr.pending td {{ color: #57606a; }}
+tr.pending .badge {{ border: 1px dotted #0969da; color: #0969da; }}
 tr.reboot-pending td {{ background: #fbefff; }}
 tr.reboot-pending .badge {{ border: 1px solid #8250df; }}
 tr.converged .badge {{ color: #1a7f37; }}
@@ -206,6 +210,7 @@ fn state_class(state: State) -> &'static str {
         State::Halted => "halted",
         State::Behind => "behind",
         State::Waiting => "waiting",
+        State::Pending => "pending",
         State::RebootPending => "reboot-pending",
         State::Converged => "converged",
     }
