@@ -261,7 +261,7 @@ pub enum Generated {
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     /// Repository to pull: path, file://, git://, http(s)://, ssh:// or user@host:path (alias env REPO_URL).
-    #[arg(long, env = "GITOPS_REPO_URL", value_name = "URL")]
+    #[arg(long, env = "GITOPS_REPO_URL", hide_env_values = true, value_name = "URL")]
     pub repo_url: Option<String>,
 
     /// Branch to deploy [default: the remote's default branch].
@@ -417,7 +417,7 @@ pub struct SecretsArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Notify this webhook ([discord:|slack:|json:]URL; repeatable; a secret: never logged).
-    #[arg(long = "notify", env = "GITOPS_NOTIFY", value_delimiter = ' ', value_name = "URL")]
+    #[arg(long = "notify", env = "GITOPS_NOTIFY", hide_env_values = true, value_delimiter = ' ', value_name = "URL")]
     pub notify: Vec<String>,
 
     /// File with notification URLs, one per line (mode 0600) [default: $CREDENTIALS_DIRECTORY/notify-url].
@@ -707,7 +707,7 @@ pub struct FleetArgs {
     pub reboot_command: String,
 
     /// FleetLock server (e.g. airlock) that hands out reboot slots, so the fleet never reboots all at once.
-    #[arg(long, env = "GITOPS_FLEETLOCK_URL", value_name = "URL")]
+    #[arg(long, env = "GITOPS_FLEETLOCK_URL", hide_env_values = true, value_name = "URL")]
     pub fleetlock_url: Option<String>,
 
     /// FleetLock group of this host.
@@ -723,7 +723,7 @@ pub struct FleetArgs {
     pub splay: Option<String>,
 
     /// Prometheus for rollout gates (`gate=prometheus` in .gitops/rollout); user:password@ is sent as basic auth.
-    #[arg(long, env = "GITOPS_PROMETHEUS", value_name = "URL")]
+    #[arg(long, env = "GITOPS_PROMETHEUS", hide_env_values = true, value_name = "URL")]
     pub prometheus: Option<String>,
 
     /// Label matchers of the fleet's series in that Prometheus, e.g. '{job="node"}'.

@@ -340,3 +340,27 @@ fn logs_show_the_teardown_that_ran_before_the_entrypoint() {
     assert!(teardown < output && output < entrypoint && logs[entrypoint..].contains("entrypoint-output"), "{logs}");
     assert!(logs.starts_with(&format!("# commit:  {second} \"second\"")), "{logs}");
 }
+
+/// `--help` shows which variables a flag reads, never their values: a repository URL, a notification
+/// URL, a Prometheus or FleetLock URL can carry a password or a token.
+#[test]
+fn help_never_prints_the_values_of_secret_bearing_variables() {
+    let secrets = [
+        ("GITOPS_REPO_URL", "https://deploy:s3cret-token-1@git.example.com/fleet.git"),
+        ("GITOPS_NOTIFY", "https://hooks.example.com/s3cret-token-2"),
+        ("GITOPS_PROMETHEUS", "https://user:s3cret-token-3@prom.example.com"),
+        ("GITOPS_FLEETLOCK_URL", "https://user:s3cret-token-4@lock.example.com"),
+        ("GITOPS_MIRRORS", "https://user:s3cret-token-5@mirror.example.com/fleet.git"),
+        ("GITOPS_PROBE_URL", "https://user:s3cret-token-6@probe.example.com/info/refs"),
+    ];
+    for command in [&["sync", "--help"][..], &["fleet", "--help"][..]] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gitops"));
+        cmd.args(command).env("GITOPS_CONFIG", "/dev/null");
+        for (key, value) in secrets {
+            cmd.env(key, value);
+        }
+        let help = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+        assert!(help.contains("GITOPS_REPO_URL") || command[0] == "fleet", "{help}");
+        assert!(!help.contains("s3cret"), "{command:?} printed a secret:\n{help}");
+    }
+}

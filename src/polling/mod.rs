@@ -31,12 +31,12 @@ pub use mirrors::Remote;
 pub struct PollingArgs {
     /// Fetch the same branch from this mirror when the primary cannot be reached (connect error, timeout,
     /// HTTP 5xx); repeatable, tried in order (env: space-separated).
-    #[arg(long = "mirror", env = "GITOPS_MIRRORS", value_delimiter = ' ', value_name = "URL")]
+    #[arg(long = "mirror", env = "GITOPS_MIRRORS", hide_env_values = true, value_delimiter = ' ', value_name = "URL")]
     pub mirrors: Vec<String>,
 
     /// Before contacting any Git remote, a conditional GET of this http(s) URL (e.g. the repository's
     /// info/refs served as a static file); 304 Not Modified ends the run up-to-date.
-    #[arg(long, env = "GITOPS_PROBE_URL", value_name = "URL")]
+    #[arg(long, env = "GITOPS_PROBE_URL", hide_env_values = true, value_name = "URL")]
     pub probe_url: Option<String>,
 
     /// Fetch from the Git remote at least this often, whatever the probe says.
