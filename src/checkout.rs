@@ -164,6 +164,9 @@ pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId, ke
     Ok(dest)
 }
 
+/// Checkouts writing fewer files than this use one thread; larger ones all cores.
+const PARALLEL_CHECKOUT_MIN_FILES: usize = 500;
+
 /// Up to this many changed paths are fsynced one by one; more, and one syncfs is cheaper.
 const FSYNC_EACH_MAX: usize = 256;
 
@@ -269,6 +272,11 @@ fn write_tree(
     options.destination_is_initially_empty = fresh;
     options.validate = PATH_PROTECTIONS;
     options.overwrite_existing = false;
+    // Creating files is most of a full checkout's time and spreads over cores (gix gives each thread runs
+    // of entries); a reused revision's few changed files are written before a thread would have started.
+    let to_write =
+        index.entries().iter().filter(|e| !e.flags.contains(gix::index::entry::Flags::SKIP_WORKTREE)).count();
+    options.thread_limit = if to_write < PARALLEL_CHECKOUT_MIN_FILES { Some(1) } else { None };
     let objects = repo.objects.clone().into_arc().context("sharing the object database")?;
     let outcome = gix::worktree::state::checkout(
         &mut index,
