@@ -398,6 +398,20 @@ fn syncfs(file: &fs::File) -> std::io::Result<()> {
     if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
+/// When no revision is live yet, the checkout that follows a successful fetch is written in full and
+/// synced with one syncfs, which also writes out whatever other programs left unwritten on that
+/// filesystem (a provisioning run, a package install). Start that now, in the background, so it overlaps
+/// the fetch and the sync before publishing finds little but the checkout left. Only a head start: its
+/// result is not looked at (the sync before publishing reports errors on a descriptor of its own).
+pub fn start_writeback(layout: &Layout) {
+    if live_commit(layout).is_some() {
+        return;
+    }
+    if let Ok(revisions) = fs::File::open(layout.revisions()) {
+        std::thread::spawn(move || syncfs(&revisions));
+    }
+}
+
 /// Point `current` at `revisions/<commit>` with one atomic rename of a relative symlink.
 pub fn publish(layout: &Layout, commit: ObjectId) -> anyhow::Result<()> {
     let target = Path::new("revisions").join(commit.to_string());

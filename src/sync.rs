@@ -150,6 +150,7 @@ fn cycle(settings: &Settings, layout: &Layout, summary: &mut RunSummary, started
         }
     };
     let testing_base = state.testing_base.as_deref().map(|hex| commit_id::parse(hex, "testing_base")).transpose()?;
+    checkout::start_writeback(layout);
     let (repo, fetched, served_by) = fetch_from_remotes(settings, layout, Have { deployed, testing_base })?;
     crate::failpoint::hit("fetched");
     summary.served_by = Some(served_by.display_url.clone());
