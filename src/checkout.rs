@@ -155,6 +155,9 @@ pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId, ke
     } else {
         recyclable(layout, keep, live.as_deref(), &name)?
     };
+    // Opened before anything is written: syncfs on it then reports every writeback error since, even
+    // one another process's sync saw first (a descriptor opened later would miss that one).
+    let revisions = fs::File::open(layout.revisions()).context("opening the revisions directory")?;
     let tmp = layout.revisions().join(format!(".tmp-{commit}-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
@@ -181,6 +184,10 @@ pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId, ke
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    // Pruning goes by age: a reused directory is as new as its content. Before the sync, which covers it.
+    fs::File::open(&tmp)
+        .and_then(|dir| dir.set_modified(std::time::SystemTime::now()))
+        .with_context(|| format!("touching {}", tmp.display()))?;
     crate::failpoint::hit("checkout-written");
     let written_in = started.elapsed();
     // The files must be on disk before the name that promises they are complete.
@@ -190,11 +197,11 @@ pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId, ke
             format!("{} changed paths fsynced", paths.len())
         }
         Some(paths) => {
-            sync_filesystem(&tmp);
+            syncfs(&revisions).with_context(|| format!("syncing checkout {} to disk", tmp.display()))?;
             format!("{} changed paths, syncfs", paths.len())
         }
         None => {
-            sync_filesystem(&tmp);
+            syncfs(&revisions).with_context(|| format!("syncing checkout {} to disk", tmp.display()))?;
             "written in full, syncfs".to_string()
         }
     };
@@ -203,14 +210,14 @@ pub fn materialise(repo: &gix::Repository, layout: &Layout, commit: ObjectId, ke
         started.elapsed() - written_in
     );
     reuse::save_manifest(layout, commit, index)?;
-    // Pruning goes by age: a reused directory is as new as its content.
-    fs::File::open(&tmp)
-        .and_then(|dir| dir.set_modified(std::time::SystemTime::now()))
-        .with_context(|| format!("touching {}", tmp.display()))?;
     fs::rename(&tmp, &dest).with_context(|| format!("moving checkout into place at {}", dest.display()))?;
-    sync_dir(&layout.revisions()).context("syncing revisions directory")?;
+    // The new name must be on disk before `current` points at it.
+    revisions.sync_all().context("syncing revisions directory")?;
     Ok(dest)
 }
+
+/// Checkouts writing fewer files than this use one thread; larger ones all cores.
+const PARALLEL_CHECKOUT_MIN_FILES: usize = 500;
 
 /// Up to this many changed paths are fsynced one by one; more, and one syncfs is cheaper.
 const FSYNC_EACH_MAX: usize = 256;
@@ -317,6 +324,11 @@ fn write_tree(
     options.destination_is_initially_empty = fresh;
     options.validate = PATH_PROTECTIONS;
     options.overwrite_existing = false;
+    // Creating files is most of a full checkout's time and spreads over cores (gix gives each thread runs
+    // of entries); a reused revision's few changed files are written before a thread would have started.
+    let to_write =
+        index.entries().iter().filter(|e| !e.flags.contains(gix::index::entry::Flags::SKIP_WORKTREE)).count();
+    options.thread_limit = if to_write < PARALLEL_CHECKOUT_MIN_FILES { Some(1) } else { None };
     let objects = repo.objects.clone().into_arc().context("sharing the object database")?;
     let outcome = gix::worktree::state::checkout(
         &mut index,
@@ -436,12 +448,12 @@ fn sync_paths(root: &Path, changed: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn sync_filesystem(dir: &Path) {
-    if let Ok(file) = fs::File::open(dir) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: syncfs on a valid open descriptor has no memory-safety preconditions.
-        unsafe { libc::syncfs(file.as_raw_fd()) };
-    }
+/// Write out everything dirty on the filesystem that holds `file` (data and metadata: file contents,
+/// inodes, directory entries) and wait for it; its errors include writeback errors since `file` was opened.
+fn syncfs(file: &fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs on a valid open descriptor has no memory-safety preconditions.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }
 
 /// Point `current` at `revisions/<commit>` with one atomic rename of a relative symlink.

@@ -67,6 +67,147 @@ fn kill_at_every_failpoint_then_converge() {
     }
 }
 
+/// What a power cut can take is what was not synced yet, so the order of the syncs is the promise: a
+/// revision is on disk once written (one syncfs on its filesystem for a checkout written in full or with
+/// many changes, an fsync of each changed file and directory for one rebuilt from an old revision), then
+/// it gets its commit's name, that name is synced before `current` points at it, and the swap is synced.
+/// Traced with strace, in the order the kernel saw the calls.
+#[test]
+fn a_revision_is_on_disk_before_its_name_and_current_point_at_it() {
+    if !tooling::available(&[tooling::STRACE]) {
+        return;
+    }
+    let dir = tempdir();
+    let remote = Remote::with_script(dir.path(), RECORD);
+    let host = Host::new(dir.path(), &remote.file_url());
+    let (url, keep) = (remote.file_url(), ["--keep-revisions", "2"]);
+    let revisions = host.state.join("revisions").display().to_string();
+
+    // The first revision is written in full, and so is the second: two are kept, nothing is recycled.
+    for (file, message) in [("a.txt", "first"), ("b.txt", "second")] {
+        remote.write(&format!("conf/{file}"), message);
+        let head = remote.commit(message);
+        let traced = Traced::sync(&host, &url, &keep, dir.path());
+        let written = traced.last_created_in(&head);
+        let synced = traced.after(written, "syncfs", &revisions);
+        assert!(synced < traced.named(&head), "{message}: syncfs before the rename: {traced:#?}");
+        traced.assert_name_then_current(&host, &head);
+    }
+
+    // The third is rebuilt from the first, which the prune would delete: what changed is fsynced.
+    remote.write("conf/a.txt", "third");
+    let head = remote.commit("third");
+    let traced = Traced::sync(&host, &url, &keep, dir.path());
+    let (tmp, written) = (traced.temp_dir(&head), traced.last_created_in(&head));
+    for path in [format!("{tmp}/conf/a.txt"), format!("{tmp}/conf"), tmp.clone()] {
+        assert!(traced.after(written, "fsync", &path) < traced.named(&head), "{path} fsynced first: {traced:#?}");
+    }
+    traced.assert_name_then_current(&host, &head);
+
+    // Rebuilt from the second with more changes than are worth fsyncing one by one: syncfs again.
+    for n in 0..300 {
+        remote.write(&format!("many/{n}.txt"), "x");
+    }
+    let head = remote.commit("many");
+    let traced = Traced::sync(&host, &url, &keep, dir.path());
+    let synced = traced.after(traced.last_created_in(&head), "syncfs", &revisions);
+    assert!(synced < traced.named(&head), "many: syncfs before the rename: {traced:#?}");
+    traced.assert_name_then_current(&host, &head);
+}
+
+/// The filesystem calls of one `gitops sync` run under strace, in order; descriptors show as the path
+/// they were opened on (`fsync(5</state/revisions>)`).
+#[derive(Debug)]
+struct Traced(Vec<String>);
+
+impl Traced {
+    fn sync(host: &Host, url: &str, extra: &[&str], scratch: &Path) -> Traced {
+        let log = scratch.join("strace.log");
+        let state = host.state.to_str().unwrap();
+        let gitops = host.command(&[&["sync", "--repo-url", url, "--state-dir", state], extra].concat());
+        let mut strace = tooling::command("strace");
+        strace
+            .args(["-f", "-qq", "-y", "-s", "4096", "-o"])
+            .arg(&log)
+            .args([
+                "-e",
+                "trace=syncfs,fsync,fdatasync,rename,renameat,renameat2,openat,mkdir,mkdirat,symlink,symlinkat",
+            ])
+            .arg(gitops.get_program())
+            .args(gitops.get_args());
+        for (key, value) in gitops.get_envs() {
+            match value {
+                Some(value) => strace.env(key, value),
+                None => strace.env_remove(key),
+            };
+        }
+        let run: Run = strace.output().expect("running strace").into();
+        run.expect(APPLIED);
+        // `PID name(args) = result`; a call another thread interrupted is split, its first half kept.
+        let calls = fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|line| !line.contains(" resumed>"))
+            .filter_map(|line| line.split_once(' ').map(|(_pid, call)| call.trim_start().to_string()))
+            .collect();
+        Traced(calls)
+    }
+
+    fn position(&self, what: &str, test: impl Fn(&str) -> bool) -> usize {
+        self.0.iter().position(|call| test(call)).unwrap_or_else(|| panic!("no {what} in {self:#?}"))
+    }
+
+    /// The rename that gives `commit`'s revision its name.
+    fn named(&self, commit: &str) -> usize {
+        let name = format!("/revisions/{commit}\"");
+        self.position(&format!("rename to {name}"), |call| call.starts_with("rename") && call.contains(&name))
+    }
+
+    /// The temporary directory `commit`'s revision was built in (the source of that rename).
+    fn temp_dir(&self, commit: &str) -> String {
+        let call = &self.0[self.named(commit)];
+        let start = call.find(&format!("/.tmp-{commit}-")).expect("renamed from a temp dir");
+        let begin = call[..start].rfind('"').unwrap() + 1;
+        let end = start + call[start..].find('"').unwrap();
+        call[begin..end].to_string()
+    }
+
+    /// The last file, directory or symlink created in `commit`'s temporary directory.
+    fn last_created_in(&self, commit: &str) -> usize {
+        let tmp = format!("{}/", self.temp_dir(commit));
+        let creates = |call: &&String| {
+            call.contains(&tmp)
+                && (call.starts_with("mkdir")
+                    || call.starts_with("symlink")
+                    || (call.starts_with("openat(") && call.contains("O_CREAT")))
+        };
+        let last = self.0.iter().rposition(|call| creates(&call));
+        last.unwrap_or_else(|| panic!("nothing created in {tmp}: {self:#?}"))
+    }
+
+    /// The first `name` call on a descriptor opened on `path` (for syncfs: on anything below it, the same
+    /// filesystem), after position `after`.
+    fn after(&self, after: usize, name: &str, path: &str) -> usize {
+        let wanted = format!("{name}(");
+        let fd = if name == "syncfs" { format!("<{path}") } else { format!("<{path}>") };
+        let found = self.0.iter().skip(after + 1).position(|call| call.starts_with(&wanted) && call.contains(&fd));
+        after + 1 + found.unwrap_or_else(|| panic!("no {name} of {path} after call {after}: {self:#?}"))
+    }
+
+    /// After the rename that names `commit`'s revision: `revisions/` fsynced, then `current` swapped,
+    /// then the state directory fsynced.
+    fn assert_name_then_current(&self, host: &Host, commit: &str) {
+        let named = self.named(commit);
+        let revisions = host.state.join("revisions").display().to_string();
+        let state = host.state.display().to_string();
+        let current = format!("\"{state}/current\"");
+        let swapped =
+            self.position("the swap of current", |call| call.starts_with("rename") && call.contains(&current));
+        assert!(self.after(named, "fsync", &revisions) < swapped, "revisions/ synced before the swap: {self:#?}");
+        self.after(swapped, "fsync", &state);
+    }
+}
+
 /// Processes holding `lock` open, for a failure message.
 fn lock_holders(lock: &Path) -> Vec<String> {
     let mut holders = Vec::new();

@@ -45,6 +45,8 @@ pub const NODE_EXPORTER: Need = Need { tool: "prometheus-node-exporter", package
 #[allow(dead_code)] // the secrets tests
 pub const AGE: Need = Need { tool: "age", package: "age" };
 pub const CHROMIUM: Need = Need { tool: "chromium", package: "chromium" };
+/// What a run asked the kernel to sync, and in which order (the durability test).
+pub const STRACE: Need = Need { tool: "strace", package: "strace" };
 /// Debian's nginx: the change probe's static file server.
 pub const NGINX: Need = Need { tool: "nginx", package: "nginx" };
 /// Debian's rpm: the release .rpm inspected and installed with --root.
