@@ -7,8 +7,8 @@
 //!
 //! packaging/dist.sh runs once per test run, into target/tmp/dist, with this test build's gitops
 //! writing the man pages and completions (after `tests/run` built it, the release build is a
-//! no-op). Needs zig, cargo-zigbuild, cargo-deb, cargo-generate-rpm and objdump; some tests also
-//! rpm, root, debootstrap and systemd-nspawn. Without them a test says it is skipped, unless
+//! no-op). Needs zig, cargo-zigbuild, cargo-deb, cargo-generate-rpm, objdump and valgrind; some
+//! tests also rpm, root, debootstrap and systemd-nspawn. Without them a test says it is skipped, unless
 //! GITOPS_TEST_STRICT=1.
 
 use std::collections::BTreeMap;
@@ -153,6 +153,25 @@ fn release_binary_needs_glibc_2_17_at_most_fits_8_mib_and_says_what_it_is() {
 
     let size = fs::metadata(&bin).unwrap().len();
     assert!(size <= MAX_BINARY_BYTES, "the release binary is {size} bytes, over the 8 MiB budget");
+
+    // The code a no-op poll runs is laid out side by side (packaging/link-order.py), first in the
+    // text: without it the poll's pages are spread over the whole text and its peak RSS is ~2 MiB
+    // more (`just bench` measures both). The section holds the poll's, a first deploy's and
+    // status's functions: about 1.3 MB today, and never a handful.
+    let sections = run(tooling::command("objdump").arg("-h").arg(&bin));
+    let hot = sections.lines().find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        (cols.get(1) == Some(&".text.hot")).then(|| u64::from_str_radix(cols[2], 16).unwrap())
+    });
+    let text_starts = |name: &str| {
+        sections.lines().find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            (cols.get(1) == Some(&name)).then(|| u64::from_str_radix(cols[3], 16).unwrap())
+        })
+    };
+    let hot = hot.unwrap_or_else(|| panic!("no .text.hot section: the link order was not applied\n{sections}"));
+    assert!((512 * 1024..3 * 1024 * 1024).contains(&hot), ".text.hot is {hot} bytes\n{sections}");
+    assert!(text_starts(".text.hot") < text_starts(".text"), "{sections}");
 
     let commit = Command::new("git")
         .args(["rev-parse", "--short=7", "HEAD"])

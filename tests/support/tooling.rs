@@ -57,6 +57,8 @@ pub const DIST: &[Need] = &[
     CARGO_DEB,
     Need { tool: "cargo-generate-rpm", package: "from crates.io" },
     OBJDUMP,
+    // The profile of a no-op poll that lays out the shipped binary's code (packaging/link-order.py).
+    Need { tool: "valgrind", package: "valgrind" },
 ];
 /// What booting the cached Debian rootfs with systemd-nspawn takes.
 pub const ROOTFS: &[Need] = &[
