@@ -159,19 +159,18 @@ fn release_binary_needs_glibc_2_17_at_most_fits_8_mib_and_says_what_it_is() {
     // more (`just bench` measures both). The section holds the poll's, a first deploy's and
     // status's functions: about 1.3 MB today, and never a handful.
     let sections = run(tooling::command("objdump").arg("-h").arg(&bin));
-    let hot = sections.lines().find_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        (cols.get(1) == Some(&".text.hot")).then(|| u64::from_str_radix(cols[2], 16).unwrap())
-    });
-    let text_starts = |name: &str| {
+    // (size, address) of a section, from objdump -h's "Idx Name Size VMA ..." rows.
+    let section = |name: &str| {
         sections.lines().find_map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            (cols.get(1) == Some(&name)).then(|| u64::from_str_radix(cols[3], 16).unwrap())
+            let hex = |i: usize| u64::from_str_radix(cols[i], 16).unwrap();
+            (cols.get(1) == Some(&name)).then(|| (hex(2), hex(3)))
         })
     };
-    let hot = hot.unwrap_or_else(|| panic!("no .text.hot section: the link order was not applied\n{sections}"));
+    let (hot, hot_at) =
+        section(".text.hot").unwrap_or_else(|| panic!("no .text.hot: the link order was not applied\n{sections}"));
     assert!((512 * 1024..3 * 1024 * 1024).contains(&hot), ".text.hot is {hot} bytes\n{sections}");
-    assert!(text_starts(".text.hot") < text_starts(".text"), "{sections}");
+    assert!(hot_at < section(".text").unwrap().1, "{sections}");
 
     let commit = Command::new("git")
         .args(["rev-parse", "--short=7", "HEAD"])

@@ -167,7 +167,8 @@ fn just_dist_generates_the_assets_the_packages_use() {
         "cargo zigbuild --quiet --locked --release --no-default-features --target \"$triple.$glibc\"",
         "\"$generator\" -q generate man --out target/assets/man",
         "\"$generator\" -q generate completions --out target/assets/completions",
-        "cargo deb --quiet --no-build --target \"$triple\"",
+        // Already stripped, so the three files carry one binary.
+        "cargo deb --quiet --no-build --no-strip --target \"$triple\"",
         "cargo generate-rpm --target \"$triple\"",
         "sha256sum",
     ] {
