@@ -16,13 +16,12 @@ import argparse
 import os
 import random
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from promlab import start_prometheus, timed, write_report
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -76,27 +75,6 @@ def repository(root, files):
     return bare, len(paths) + 2
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def timed(cmd, env, rounds, codes):
-    times, rss, out = [], 0, None
-    for _ in range(rounds):
-        t = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        times.append(time.perf_counter() - t)
-        if done.returncode not in codes:
-            sys.exit(f"fleet-repo-url: {cmd} exited {done.returncode}: {done.stderr}")
-        out = done
-        for line in done.stderr.splitlines():
-            if "peak-rss-kib=" in line:
-                rss = max(rss, int(line.rsplit("=", 1)[1]))
-    return min(times), statistics.median(times), rss / 1024, out
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=10_000)
@@ -121,25 +99,7 @@ def main():
                    for f in fs)
         full = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(os.path.join(bare, "objects"))
                    for f in fs)
-        port = free_port()
-        config = os.path.join(work, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1m\n")
-        proc = subprocess.Popen(["prometheus", f"--config.file={config}",
-                                 f"--storage.tsdb.path={os.path.join(work, 'data')}",
-                                 f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                sys.exit("fleet-repo-url: prometheus not ready in 60 s")
-            time.sleep(0.2)
+        proc, url = start_prometheus(work, os.path.join(work, "data"), "fleet-repo-url", 60)
         env = dict(os.environ, GITOPS_CONFIG="/dev/null", RUST_LOG="error,gitops=debug")
         # An empty Prometheus: exit 5 (no host matched), after the repository was read.
         runs = [("no --repo-url", [gitops, "fleet", "--prometheus", url], (5,))]
@@ -150,7 +110,7 @@ def main():
                      [gitops, "fleet", "--prometheus", url, "--repo-url", f"file://{bare}", "--json"], (5,)))
         rows = []
         for label, cmd, codes in runs:
-            best, median, rss, done = timed(cmd, env, args.rounds, codes)
+            best, median, rss, done = timed(cmd, env, args.rounds, codes, "fleet-repo-url")
             rows.append((label, best, median, rss))
             if "depth 1" in label:
                 missing = done.stdout.count('"state": "missing"')
@@ -169,11 +129,7 @@ def main():
         for label, best, median, rss in rows:
             lines.append(f"| {label} | {best:.2f} | {median:.2f} | {rss:.1f} |")
         lines += ["", f"Rounds: {args.rounds}. The call that reads the hosts reports all 2,500 named hosts missing (none reported)."]
-        report = "\n".join(lines) + "\n"
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write(report)
-        print(report)
+        write_report(args.output, lines)
     finally:
         if proc:
             proc.kill()

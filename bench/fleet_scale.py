@@ -18,13 +18,12 @@ import json
 import os
 import random
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from promlab import start_prometheus, timed, write_report
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(BENCH)
@@ -107,12 +106,6 @@ def openmetrics(path, hosts, now):
     return counts
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", type=int, default=10_000)
@@ -139,40 +132,13 @@ def main():
                        capture_output=True)
         backfill = time.time() - started
         say(f"backfilled in {backfill:.1f}s")
-        port = free_port()
-        config = os.path.join(work, "prometheus.yml")
-        with open(config, "w") as f:
-            f.write("global:\n  scrape_interval: 1m\n")
-        proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={data}",
-                                 f"--web.listen-address=127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "prometheus.log"), "w"))
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/-/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                sys.exit("fleet-scale: prometheus not ready in 120 s")
-            time.sleep(0.2)
+        proc, url = start_prometheus(work, data, "fleet-scale", 120)
         cmd = [gitops, "fleet", "--prometheus", url, "--selector", '{job="node"}']
         env = dict(os.environ, GITOPS_CONFIG="/dev/null", RUST_LOG="error,gitops=debug")
         rows = []
         for label, extra in (("text", []), ("--json", ["--json"])):
-            times, rss, out = [], 0, ""
-            for _ in range(args.rounds):
-                t = time.perf_counter()
-                done = subprocess.run(cmd + extra, capture_output=True, text=True, env=env)
-                times.append(time.perf_counter() - t)
-                if done.returncode not in (0, 3):
-                    sys.exit(f"fleet-scale: gitops fleet exited {done.returncode}: {done.stderr}")
-                out = done.stdout
-                for line in done.stderr.splitlines():
-                    if "peak-rss-kib=" in line:
-                        rss = max(rss, int(line.rsplit("=", 1)[1]))
-            rows.append((label, min(times), statistics.median(times), rss / 1024, out))
+            best, median, rss, done = timed(cmd + extra, env, args.rounds, (0, 3), "fleet-scale")
+            rows.append((label, best, median, rss, done.stdout))
         text_out = rows[0][4]
         doc = json.loads(rows[1][4])
         assert len(doc["hosts"]) == args.hosts, len(doc["hosts"])
@@ -193,11 +159,7 @@ def main():
             lines.append(f"| {label} | {best:.2f} | {median:.2f} | {rss:.1f} |")
         lines += ["", f"Rounds: {args.rounds}. Time is the whole command: the queries, Prometheus answering them, "
                   "parsing, assessing and printing."]
-        report = "\n".join(lines) + "\n"
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
-        with open(args.output, "w") as f:
-            f.write(report)
-        print(report)
+        write_report(args.output, lines)
     finally:
         if proc:
             proc.kill()

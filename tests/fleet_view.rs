@@ -533,20 +533,34 @@ fn a_healthy_wave_is_rolling_out_and_a_halt_a_mistake_or_a_missing_host_is_unset
     render_in_chromium(&page, &dir.path().join("fleet.png"));
 }
 
+/// One host, `web-1`, applied and scraped by its exporter into a Prometheus that has seen it.
+struct OneHost {
+    remote: Remote,
+    prometheus: Prometheus,
+    /// Scrapes on as long as the test holds this.
+    _exporter: NodeExporter,
+}
+
+fn one_host_fleet(dir: &Path) -> OneHost {
+    let public = prom::public_dir(&dir.join("textfiles"));
+    let remote = Remote::with_script(&dir.join("repo"), "exit 0");
+    let node = Node::new(&dir.join("hosts"), &public, &remote.file_url(), "web-1");
+    node.sync().expect(10);
+    let exporter = NodeExporter::start(&node.textfiles);
+    let prometheus = Prometheus::start(&dir.join("prometheus"), std::slice::from_ref(&exporter.address), &[]);
+    prometheus.wait_for("gitops_info", 1, Duration::from_secs(30));
+    OneHost { remote, prometheus, _exporter: exporter }
+}
+
 #[test]
 fn a_selector_that_matches_no_host_is_not_a_converged_fleet() {
     if !tooling::available(prom::NEEDS) {
         return;
     }
     let dir = public_tempdir();
-    let public = prom::public_dir(&dir.path().join("textfiles"));
-    let remote = Remote::with_script(&dir.path().join("repo"), "exit 0");
-    let node = Node::new(&dir.path().join("hosts"), &public, &remote.file_url(), "web-1");
-    node.sync().expect(10);
-    let exporter = NodeExporter::start(&node.textfiles);
-    let prometheus = Prometheus::start(&dir.path().join("prometheus"), std::slice::from_ref(&exporter.address), &[]);
-    prometheus.wait_for("gitops_info", 1, Duration::from_secs(30));
-    fleet(&prometheus, &[]).expect(0);
+    let host = one_host_fleet(dir.path());
+    let prometheus = &host.prometheus;
+    fleet(prometheus, &[]).expect(0);
 
     // A typo: `nodes`. The line names the selector, the Prometheus (password hidden) and the fix.
     let with_password = prometheus.url.replace("http://", "http://admin:hunter2@");
@@ -692,13 +706,8 @@ fn fleet_reads_the_selector_where_sync_does() {
         return;
     }
     let dir = public_tempdir();
-    let public = prom::public_dir(&dir.path().join("textfiles"));
-    let remote = Remote::with_script(&dir.path().join("repo"), "exit 0");
-    let node = Node::new(&dir.path().join("hosts"), &public, &remote.file_url(), "web-1");
-    node.sync().expect(10);
-    let exporter = NodeExporter::start(&node.textfiles);
-    let prometheus = Prometheus::start(&dir.path().join("prometheus"), std::slice::from_ref(&exporter.address), &[]);
-    prometheus.wait_for("gitops_info", 1, Duration::from_secs(30));
+    let host = one_host_fleet(dir.path());
+    let (prometheus, remote) = (&host.prometheus, &host.remote);
     let env_file = dir.path().join("gitops.env");
     fs::write(&env_file, "GITOPS_PROMETHEUS_SELECTOR='{job=\"nodes\"}'\n").unwrap();
     let gitops = |args: &[&str], env: &[(&str, &str)]| -> Run {
