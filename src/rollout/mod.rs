@@ -11,6 +11,7 @@ pub mod gate;
 
 use std::time::Duration;
 
+use crate::notify::MISCONFIGURED;
 use crate::outcome::Outcome;
 use crate::parse::parse_duration;
 
@@ -203,8 +204,9 @@ pub enum GateState {
 /// Why a host does not move to the commit now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hold {
-    /// `pause`, `gate`, `halted`, `wave`, or a mistake (`gate-unconfigured`, `canary-unknown`): the metrics
-    /// label (`suspend` comes from `gitops suspend`).
+    /// `pause`, `gate` (waiting for the canaries), `halted`, `wave`, or a mistake (`notify::MISCONFIGURED`:
+    /// `gate-unconfigured`, `canary-unknown`, `gate-unreachable`): the metrics label (`suspend` comes from
+    /// `gitops suspend`).
     pub kind: &'static str,
     /// The log line: why, and when it will go if that is known.
     pub message: String,
@@ -218,8 +220,8 @@ impl Hold {
     /// reporting host) or a gate that cannot be asked (exit 1: Prometheus unreachable). None: the plan.
     pub fn mistake(&self) -> Option<Outcome> {
         match self.kind {
-            "gate-unconfigured" | "canary-unknown" => Some(Outcome::Usage),
             "gate-unreachable" => Some(Outcome::Runtime),
+            kind if MISCONFIGURED.contains(&kind) => Some(Outcome::Usage),
             _ => None,
         }
     }

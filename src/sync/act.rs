@@ -67,7 +67,8 @@ pub fn act(step: Step, g: &mut Gather<'_>, summary: &mut RunSummary, started: In
         Step::Hold { hold, released } => {
             let fetched = &g.fetched()?.route.fetched;
             let what = format!("{} {}", fetched.branch, short_id(fetched.commit));
-            if hold.mistake().is_none() {
+            let mistake = hold.mistake();
+            if mistake.is_none() {
                 log::info!("{} ({what}): {}", Outcome::Deferred, hold.message);
             }
             // A dry run goes on to say what the host would do once released.
@@ -77,7 +78,7 @@ pub fn act(step: Step, g: &mut Gather<'_>, summary: &mut RunSummary, started: In
                 }
                 _ => None,
             };
-            match hold.mistake() {
+            match mistake {
                 // Held all the same (the gate cannot open), but the run fails: nothing will change by itself.
                 Some(outcome) => Err(Failure { outcome, error: anyhow::anyhow!("held ({what}): {}", hold.message) }),
                 None => Ok(planned.unwrap_or(decided)),
